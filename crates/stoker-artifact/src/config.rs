@@ -1,0 +1,227 @@
+//! The task config: one TOML file per task under `configs/`, read by every stage.
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ArtifactError, Result};
+use crate::model::ModelSpec;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// Seed for data generation, initialisation and shuffling.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    pub data: DataConfig,
+    pub model: ModelSpec,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub predict: PredictConfig,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Raw input path used when `--input` is not given.
+    #[serde(default)]
+    pub input: Option<PathBuf>,
+    /// Input window length in rows.
+    pub input_len: usize,
+    /// How many rows ahead of the last input row the target lies (1 = next hour).
+    #[serde(default = "one")]
+    pub horizon: usize,
+    /// Rows per Parquet shard: bounds prepare's memory, whatever the input size.
+    #[serde(default = "default_shard_rows")]
+    pub shard_rows: usize,
+    pub source: SourceConfig,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn default_shard_rows() -> usize {
+    65_536
+}
+
+/// Where raw rows come from and how they are split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// The UCI Beijing PM2.5 hourly CSV (`No,year,month,day,hour,pm2.5,…`).
+    Pm25 {
+        /// First year of validation; earlier rows train.
+        val_start_year: i32,
+        /// First year of test; earlier rows (from `val_start_year`) validate.
+        test_start_year: i32,
+        /// Longest run of missing hours filled by linear interpolation for inputs.
+        /// Filled values are never used as targets.
+        #[serde(default = "default_max_gap")]
+        max_gap: usize,
+        /// Adds hour-of-day, day-of-week and day-of-year as sin/cos pairs.
+        #[serde(default)]
+        calendar: bool,
+    },
+}
+
+fn default_max_gap() -> usize {
+    3
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Multiply the learning rate by `lr_decay` every epoch.
+    pub lr_decay: f64,
+    /// Clip the gradient norm to this value (0 = off).
+    pub grad_clip: f64,
+    /// Loss on normalised targets.
+    pub loss: LossKind,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 10,
+            batch_size: 128,
+            lr: 1e-3,
+            weight_decay: 0.0,
+            lr_decay: 1.0,
+            grad_clip: 0.0,
+            loss: LossKind::Mse,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossKind {
+    Mse,
+    /// Huber with delta 1 on normalised targets: robust to pollution spikes.
+    Huber,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictConfig {
+    pub batch_size: usize,
+    /// Which checkpoint to evaluate.
+    pub checkpoint: CheckpointChoice,
+}
+
+impl Default for PredictConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 2048,
+            checkpoint: CheckpointChoice::Best,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckpointChoice {
+    Best,
+    Last,
+}
+
+impl TaskConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| ArtifactError::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let config: Self = toml::from_str(text).map_err(|e| ArtifactError::Parse {
+            path: path.into(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<()> {
+        let positive = [
+            ("data.input_len", self.data.input_len),
+            ("data.horizon", self.data.horizon),
+            ("data.shard_rows", self.data.shard_rows),
+            ("train.epochs", self.train.epochs),
+            ("train.batch_size", self.train.batch_size),
+            ("predict.batch_size", self.predict.batch_size),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ArtifactError::invalid(path, format!("`{key}` must be > 0")));
+            }
+        }
+        if !(self.train.lr > 0.0) {
+            return Err(ArtifactError::invalid(path, "`train.lr` must be > 0"));
+        }
+        Ok(())
+    }
+
+    /// The task name: the config file's stem (`configs/pm25-cnn2d.toml` → `pm25-cnn2d`).
+    pub fn name_of(path: &Path) -> String {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "task".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [data]
+        input_len = 24
+        source = { kind = "pm25", val_start_year = 2013, test_start_year = 2014 }
+        [model]
+        kind = "cnn2d"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = TaskConfig::parse(MINIMAL, Path::new("x.toml")).unwrap();
+        assert_eq!(c.data.horizon, 1);
+        assert_eq!(c.train.batch_size, 128);
+        assert_eq!(c.seed, 42);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_everywhere() {
+        for (section, typo) in [
+            ("[train]", "epochz = 3"),
+            ("[model]", "chanels = [1]"),
+            ("[predict]", "batch = 3"),
+        ] {
+            let text = if section == "[model]" {
+                MINIMAL.replace("kind = \"cnn2d\"", &format!("kind = \"cnn2d\"\n{typo}"))
+            } else {
+                format!("{MINIMAL}\n{section}\n{typo}\n")
+            };
+            let err = TaskConfig::parse(&text, Path::new("bad.toml")).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.starts_with("bad.toml:"), "{msg}");
+            assert!(msg.contains(typo.split(' ').next().unwrap()), "{msg}");
+        }
+    }
+
+    #[test]
+    fn zero_batch_is_rejected() {
+        let text = format!("{MINIMAL}\n[train]\nbatch_size = 0\n");
+        let err = TaskConfig::parse(&text, Path::new("c.toml")).unwrap_err();
+        assert!(err.to_string().contains("train.batch_size"));
+    }
+}

@@ -1,0 +1,223 @@
+//! The dataset manifest: everything train and predict need to know about prepared data.
+
+use std::ops::Range;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic;
+use crate::error::{ArtifactError, Result};
+
+pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetManifest {
+    pub format_version: u32,
+    /// Source kind, as in the config (`pm25`, …).
+    pub source_kind: String,
+    pub sources: Vec<SourceFile>,
+    /// Columns of the window store, in order.
+    pub features: Vec<Feature>,
+    /// Index into `features` of the predicted column.
+    pub target: usize,
+    pub target_unit: String,
+    pub window: WindowSpec,
+    pub splits: Splits,
+    pub rows: usize,
+    /// Row timestamps are seconds since the Unix epoch, stored in the window store.
+    pub time_step_seconds: i64,
+    pub store_file: String,
+    pub shards: Vec<ShardRef>,
+    pub quality: QualityReport,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceFile {
+    pub path: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feature {
+    pub name: String,
+    pub kind: FeatureKind,
+    /// Stored value = (raw − mean) / std, fitted on the train split only.
+    pub mean: f64,
+    pub std: f64,
+}
+
+impl Feature {
+    pub fn denormalize(&self, value: f64) -> f64 {
+        value * self.std + self.mean
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FeatureKind {
+    Numeric,
+    /// 1 when the categorical column equals `category`, else 0 (not normalised).
+    OneHot { column: String, category: String },
+    /// A sin or cos of a calendar phase (not normalised).
+    Calendar,
+}
+
+/// How rows become (input, target) windows: inputs are rows `s .. s+input_len`, the target is
+/// the target column at row `s + input_len - 1 + horizon`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSpec {
+    pub input_len: usize,
+    pub horizon: usize,
+}
+
+impl WindowSpec {
+    pub fn target_row(&self, start: usize) -> usize {
+        start + self.input_len - 1 + self.horizon
+    }
+}
+
+/// Row ranges of each split. A window belongs to the split holding its target row; its inputs
+/// may reach back into the previous split, as they would in deployment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Splits {
+    pub train: Range<usize>,
+    pub val: Range<usize>,
+    pub test: Range<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Split {
+    Train,
+    Val,
+    Test,
+}
+
+impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
+}
+
+impl Splits {
+    pub fn rows(&self, split: Split) -> Range<usize> {
+        match split {
+            Split::Train => self.train.clone(),
+            Split::Val => self.val.clone(),
+            Split::Test => self.test.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardRef {
+    pub file: String,
+    pub rows: usize,
+}
+
+/// What prepare found and did about missing data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QualityReport {
+    /// Cells missing in the raw input, per column name.
+    pub missing_cells: Vec<(String, usize)>,
+    /// Cells filled by interpolation (inputs only, never targets).
+    pub interpolated_cells: usize,
+    /// Rows whose target is unobserved: no window predicts them.
+    pub unobserved_targets: usize,
+    /// Windows per split after skipping those with missing inputs or target.
+    pub windows: Vec<(String, usize)>,
+}
+
+impl DatasetManifest {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join(MANIFEST_FILE);
+        let value: serde_json::Value = atomic::read_json(&path)?;
+        // Check the version before the shape, so an old manifest gets the helpful error.
+        let found = value.get("format_version").and_then(|v| v.as_u64());
+        match found {
+            Some(v) if v == u64::from(MANIFEST_VERSION) => {}
+            Some(v) => {
+                return Err(ArtifactError::Version {
+                    path,
+                    field: "format_version",
+                    found: v as u32,
+                    expected: MANIFEST_VERSION,
+                });
+            }
+            None => {
+                return Err(ArtifactError::invalid(
+                    path,
+                    "field `format_version` is missing or not a number",
+                ));
+            }
+        }
+        serde_json::from_value(value).map_err(|e| ArtifactError::Parse {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        atomic::write_json(&dir.join(MANIFEST_FILE), self)
+    }
+
+    pub fn target_feature(&self) -> &Feature {
+        &self.features[self.target]
+    }
+}
+
+/// SHA-256 of a file, hex-encoded, streamed so large inputs are fine.
+pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| ArtifactError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| ArtifactError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((hex(&hasher.finalize()), total))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_format_version_names_file_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(MANIFEST_FILE),
+            r#"{"format_version": 99, "whatever": 1}"#,
+        )
+        .unwrap();
+        let msg = DatasetManifest::load(dir.path()).unwrap_err().to_string();
+        assert!(msg.contains("manifest.json"), "{msg}");
+        assert!(msg.contains("format_version") && msg.contains("99"), "{msg}");
+    }
+
+    #[test]
+    fn target_row_follows_horizon() {
+        let w = WindowSpec {
+            input_len: 24,
+            horizon: 1,
+        };
+        assert_eq!(w.target_row(0), 24);
+    }
+}

@@ -1,0 +1,55 @@
+//! Prepared data as train and predict open it: the manifest and its window store, checked
+//! against each other.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{ArtifactError, Result};
+use crate::manifest::{DatasetManifest, MANIFEST_FILE, Split, sha256_file};
+use crate::window_store::WindowStore;
+
+pub struct PreparedData {
+    pub dir: PathBuf,
+    pub manifest: DatasetManifest,
+    /// SHA-256 of `manifest.json`: checkpoints record it so weights meet only their own data.
+    pub manifest_sha256: String,
+    pub store: WindowStore,
+}
+
+impl PreparedData {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        if !manifest_path.exists() {
+            return Err(ArtifactError::invalid(
+                &manifest_path,
+                "not found: run the prepare stage first (cargo xtask prepare --config …)",
+            ));
+        }
+        let manifest = DatasetManifest::load(dir)?;
+        let (manifest_sha256, _) = sha256_file(&manifest_path)?;
+        let store = WindowStore::open(&dir.join(&manifest.store_file))?;
+        if store.cols() != manifest.features.len() || store.rows() != manifest.rows {
+            return Err(ArtifactError::invalid(
+                store.path(),
+                format!(
+                    "holds {} rows × {} cols but the manifest says {} × {}: re-run prepare",
+                    store.rows(),
+                    store.cols(),
+                    manifest.rows,
+                    manifest.features.len()
+                ),
+            ));
+        }
+        Ok(Self {
+            dir: dir.into(),
+            manifest,
+            manifest_sha256,
+            store,
+        })
+    }
+
+    /// Starts of the usable windows of `split`, in time order.
+    pub fn windows(&self, split: Split) -> Vec<usize> {
+        self.store
+            .window_starts(self.manifest.window, self.manifest.splits.rows(split))
+    }
+}

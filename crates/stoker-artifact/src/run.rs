@@ -1,0 +1,112 @@
+//! What train leaves for predict and for people: checkpoint metadata, the per-epoch metrics log,
+//! the run summary; and what predict leaves: its metrics.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic;
+use crate::error::{ArtifactError, Result};
+use crate::model::ModelSpec;
+
+pub const CHECKPOINT_VERSION: u32 = 1;
+
+/// Written beside each weights file; predict refuses weights whose data manifest differs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub format_version: u32,
+    pub model: ModelSpec,
+    /// Number of input features the model was built for.
+    pub input_features: usize,
+    pub input_len: usize,
+    /// Index of the target among the input features.
+    pub target: usize,
+    /// SHA-256 of the `manifest.json` the model was trained on.
+    pub manifest_sha256: String,
+    pub epoch: usize,
+    pub step: u64,
+    pub val_loss: f64,
+    pub precision: String,
+    /// Weights file name, relative to the metadata file.
+    pub weights: String,
+}
+
+impl CheckpointMeta {
+    pub fn load(path: &Path) -> Result<Self> {
+        let meta: Self = atomic::read_json(path)?;
+        if meta.format_version != CHECKPOINT_VERSION {
+            return Err(ArtifactError::Version {
+                path: path.into(),
+                field: "format_version",
+                found: meta.format_version,
+                expected: CHECKPOINT_VERSION,
+            });
+        }
+        Ok(meta)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        atomic::write_json(path, self)
+    }
+}
+
+/// One line of `train/metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub step: u64,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub lr: f64,
+    pub samples_per_s: f64,
+    pub seconds: f64,
+}
+
+/// `train/summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub task: String,
+    pub model: String,
+    pub device: String,
+    pub precision: String,
+    pub parameters: usize,
+    pub epochs: usize,
+    pub steps: u64,
+    pub batch_size: usize,
+    pub train_windows: usize,
+    pub val_windows: usize,
+    pub best_epoch: usize,
+    pub best_val_loss: f64,
+    pub final_train_loss: f64,
+    pub samples_per_s: f64,
+    /// Fraction of step time spent waiting for the next batch.
+    pub data_stall_fraction: f64,
+    pub seconds: f64,
+}
+
+impl RunSummary {
+    pub fn load(path: &Path) -> Result<Self> {
+        atomic::read_json(path)
+    }
+}
+
+/// `predict/metrics.json` for a single-target forecast; errors are in the target's unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForecastMetrics {
+    pub split: String,
+    pub unit: String,
+    pub windows: usize,
+    pub rmse: f64,
+    pub mae: f64,
+    /// The same errors for `target(t+h) := target(t)` on the same windows.
+    pub persistence_rmse: f64,
+    pub persistence_mae: f64,
+    pub checkpoint: String,
+    pub infer_samples_per_s: f64,
+}
+
+impl ForecastMetrics {
+    pub fn load(path: &Path) -> Result<Self> {
+        atomic::read_json(path)
+    }
+}

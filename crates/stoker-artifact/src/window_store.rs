@@ -1,0 +1,330 @@
+//! The window store: one little-endian file that train and predict memory-map.
+//!
+//! Layout (all offsets from the start of the file):
+//! ```text
+//! 0   magic "STKWSTOR"  | u32 version | u32 cols | u64 rows
+//! 24  u64 matrix_offset | u64 timestamps_offset | u64 flags_offset | zero padding to 64
+//! 64  f32 matrix [rows × cols], row-major: a window of L rows is one contiguous slice
+//! ..  i64 timestamps [rows] (seconds since the Unix epoch, 8-byte aligned)
+//! ..  u8 flags [rows] (bit 0: every input column present; bit 1: target observed)
+//! ```
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::atomic::temp_sibling;
+use crate::error::{ArtifactError, Result};
+use crate::manifest::WindowSpec;
+
+pub const STORE_VERSION: u32 = 1;
+const MAGIC: &[u8; 8] = b"STKWSTOR";
+const HEADER_LEN: u64 = 64;
+
+/// Every input column of the row holds a value (observed or interpolated).
+pub const INPUT_OK: u8 = 1;
+/// The target column of the row was observed (not missing, not interpolated).
+pub const TARGET_OK: u8 = 2;
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("the window store is read zero-copy and needs a little-endian target");
+
+/// Streams rows into a new store; the file appears at its path only after `finish`.
+pub struct WindowStoreWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    matrix: BufWriter<File>,
+    timestamps: (PathBuf, BufWriter<File>),
+    flags: (PathBuf, BufWriter<File>),
+    cols: usize,
+    rows: u64,
+}
+
+impl WindowStoreWriter {
+    pub fn create(path: &Path, cols: usize) -> Result<Self> {
+        let io_err = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e| ArtifactError::io(p, e)
+        };
+        let tmp = temp_sibling(path);
+        let mut matrix = BufWriter::new(File::create(&tmp).map_err(io_err(&tmp))?);
+        matrix
+            .write_all(&[0u8; HEADER_LEN as usize])
+            .map_err(io_err(&tmp))?;
+        let side = |suffix: &str| -> Result<(PathBuf, BufWriter<File>)> {
+            let p = tmp.with_extension(suffix);
+            let f = File::create(&p).map_err(io_err(&p))?;
+            Ok((p, BufWriter::new(f)))
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            timestamps: side("ts")?,
+            flags: side("flags")?,
+            tmp,
+            matrix,
+            cols,
+            rows: 0,
+        })
+    }
+
+    pub fn push_row(&mut self, values: &[f32], timestamp: i64, flags: u8) -> Result<()> {
+        assert_eq!(values.len(), self.cols, "row width must match the store");
+        let res = (|| {
+            for v in values {
+                self.matrix.write_all(&v.to_le_bytes())?;
+            }
+            self.timestamps.1.write_all(&timestamp.to_le_bytes())?;
+            self.flags.1.write_all(&[flags])
+        })();
+        self.rows += 1;
+        res.map_err(|e| ArtifactError::io(&self.tmp, e))
+    }
+
+    /// Appends the side sections, writes the header, syncs and renames into place.
+    pub fn finish(mut self) -> Result<u64> {
+        let res = self.assemble();
+        let _ = fs::remove_file(&self.timestamps.0);
+        let _ = fs::remove_file(&self.flags.0);
+        match res.and_then(|()| fs::rename(&self.tmp, &self.path)) {
+            Ok(()) => Ok(self.rows),
+            Err(e) => {
+                let _ = fs::remove_file(&self.tmp);
+                Err(ArtifactError::io(&self.path, e))
+            }
+        }
+    }
+
+    fn assemble(&mut self) -> io::Result<()> {
+        let matrix_end = HEADER_LEN + self.rows * self.cols as u64 * 4;
+        let ts_offset = matrix_end.next_multiple_of(8);
+        let flags_offset = ts_offset + self.rows * 8;
+        self.matrix
+            .write_all(&vec![0u8; (ts_offset - matrix_end) as usize])?;
+        for (side, expected) in [
+            (&mut self.timestamps, self.rows * 8),
+            (&mut self.flags, self.rows),
+        ] {
+            side.1.flush()?;
+            let copied = io::copy(&mut File::open(&side.0)?, &mut self.matrix)?;
+            if copied != expected {
+                return Err(io::Error::other("side section has the wrong length"));
+            }
+        }
+        let mut header = Vec::with_capacity(HEADER_LEN as usize);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&STORE_VERSION.to_le_bytes());
+        header.extend_from_slice(&(self.cols as u32).to_le_bytes());
+        header.extend_from_slice(&self.rows.to_le_bytes());
+        for offset in [HEADER_LEN, ts_offset, flags_offset] {
+            header.extend_from_slice(&offset.to_le_bytes());
+        }
+        header.resize(HEADER_LEN as usize, 0);
+        self.matrix.flush()?;
+        let file = self.matrix.get_mut();
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&header)?;
+        file.sync_all()
+    }
+}
+
+/// A read-only, memory-mapped window store. Windows are borrowed slices of the map.
+pub struct WindowStore {
+    map: Mmap,
+    path: PathBuf,
+    cols: usize,
+    rows: usize,
+    ts_offset: usize,
+    flags_offset: usize,
+}
+
+impl WindowStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| ArtifactError::io(path, e))?;
+        // SAFETY: stores are written once to a temp path and renamed; nothing mutates them after.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| ArtifactError::io(path, e))?;
+        let bad = |msg: String| ArtifactError::invalid(path, msg);
+        if map.len() < HEADER_LEN as usize || &map[..8] != MAGIC {
+            return Err(bad("not a stoker window store (bad magic or too short)".into()));
+        }
+        let u32_at = |o: usize| u32::from_le_bytes(map[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(map[o..o + 8].try_into().unwrap());
+        let version = u32_at(8);
+        if version != STORE_VERSION {
+            return Err(ArtifactError::Version {
+                path: path.into(),
+                field: "header.version",
+                found: version,
+                expected: STORE_VERSION,
+            });
+        }
+        let cols = u32_at(12) as usize;
+        let rows = u64_at(16) as usize;
+        let (matrix_offset, ts_offset, flags_offset) =
+            (u64_at(24) as usize, u64_at(32) as usize, u64_at(40) as usize);
+        let expected_len = flags_offset + rows;
+        if matrix_offset != HEADER_LEN as usize
+            || ts_offset < matrix_offset + rows * cols * 4
+            || ts_offset % 8 != 0
+            || flags_offset != ts_offset + rows * 8
+            || map.len() != expected_len
+        {
+            return Err(bad(format!(
+                "inconsistent header: {rows} rows × {cols} cols needs {expected_len} bytes, file has {}",
+                map.len()
+            )));
+        }
+        Ok(Self {
+            map,
+            path: path.into(),
+            cols,
+            rows,
+            ts_offset,
+            flags_offset,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The whole matrix, row-major.
+    pub fn matrix(&self) -> &[f32] {
+        let bytes = &self.map[HEADER_LEN as usize..HEADER_LEN as usize + self.rows * self.cols * 4];
+        // SAFETY: the map is page-aligned and the matrix starts at byte 64, so the pointer is
+        // 4-aligned; length was checked at open; every bit pattern is a valid f32.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<f32>(), self.rows * self.cols) }
+    }
+
+    pub fn timestamps(&self) -> &[i64] {
+        let bytes = &self.map[self.ts_offset..self.ts_offset + self.rows * 8];
+        // SAFETY: offset is 8-aligned (checked at open) within a page-aligned map.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<i64>(), self.rows) }
+    }
+
+    pub fn flags(&self) -> &[u8] {
+        &self.map[self.flags_offset..self.flags_offset + self.rows]
+    }
+
+    /// Rows `range` as one contiguous slice (zero-copy).
+    pub fn rows_slice(&self, range: Range<usize>) -> &[f32] {
+        &self.matrix()[range.start * self.cols..range.end * self.cols]
+    }
+
+    pub fn value(&self, row: usize, col: usize) -> f32 {
+        self.matrix()[row * self.cols + col]
+    }
+
+    /// Input rows of the window starting at `start`, zero-copy.
+    pub fn window(&self, start: usize, spec: WindowSpec) -> &[f32] {
+        self.rows_slice(start..start + spec.input_len)
+    }
+
+    /// Appends the inputs of the windows at `starts` to `out`, as a [B, L, F] row-major batch.
+    pub fn gather_inputs(&self, starts: &[usize], spec: WindowSpec, out: &mut Vec<f32>) {
+        out.reserve(starts.len() * spec.input_len * self.cols);
+        for &s in starts {
+            out.extend_from_slice(self.window(s, spec));
+        }
+    }
+
+    /// Appends the target column `col` of the windows at `starts` to `out`.
+    pub fn gather_targets(&self, starts: &[usize], spec: WindowSpec, col: usize, out: &mut Vec<f32>) {
+        out.extend(starts.iter().map(|&s| self.value(spec.target_row(s), col)));
+    }
+
+    /// Starts of the windows whose target row lies in `target_rows`, whose inputs are all
+    /// present and whose target was observed.
+    pub fn window_starts(&self, spec: WindowSpec, target_rows: Range<usize>) -> Vec<usize> {
+        let flags = self.flags();
+        // prefix[i] = number of rows before i lacking an input: a window is clean when the
+        // count over its rows is zero, checked in O(1).
+        let mut prefix = Vec::with_capacity(self.rows + 1);
+        prefix.push(0u32);
+        for f in flags {
+            prefix.push(prefix.last().unwrap() + u32::from(f & INPUT_OK == 0));
+        }
+        let lead = spec.input_len - 1 + spec.horizon;
+        let first = target_rows.start.max(lead);
+        let end = target_rows.end.min(self.rows);
+        (first..end)
+            .filter(|&t| flags[t] & TARGET_OK != 0)
+            .map(|t| t - lead)
+            .filter(|&s| prefix[s + spec.input_len] == prefix[s])
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_store(dir: &Path, rows: &[([f32; 2], u8)]) -> PathBuf {
+        let path = dir.join("windows.bin");
+        let mut w = WindowStoreWriter::create(&path, 2).unwrap();
+        for (i, (values, flags)) in rows.iter().enumerate() {
+            w.push_row(values, 1000 + i as i64 * 3600, *flags).unwrap();
+        }
+        w.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn roundtrip_and_zero_copy_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = INPUT_OK | TARGET_OK;
+        let rows: Vec<_> = (0..7).map(|i| ([i as f32, -(i as f32)], ok)).collect();
+        let store = WindowStore::open(&write_store(dir.path(), &rows)).unwrap();
+        assert_eq!((store.rows(), store.cols()), (7, 2));
+        assert_eq!(store.timestamps()[2], 1000 + 2 * 3600);
+        let spec = WindowSpec {
+            input_len: 3,
+            horizon: 1,
+        };
+        assert_eq!(store.window(2, spec), &[2.0, -2.0, 3.0, -3.0, 4.0, -4.0]);
+        let w = store.window(2, spec);
+        let m = store.matrix();
+        assert!(std::ptr::eq(w.as_ptr(), &m[4]), "window must borrow the map");
+        assert_eq!(store.window_starts(spec, 0..7), vec![0, 1, 2, 3]);
+        assert_eq!(store.window_starts(spec, 5..7), vec![2, 3]);
+    }
+
+    #[test]
+    fn windows_skip_missing_inputs_and_unobserved_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = INPUT_OK | TARGET_OK;
+        let flags = [ok, ok, INPUT_OK, ok, 0, ok, ok, ok, ok];
+        let rows: Vec<_> = flags.iter().map(|&f| ([0.0, 0.0], f)).collect();
+        let store = WindowStore::open(&write_store(dir.path(), &rows)).unwrap();
+        let spec = WindowSpec {
+            input_len: 2,
+            horizon: 1,
+        };
+        // target 2 unobserved; windows touching row 4 dropped.
+        assert_eq!(store.window_starts(spec, 0..9), vec![1, 5, 6]);
+    }
+
+    #[test]
+    fn truncated_or_foreign_files_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = INPUT_OK | TARGET_OK;
+        let path = write_store(dir.path(), &[([1.0, 2.0], ok), ([3.0, 4.0], ok)]);
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        let msg = WindowStore::open(&path).err().unwrap().to_string();
+        assert!(msg.contains("windows.bin") && msg.contains("inconsistent"), "{msg}");
+        fs::write(&path, b"hello world, certainly not a store, padded to sixty-four bytes!!")
+            .unwrap();
+        assert!(WindowStore::open(&path).is_err());
+    }
+}

@@ -1,0 +1,32 @@
+use clap::{Parser, Subcommand};
+use stoker_data::cli::{PrepareArgs, SynthArgs, run_prepare, run_synth};
+
+/// stoker's prepare stage: raw data → Parquet shards + window store + manifest.
+#[derive(Parser)]
+#[command(name = "stoker-data", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Prepare a task's data.
+    Prepare(PrepareArgs),
+    /// Write the synthetic PM2.5-format series used by the default job.
+    Synth(SynthArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().command {
+        Command::Prepare(args) => run_prepare(&args).map(drop),
+        Command::Synth(args) => run_synth(&args).map(drop),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

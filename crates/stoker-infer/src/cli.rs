@@ -1,0 +1,64 @@
+//! The predict stage's command line, shared by its binary and `cargo xtask predict`.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, anyhow};
+use clap::Args;
+use stoker_artifact::layout::PREDICT_METRICS_FILE;
+use stoker_artifact::{ArtifactLayout, CheckpointChoice, ForecastMetrics, TaskConfig};
+use stoker_zoo::device::parse_device;
+
+use crate::predictor::{PredictRequest, predict};
+
+#[derive(Debug, Clone, Args)]
+pub struct PredictArgs {
+    /// Task config (TOML), e.g. configs/pm25-cnn2d.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Artifacts directory [default: artifacts/<config name>].
+    #[arg(long)]
+    pub artifacts: Option<PathBuf>,
+    /// Compute device: cpu (default), wgpu or cuda when built with that feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Overrides `predict.batch_size`.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Evaluate the `last` checkpoint instead of the configured one (`best` by default).
+    #[arg(long)]
+    pub last: bool,
+}
+
+/// Runs predict; prints a summary and, as the last line, the path of `metrics.json`.
+pub fn run_predict(args: &PredictArgs) -> Result<(ForecastMetrics, PathBuf)> {
+    let config = TaskConfig::load(&args.config)?;
+    let device = parse_device(&args.device).map_err(|e| anyhow!(e))?;
+    let layout = args
+        .artifacts
+        .clone()
+        .map(ArtifactLayout::new)
+        .unwrap_or_else(|| ArtifactLayout::for_task(&TaskConfig::name_of(&args.config)));
+    let metrics = predict(&PredictRequest {
+        data_dir: layout.data_dir(),
+        train_dir: layout.train_dir(),
+        out_dir: layout.predict_dir(),
+        checkpoint: if args.last { CheckpointChoice::Last } else { config.predict.checkpoint },
+        batch_size: args.batch_size.unwrap_or(config.predict.batch_size),
+        device,
+    })?;
+    let path = layout.predict_dir().join(PREDICT_METRICS_FILE);
+    println!(
+        "{} windows of the {} split: RMSE {:.3} {u}, MAE {:.3} {u} (persistence RMSE {:.3}, MAE {:.3}); {:.0} windows/s; checkpoint {}",
+        metrics.windows,
+        metrics.split,
+        metrics.rmse,
+        metrics.mae,
+        metrics.persistence_rmse,
+        metrics.persistence_mae,
+        metrics.infer_samples_per_s,
+        metrics.checkpoint,
+        u = metrics.unit,
+    );
+    println!("{}", path.display());
+    Ok((metrics, path))
+}

@@ -1,0 +1,26 @@
+//! # stoker-infer — the predict stage
+//!
+//! Loads a checkpoint from `train/`, refuses it unless it was trained on the prepared data at
+//! hand (manifest hash), runs batched inference over every test window of the window store and
+//! writes `predict/`: `predictions.parquet` (timestamp, truth, prediction, persistence, in the
+//! target's unit) and `metrics.json` ([`ForecastMetrics`](stoker_artifact::ForecastMetrics)).
+//!
+//! ```no_run
+//! use stoker_infer::predictor::{predict, PredictRequest};
+//! use stoker_artifact::CheckpointChoice;
+//! use burn::prelude::Device;
+//!
+//! let metrics = predict(&PredictRequest {
+//!     data_dir: "artifacts/pm25-cnn2d/data".into(),
+//!     train_dir: "artifacts/pm25-cnn2d/train".into(),
+//!     out_dir: "artifacts/pm25-cnn2d/predict".into(),
+//!     checkpoint: CheckpointChoice::Best,
+//!     batch_size: 2048,
+//!     device: Device::flex(),
+//! })?;
+//! println!("test RMSE {:.2} {}", metrics.rmse, metrics.unit);
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+pub mod cli;
+pub mod predictor;

@@ -1,0 +1,20 @@
+use clap::Parser;
+use stoker_infer::cli::{PredictArgs, run_predict};
+
+/// stoker's predict stage: checkpoint + prepared data → predictions and metrics.
+#[derive(Parser)]
+#[command(name = "stoker-infer", version)]
+struct Cli {
+    #[command(flatten)]
+    args: PredictArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    match run_predict(&Cli::parse().args) {
+        Ok(_) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The train stage's command line, shared by its binary and `cargo xtask train`.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, anyhow};
+use clap::Args;
+use stoker_artifact::layout::SUMMARY_FILE;
+use stoker_artifact::{ArtifactLayout, RunSummary, TaskConfig};
+use stoker_zoo::device::parse_device;
+
+use crate::trainer::{TrainRequest, train};
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// Task config (TOML), e.g. configs/pm25-cnn2d.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Artifacts directory [default: artifacts/<config name>].
+    #[arg(long)]
+    pub artifacts: Option<PathBuf>,
+    /// Compute device: cpu (default), wgpu or cuda when built with that feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Overrides `seed`.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Overrides `train.epochs`.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Overrides `train.batch_size`.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Overrides `train.lr`.
+    #[arg(long)]
+    pub lr: Option<f64>,
+}
+
+pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
+    let mut config = TaskConfig::load(&args.config)?;
+    config.seed = args.seed.unwrap_or(config.seed);
+    config.train.epochs = args.epochs.unwrap_or(config.train.epochs);
+    config.train.batch_size = args.batch_size.unwrap_or(config.train.batch_size);
+    config.train.lr = args.lr.unwrap_or(config.train.lr);
+    let device = parse_device(&args.device).map_err(|e| anyhow!(e))?;
+    let task = TaskConfig::name_of(&args.config);
+    let layout = args
+        .artifacts
+        .clone()
+        .map(ArtifactLayout::new)
+        .unwrap_or_else(|| ArtifactLayout::for_task(&task));
+    let summary = train(&TrainRequest {
+        config,
+        task,
+        data_dir: layout.data_dir(),
+        out_dir: layout.train_dir(),
+        device,
+        device_name: args.device.clone(),
+    })?;
+    println!(
+        "trained {} ({} parameters) for {} epochs: best val loss {:.5} at epoch {}, {:.0} samples/s, data stall {:.1} % → {}",
+        summary.model,
+        summary.parameters,
+        summary.epochs,
+        summary.best_val_loss,
+        summary.best_epoch,
+        summary.samples_per_s,
+        summary.data_stall_fraction * 100.0,
+        layout.train_dir().join(SUMMARY_FILE).display()
+    );
+    Ok(summary)
+}

@@ -1,0 +1,20 @@
+use clap::Parser;
+use stoker_train::cli::{TrainArgs, run_train};
+
+/// stoker's train stage: prepared data → checkpoints, metrics log, run summary.
+#[derive(Parser)]
+#[command(name = "stoker-train", version)]
+struct Cli {
+    #[command(flatten)]
+    args: TrainArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    match run_train(&Cli::parse().args) {
+        Ok(_) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

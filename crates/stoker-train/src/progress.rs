@@ -1,0 +1,55 @@
+//! Progress: a live bar on a terminal, one plain line per epoch otherwise (logs, CI).
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+pub struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    pub fn new() -> Self {
+        Self { bar: None }
+    }
+
+    pub fn start_epoch(&mut self, epoch: usize, epochs: usize, steps: u64) {
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = ProgressBar::new(steps);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{epoch}/{epochs}"));
+        self.bar = Some(bar);
+    }
+
+    pub fn step(&self, loss: Option<f64>) {
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+            if let Some(loss) = loss {
+                bar.set_message(format!("loss {loss:.4}"));
+            }
+        }
+    }
+
+    /// Ends the epoch with its summary line, on the terminal or as a plain line.
+    pub fn finish_epoch(&mut self, line: &str) {
+        match self.bar.take() {
+            Some(bar) => bar.finish_and_clear(),
+            None => {}
+        }
+        eprintln!("{line}");
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
+    }
+}

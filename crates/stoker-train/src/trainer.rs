@@ -1,0 +1,184 @@
+//! The training loop, written out: batch → forward → loss → backward → optimizer step, then
+//! validation, checkpoints and one metrics line per epoch.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use burn::grad_clipping::GradientClippingConfig;
+use burn::nn::loss::{HuberLossConfig, MseLoss, Reduction};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use stoker_artifact::layout::{BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_LOG_FILE, SUMMARY_FILE};
+use stoker_artifact::run::CHECKPOINT_VERSION;
+use stoker_artifact::{
+    CheckpointMeta, EpochRecord, LossKind, PreparedData, RunSummary, Split, TaskConfig, atomic,
+};
+use stoker_zoo::batch::{inputs_tensor, targets_tensor};
+use stoker_zoo::{Forecaster, InputShape, Model, checkpoint};
+
+use crate::loader::{epoch_order, for_each_batch};
+use crate::progress::Progress;
+
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    pub config: TaskConfig,
+    pub task: String,
+    pub data_dir: PathBuf,
+    pub out_dir: PathBuf,
+    pub device: Device,
+    pub device_name: String,
+}
+
+/// Batches gathered ahead of the training step.
+const PREFETCH: usize = 4;
+
+pub fn train(req: &TrainRequest) -> Result<RunSummary> {
+    let cfg = &req.config;
+    let data = PreparedData::open(&req.data_dir)?;
+    let manifest = &data.manifest;
+    ensure!(
+        manifest.window.input_len == cfg.data.input_len && manifest.window.horizon == cfg.data.horizon,
+        "{}: prepared for input_len {} / horizon {}, the config asks for {} / {}: re-run prepare",
+        data.dir.join("manifest.json").display(),
+        manifest.window.input_len,
+        manifest.window.horizon,
+        cfg.data.input_len,
+        cfg.data.horizon
+    );
+    let (train_windows, val_windows) = (data.windows(Split::Train), data.windows(Split::Val));
+    ensure!(!train_windows.is_empty() && !val_windows.is_empty(), "{}: no train or validation windows", data.dir.display());
+    fs::create_dir_all(&req.out_dir).with_context(|| format!("{}: cannot create", req.out_dir.display()))?;
+
+    req.device.seed(cfg.seed);
+    let device = req.device.clone().autodiff();
+    let shape = InputShape {
+        input_len: manifest.window.input_len,
+        features: manifest.features.len(),
+        target: manifest.target,
+    };
+    let mut model = Forecaster::new(&cfg.model, shape, &device);
+    let t = &cfg.train;
+    let mut optim = AdamConfig::new()
+        .with_weight_decay((t.weight_decay > 0.0).then(|| WeightDecayConfig::new(t.weight_decay as f32)))
+        .with_grad_clipping((t.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(t.grad_clip as f32)))
+        .init();
+
+    let meta_for = |epoch: usize, step: u64, val_loss: f64, name: &str| CheckpointMeta {
+        format_version: CHECKPOINT_VERSION,
+        model: cfg.model.clone(),
+        input_features: shape.features,
+        input_len: shape.input_len,
+        target: shape.target,
+        manifest_sha256: data.manifest_sha256.clone(),
+        epoch,
+        step,
+        val_loss,
+        precision: "f32".into(),
+        weights: format!("{name}.bpk"),
+    };
+
+    let started = Instant::now();
+    let mut progress = Progress::new();
+    let mut records: Vec<EpochRecord> = Vec::new();
+    let (mut best_val, mut best_epoch, mut step) = (f64::INFINITY, 0, 0u64);
+    let mut stall = Duration::ZERO;
+    for epoch in 1..=t.epochs {
+        let epoch_start = Instant::now();
+        let lr = t.lr * t.lr_decay.powi(epoch as i32 - 1);
+        let order = epoch_order(&train_windows, cfg.seed, epoch);
+        progress.start_epoch(epoch, t.epochs, order.len().div_ceil(t.batch_size) as u64);
+        let mut loss_sum = Tensor::<1>::zeros([1], &device);
+        let waited = for_each_batch(&data, &order, t.batch_size, PREFETCH, |batch| -> Result<()> {
+            let x = inputs_tensor(batch.inputs, [batch.len, shape.input_len, shape.features], &device);
+            let y = targets_tensor(batch.targets, &device);
+            let pred = model.forward(x);
+            let loss = match t.loss {
+                LossKind::Mse => MseLoss::new().forward(pred, y, Reduction::Mean),
+                LossKind::Huber => HuberLossConfig::new(1.0).init().forward(pred, y, Reduction::Mean),
+            };
+            loss_sum = loss_sum.clone() + loss.clone().detach() * batch.len as f32;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model.clone(), grads);
+            step += 1;
+            progress.step((step % 50 == 0).then(|| loss_sum.clone().into_scalar::<f32>() as f64));
+            Ok(())
+        })?;
+        stall += waited;
+        let train_loss = loss_sum.into_scalar::<f32>() as f64 / order.len() as f64;
+        let val_loss = evaluate_mse(&model.valid(), &data, &val_windows, cfg.predict.batch_size);
+        let seconds = epoch_start.elapsed().as_secs_f64();
+        checkpoint::save(&req.out_dir, LAST_CHECKPOINT, &model, &meta_for(epoch, step, val_loss, LAST_CHECKPOINT))?;
+        let improved = val_loss < best_val;
+        if improved {
+            (best_val, best_epoch) = (val_loss, epoch);
+            checkpoint::save(&req.out_dir, BEST_CHECKPOINT, &model, &meta_for(epoch, step, val_loss, BEST_CHECKPOINT))?;
+        }
+        let record = EpochRecord {
+            epoch,
+            step,
+            train_loss,
+            val_loss,
+            lr,
+            samples_per_s: order.len() as f64 / seconds,
+            seconds,
+        };
+        progress.finish_epoch(&format!(
+            "epoch {epoch}/{}: train loss {train_loss:.5}, val loss {val_loss:.5}{}, {:.0} samples/s, {seconds:.1}s",
+            t.epochs,
+            if improved { " (best)" } else { "" },
+            record.samples_per_s
+        ));
+        records.push(record);
+        write_metrics_log(&req.out_dir, &records)?;
+    }
+
+    let seconds = started.elapsed().as_secs_f64();
+    let summary = RunSummary {
+        task: req.task.clone(),
+        model: cfg.model.kind().into(),
+        device: req.device_name.clone(),
+        precision: "f32".into(),
+        parameters: model.num_params(),
+        epochs: t.epochs,
+        steps: step,
+        batch_size: t.batch_size,
+        train_windows: train_windows.len(),
+        val_windows: val_windows.len(),
+        best_epoch,
+        best_val_loss: best_val,
+        final_train_loss: records.last().map_or(f64::NAN, |r| r.train_loss),
+        samples_per_s: (train_windows.len() * t.epochs) as f64
+            / records.iter().map(|r| r.seconds).sum::<f64>(),
+        data_stall_fraction: stall.as_secs_f64() / seconds,
+        seconds,
+    };
+    atomic::write_json(&req.out_dir.join(SUMMARY_FILE), &summary)?;
+    Ok(summary)
+}
+
+/// Mean squared error on normalised targets over `windows`, without gradients.
+pub fn evaluate_mse(model: &Model, data: &PreparedData, windows: &[usize], batch_size: usize) -> f64 {
+    let device = model.devices().into_iter().next().expect("model has a device");
+    let shape = [data.manifest.window.input_len, data.manifest.features.len()];
+    let mut sum = Tensor::<1>::zeros([1], &device);
+    let _ = for_each_batch(data, windows, batch_size, PREFETCH, |batch| -> Result<(), ()> {
+        let x = inputs_tensor(batch.inputs, [batch.len, shape[0], shape[1]], &device);
+        let y = targets_tensor(batch.targets, &device);
+        sum = sum.clone() + (model.forward(x) - y).square().sum();
+        Ok(())
+    });
+    sum.into_scalar::<f32>() as f64 / windows.len() as f64
+}
+
+fn write_metrics_log(dir: &std::path::Path, records: &[EpochRecord]) -> Result<()> {
+    let mut text = String::new();
+    for r in records {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    atomic::write_bytes(&dir.join(METRICS_LOG_FILE), text.as_bytes())?;
+    Ok(())
+}
