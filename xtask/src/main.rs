@@ -1,1 +1,141 @@
-fn main() {}
+//! `cargo xtask …`: runs stoker's stages. It only orchestrates: every stage is a library call
+//! with the same flags as the stage's own binary.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use stoker_data::cli::{PrepareArgs, SynthArgs, run_prepare, run_synth};
+use stoker_infer::cli::{PredictArgs, run_predict};
+use stoker_train::cli::{TrainArgs, run_train};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    version,
+    about = "stoker: prepare, train and predict"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Raw data → Parquet shards + window store + manifest (artifacts/<task>/data).
+    Prepare(PrepareArgs),
+    /// Prepared data → checkpoints, metrics log, run summary (artifacts/<task>/train).
+    Train(TrainArgs),
+    /// Checkpoint → predictions and metrics (artifacts/<task>/predict); prints the metrics path last.
+    Predict(PredictArgs),
+    /// Prepare, train and predict in one go.
+    Run(RunArgs),
+    /// The default job: generate the embedded synthetic data set, then prepare, train, predict.
+    Demo(DemoArgs),
+    /// Write the synthetic PM2.5-format series.
+    Synth(SynthArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long)]
+    input: Option<PathBuf>,
+    #[arg(long)]
+    artifacts: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    epochs: Option<usize>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[arg(long, default_value = "configs/demo.toml")]
+    config: PathBuf,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Seed of the generated data (the model seed is the config's).
+    #[arg(long, default_value_t = 42)]
+    data_seed: u64,
+}
+
+const DEMO_DATA: &str = "data/generated/synthetic-pm25.csv";
+
+fn run_all(args: &RunArgs) -> Result<()> {
+    run_prepare(&PrepareArgs {
+        config: args.config.clone(),
+        input: args.input.clone(),
+        artifacts: args.artifacts.clone(),
+    })?;
+    run_train(&TrainArgs {
+        config: args.config.clone(),
+        artifacts: args.artifacts.clone(),
+        device: args.device.clone(),
+        seed: args.seed,
+        epochs: args.epochs,
+        batch_size: None,
+        lr: None,
+    })?;
+    run_predict(&PredictArgs {
+        config: args.config.clone(),
+        artifacts: args.artifacts.clone(),
+        device: args.device.clone(),
+        batch_size: None,
+        last: false,
+    })?;
+    Ok(())
+}
+
+fn demo(args: &DemoArgs) -> Result<()> {
+    let started = std::time::Instant::now();
+    run_synth(&SynthArgs {
+        out: DEMO_DATA.into(),
+        start_year: 2010,
+        years: 3,
+        seed: args.data_seed,
+    })?;
+    let run = RunArgs {
+        config: args.config.clone(),
+        input: Some(DEMO_DATA.into()),
+        artifacts: None,
+        device: args.device.clone(),
+        seed: None,
+        epochs: None,
+    };
+    run_all(&run)?;
+    let task = stoker_artifact::TaskConfig::name_of(&args.config);
+    let root = Path::new("artifacts").join(&task);
+    let metrics = stoker_artifact::ForecastMetrics::load(&root.join("predict/metrics.json"))?;
+    println!(
+        "demo done in {:.0}s: test RMSE {:.2} {u} (persistence {:.2} {u}); artifacts in {}/ (data/, train/, predict/)",
+        started.elapsed().as_secs_f64(),
+        metrics.rmse,
+        metrics.persistence_rmse,
+        root.display(),
+        u = metrics.unit
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Prepare(args) => run_prepare(&args).map(drop),
+        Command::Train(args) => run_train(&args).map(drop),
+        Command::Predict(args) => run_predict(&args).map(drop),
+        Command::Run(args) => run_all(&args),
+        Command::Demo(args) => demo(&args),
+        Command::Synth(args) => run_synth(&args).map(drop),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

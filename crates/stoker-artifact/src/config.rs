@@ -165,7 +165,7 @@ impl TaskConfig {
                 return Err(ArtifactError::invalid(path, format!("`{key}` must be > 0")));
             }
         }
-        if !(self.train.lr > 0.0) {
+        if self.train.lr.is_nan() || self.train.lr <= 0.0 {
             return Err(ArtifactError::invalid(path, "`train.lr` must be > 0"));
         }
         Ok(())

@@ -11,7 +11,9 @@ pub enum ArtifactError {
     },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("{path}: field `{field}`: found format version {found}, this build reads version {expected}; re-run the stage that writes it")]
+    #[error(
+        "{path}: field `{field}`: found format version {found}, this build reads version {expected}; re-run the stage that writes it"
+    )]
     Version {
         path: PathBuf,
         field: &'static str,

@@ -59,7 +59,10 @@ impl Feature {
 pub enum FeatureKind {
     Numeric,
     /// 1 when the categorical column equals `category`, else 0 (not normalised).
-    OneHot { column: String, category: String },
+    OneHot {
+        column: String,
+        category: String,
+    },
     /// A sin or cos of a calendar phase (not normalised).
     Calendar,
 }
@@ -181,7 +184,9 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64)> {
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
     loop {
-        let n = file.read(&mut buf).map_err(|e| ArtifactError::io(path, e))?;
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| ArtifactError::io(path, e))?;
         if n == 0 {
             break;
         }
@@ -209,7 +214,10 @@ mod tests {
         .unwrap();
         let msg = DatasetManifest::load(dir.path()).unwrap_err().to_string();
         assert!(msg.contains("manifest.json"), "{msg}");
-        assert!(msg.contains("format_version") && msg.contains("99"), "{msg}");
+        assert!(
+            msg.contains("format_version") && msg.contains("99"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -147,7 +147,9 @@ impl WindowStore {
         let map = unsafe { Mmap::map(&file) }.map_err(|e| ArtifactError::io(path, e))?;
         let bad = |msg: String| ArtifactError::invalid(path, msg);
         if map.len() < HEADER_LEN as usize || &map[..8] != MAGIC {
-            return Err(bad("not a stoker window store (bad magic or too short)".into()));
+            return Err(bad(
+                "not a stoker window store (bad magic or too short)".into()
+            ));
         }
         let u32_at = |o: usize| u32::from_le_bytes(map[o..o + 4].try_into().unwrap());
         let u64_at = |o: usize| u64::from_le_bytes(map[o..o + 8].try_into().unwrap());
@@ -162,8 +164,11 @@ impl WindowStore {
         }
         let cols = u32_at(12) as usize;
         let rows = u64_at(16) as usize;
-        let (matrix_offset, ts_offset, flags_offset) =
-            (u64_at(24) as usize, u64_at(32) as usize, u64_at(40) as usize);
+        let (matrix_offset, ts_offset, flags_offset) = (
+            u64_at(24) as usize,
+            u64_at(32) as usize,
+            u64_at(40) as usize,
+        );
         let expected_len = flags_offset + rows;
         if matrix_offset != HEADER_LEN as usize
             || ts_offset < matrix_offset + rows * cols * 4
@@ -239,7 +244,13 @@ impl WindowStore {
     }
 
     /// Appends the target column `col` of the windows at `starts` to `out`.
-    pub fn gather_targets(&self, starts: &[usize], spec: WindowSpec, col: usize, out: &mut Vec<f32>) {
+    pub fn gather_targets(
+        &self,
+        starts: &[usize],
+        spec: WindowSpec,
+        col: usize,
+        out: &mut Vec<f32>,
+    ) {
         out.extend(starts.iter().map(|&s| self.value(spec.target_row(s), col)));
     }
 
@@ -294,7 +305,10 @@ mod tests {
         assert_eq!(store.window(2, spec), &[2.0, -2.0, 3.0, -3.0, 4.0, -4.0]);
         let w = store.window(2, spec);
         let m = store.matrix();
-        assert!(std::ptr::eq(w.as_ptr(), &m[4]), "window must borrow the map");
+        assert!(
+            std::ptr::eq(w.as_ptr(), &m[4]),
+            "window must borrow the map"
+        );
         assert_eq!(store.window_starts(spec, 0..7), vec![0, 1, 2, 3]);
         assert_eq!(store.window_starts(spec, 5..7), vec![2, 3]);
     }
@@ -322,9 +336,15 @@ mod tests {
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
         let msg = WindowStore::open(&path).err().unwrap().to_string();
-        assert!(msg.contains("windows.bin") && msg.contains("inconsistent"), "{msg}");
-        fs::write(&path, b"hello world, certainly not a store, padded to sixty-four bytes!!")
-            .unwrap();
+        assert!(
+            msg.contains("windows.bin") && msg.contains("inconsistent"),
+            "{msg}"
+        );
+        fs::write(
+            &path,
+            b"hello world, certainly not a store, padded to sixty-four bytes!!",
+        )
+        .unwrap();
         assert!(WindowStore::open(&path).is_err());
     }
 }

@@ -28,7 +28,12 @@ pub fn run_prepare(args: &PrepareArgs) -> Result<DatasetManifest> {
         .input
         .clone()
         .or_else(|| config.data.input.clone())
-        .with_context(|| format!("{}: no input: pass --input or set `data.input`", args.config.display()))?;
+        .with_context(|| {
+            format!(
+                "{}: no input: pass --input or set `data.input`",
+                args.config.display()
+            )
+        })?;
     check_input(&input)?;
     let layout = args
         .artifacts
@@ -79,6 +84,9 @@ pub fn run_synth(args: &SynthArgs) -> Result<usize> {
             seed: args.seed,
         },
     )?;
-    println!("wrote {rows} synthetic hourly rows → {}", args.out.display());
+    println!(
+        "wrote {rows} synthetic hourly rows → {}",
+        args.out.display()
+    );
     Ok(rows)
 }

@@ -83,12 +83,21 @@ impl Pm25Reader {
             .with_context(|| format!("{}: line 1: cannot read the header", path.display()))?
             .clone();
         if header.is_empty() || header.iter().all(str::is_empty) {
-            bail!("{}: empty file: expected a header row `No,year,month,day,hour,pm2.5,…`", path.display());
+            bail!(
+                "{}: empty file: expected a header row `No,year,month,day,hour,pm2.5,…`",
+                path.display()
+            );
         }
         let find = |name: &str| {
-            header.iter().position(|h| h.trim() == name).with_context(|| {
-                format!("{}: line 1: missing column `{name}` in header", path.display())
-            })
+            header
+                .iter()
+                .position(|h| h.trim() == name)
+                .with_context(|| {
+                    format!(
+                        "{}: line 1: missing column `{name}` in header",
+                        path.display()
+                    )
+                })
         };
         let mut time_cols = [0; 4];
         for (slot, name) in time_cols.iter_mut().zip(TIME) {
@@ -122,7 +131,12 @@ impl Pm25Reader {
             })
         };
         let [y, m, d, h] = self.time_cols;
-        let (year, month, day, hour) = (int(y, "year")?, int(m, "month")?, int(d, "day")?, int(h, "hour")?);
+        let (year, month, day, hour) = (
+            int(y, "year")?,
+            int(m, "month")?,
+            int(d, "day")?,
+            int(h, "hour")?,
+        );
         let timestamp = NaiveDate::from_ymd_opt(year as i32, month, day)
             .and_then(|date| date.and_hms_opt(hour, 0, 0))
             .with_context(|| {
@@ -133,7 +147,10 @@ impl Pm25Reader {
         let mut row = Pm25Row::missing(timestamp);
         for (i, (&col, name)) in self.numeric_cols.iter().zip(NUMERIC).enumerate() {
             let cell = record[col].trim();
-            if cell.is_empty() || cell.eq_ignore_ascii_case("NA") || cell.eq_ignore_ascii_case("nan") {
+            if cell.is_empty()
+                || cell.eq_ignore_ascii_case("NA")
+                || cell.eq_ignore_ascii_case("nan")
+            {
                 self.missing_cells[i] += 1;
                 continue;
             }
@@ -155,7 +172,9 @@ impl Pm25Reader {
         if let Some(expected) = self.next_timestamp
             && timestamp < expected
         {
-            bail!("{path}: line {line}: time goes backwards or repeats ({year}-{month:02}-{day:02} {hour:02}:00); rows must be in hourly order");
+            bail!(
+                "{path}: line {line}: time goes backwards or repeats ({year}-{month:02}-{day:02} {hour:02}:00); rows must be in hourly order"
+            );
         }
         Ok(row)
     }
@@ -169,7 +188,10 @@ impl Iterator for Pm25Reader {
             Some(row) => row,
             None => match self.records.next() {
                 None if self.data_rows == 0 => {
-                    return Some(Err(anyhow::anyhow!("{}: no data rows after the header", self.path.display())));
+                    return Some(Err(anyhow::anyhow!(
+                        "{}: no data rows after the header",
+                        self.path.display()
+                    )));
                 }
                 None => return None,
                 Some(Err(e)) => return Some(Err(csv_error(&self.path, e))),
@@ -201,7 +223,9 @@ impl Iterator for Pm25Reader {
 fn csv_error(path: &Path, e: csv::Error) -> anyhow::Error {
     let line = e.position().map_or(0, |p| p.line());
     match e.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => anyhow::anyhow!(
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => anyhow::anyhow!(
             "{}: line {line}: expected {expected_len} fields, found {len} (truncated or malformed row)",
             path.display()
         ),
@@ -238,16 +262,28 @@ mod tests {
 
     #[test]
     fn non_numeric_cell_names_line_and_column() {
-        let err = read(&format!("{HEADER}1,2010,1,1,0,12,-21,warm,1021,NW,1.79,0,0\n")).unwrap_err();
+        let err = read(&format!(
+            "{HEADER}1,2010,1,1,0,12,-21,warm,1021,NW,1.79,0,0\n"
+        ))
+        .unwrap_err();
         let msg = format!("{err:#}");
-        assert!(msg.contains("pm.csv: line 2, column `TEMP`") && msg.contains("warm"), "{msg}");
+        assert!(
+            msg.contains("pm.csv: line 2, column `TEMP`") && msg.contains("warm"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn truncated_row_names_line() {
-        let err = read(&format!("{HEADER}1,2010,1,1,0,12,-21,-11,1021,NW,1.79,0,0\n2,2010,1,1,1,13,-2")).unwrap_err();
+        let err = read(&format!(
+            "{HEADER}1,2010,1,1,0,12,-21,-11,1021,NW,1.79,0,0\n2,2010,1,1,1,13,-2"
+        ))
+        .unwrap_err();
         let msg = format!("{err:#}");
-        assert!(msg.contains("line 3") && msg.contains("expected 13 fields, found 7"), "{msg}");
+        assert!(
+            msg.contains("line 3") && msg.contains("expected 13 fields, found 7"),
+            "{msg}"
+        );
     }
 
     #[test]

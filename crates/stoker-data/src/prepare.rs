@@ -10,12 +10,10 @@ use anyhow::{Context, Result, bail, ensure};
 use chrono::{Datelike, Timelike};
 use stoker_artifact::atomic::StagingDir;
 use stoker_artifact::layout::STORE_FILE;
-use stoker_artifact::manifest::{
-    MANIFEST_VERSION, QualityReport, SourceFile, Split, sha256_file,
-};
+use stoker_artifact::manifest::{MANIFEST_VERSION, QualityReport, SourceFile, Split, sha256_file};
 use stoker_artifact::{
-    DatasetManifest, Feature, FeatureKind, INPUT_OK, SourceConfig, Splits, TARGET_OK,
-    TaskConfig, WindowSpec, WindowStore, WindowStoreWriter,
+    DatasetManifest, Feature, FeatureKind, INPUT_OK, SourceConfig, Splits, TARGET_OK, TaskConfig,
+    WindowSpec, WindowStore, WindowStoreWriter,
 };
 
 use crate::gapfill::GapFiller;
@@ -49,7 +47,12 @@ pub fn prepare(req: &PrepareRequest) -> Result<DatasetManifest> {
     // Pass 1: raw rows → shards, train statistics, split boundaries.
     let mut reader = Pm25Reader::open(&req.input)?;
     let mut filler = GapFiller::new(NUMERIC.len(), max_gap);
-    let mut shards = ShardWriter::new(staging.path(), &NUMERIC, &["cbwd"], req.config.data.shard_rows);
+    let mut shards = ShardWriter::new(
+        staging.path(),
+        &NUMERIC,
+        &["cbwd"],
+        req.config.data.shard_rows,
+    );
     let mut pass1 = Pass1::default();
     for row in reader.by_ref() {
         if let Some(out) = filler.push(row?) {
@@ -65,9 +68,18 @@ pub fn prepare(req: &PrepareRequest) -> Result<DatasetManifest> {
     let val_start = pass1.val_start.unwrap_or(rows);
     let test_start = pass1.test_start.unwrap_or(rows);
     let input = req.input.display();
-    ensure!(val_start > 0, "{input}: no rows before {val_start_year}: the train split is empty");
-    ensure!(test_start > val_start, "{input}: no rows in {val_start_year}..{test_start_year}: the validation split is empty");
-    ensure!(rows > test_start, "{input}: no rows from {test_start_year} on: the test split is empty");
+    ensure!(
+        val_start > 0,
+        "{input}: no rows before {val_start_year}: the train split is empty"
+    );
+    ensure!(
+        test_start > val_start,
+        "{input}: no rows in {val_start_year}..{test_start_year}: the validation split is empty"
+    );
+    ensure!(
+        rows > test_start,
+        "{input}: no rows from {test_start_year} on: the test split is empty"
+    );
 
     let features = feature_list(&pass1.stats, calendar);
     // Pass 2: shards → normalised rows in the window store.
@@ -86,7 +98,8 @@ pub fn prepare(req: &PrepareRequest) -> Result<DatasetManifest> {
         if calendar {
             values[NUMERIC.len() + WIND.len()..].copy_from_slice(&calendar_features(row.timestamp));
         }
-        let flags = if input_ok { INPUT_OK } else { 0 } | if row.target_observed { TARGET_OK } else { 0 };
+        let flags =
+            if input_ok { INPUT_OK } else { 0 } | if row.target_observed { TARGET_OK } else { 0 };
         store.push_row(&values, row.timestamp, flags)?;
         Ok(())
     })?;
@@ -103,10 +116,20 @@ pub fn prepare(req: &PrepareRequest) -> Result<DatasetManifest> {
     };
     let opened = WindowStore::open(&store_path)?;
     let windows = [Split::Train, Split::Val, Split::Test]
-        .map(|s| (s.name().to_string(), opened.window_starts(window, splits.rows(s)).len()))
+        .map(|s| {
+            (
+                s.name().to_string(),
+                opened.window_starts(window, splits.rows(s)).len(),
+            )
+        })
         .to_vec();
     for (name, n) in &windows {
-        ensure!(*n > 0, "{input}: the {name} split has no complete window of {} hours plus horizon {}", window.input_len, window.horizon);
+        ensure!(
+            *n > 0,
+            "{input}: the {name} split has no complete window of {} hours plus horizon {}",
+            window.input_len,
+            window.horizon
+        );
     }
     let mut missing_cells: Vec<(String, usize)> = NUMERIC
         .iter()

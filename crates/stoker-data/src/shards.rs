@@ -44,8 +44,16 @@ pub struct ShardWriter {
 
 fn schema(numeric: &[&str], categories: &[&str]) -> SchemaRef {
     let mut fields = vec![Field::new("timestamp", DataType::Int64, false)];
-    fields.extend(numeric.iter().map(|n| Field::new(*n, DataType::Float32, true)));
-    fields.extend(categories.iter().map(|n| Field::new(*n, DataType::Utf8, true)));
+    fields.extend(
+        numeric
+            .iter()
+            .map(|n| Field::new(*n, DataType::Float32, true)),
+    );
+    fields.extend(
+        categories
+            .iter()
+            .map(|n| Field::new(*n, DataType::Utf8, true)),
+    );
     fields.push(Field::new("target_observed", DataType::Boolean, false));
     Arc::new(Schema::new(fields))
 }
@@ -92,8 +100,16 @@ impl ShardWriter {
             return Ok(());
         }
         let mut columns: Vec<ArrayRef> = vec![Arc::new(self.timestamp.finish())];
-        columns.extend(self.numeric.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-        columns.extend(self.categories.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+        columns.extend(
+            self.numeric
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
+        columns.extend(
+            self.categories
+                .iter_mut()
+                .map(|b| Arc::new(b.finish()) as ArrayRef),
+        );
         columns.push(Arc::new(self.target_observed.finish()));
         let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         let name = format!("shard-{:05}.parquet", self.written.len());
@@ -102,10 +118,13 @@ impl ShardWriter {
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
-        let file = File::create(&path).with_context(|| format!("{}: cannot create", path.display()))?;
+        let file =
+            File::create(&path).with_context(|| format!("{}: cannot create", path.display()))?;
         let mut writer = ArrowWriter::try_new(file, self.schema.clone(), Some(props))?;
         writer.write(&batch)?;
-        writer.close().with_context(|| format!("{}: cannot write", path.display()))?;
+        writer
+            .close()
+            .with_context(|| format!("{}: cannot write", path.display()))?;
         self.written.push(ShardRef {
             file: name,
             rows: self.buffered,
@@ -138,7 +157,9 @@ pub fn for_each_row(
             let batch = batch.with_context(|| format!("{}: cannot read", path.display()))?;
             let n_cols = batch.num_columns();
             let col = |i: usize| batch.column(i).as_any();
-            let ts = col(0).downcast_ref::<Int64Array>().context("timestamp column")?;
+            let ts = col(0)
+                .downcast_ref::<Int64Array>()
+                .context("timestamp column")?;
             let observed = col(n_cols - 1)
                 .downcast_ref::<BooleanArray>()
                 .context("target_observed column")?;
@@ -187,7 +208,10 @@ mod tests {
             w.push(i * 10, &[i as f32, b], &[cat], i % 3 != 0).unwrap();
         }
         let shards = w.finish().unwrap();
-        assert_eq!(shards.iter().map(|s| s.rows).collect::<Vec<_>>(), vec![3, 3, 1]);
+        assert_eq!(
+            shards.iter().map(|s| s.rows).collect::<Vec<_>>(),
+            vec![3, 3, 1]
+        );
         let mut seen = Vec::new();
         for_each_row(dir.path(), &shards, |row| {
             seen.push(row.clone());

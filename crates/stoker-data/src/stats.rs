@@ -46,7 +46,11 @@ mod tests {
             s.push(v);
         }
         assert!((s.mean() - 3.5).abs() < 1e-12);
-        let var = [1.0f64, 2.0, 4.0, 7.0].iter().map(|x| (x - 3.5).powi(2)).sum::<f64>() / 4.0;
+        let var = [1.0f64, 2.0, 4.0, 7.0]
+            .iter()
+            .map(|x| (x - 3.5).powi(2))
+            .sum::<f64>()
+            / 4.0;
         assert!((s.std() - var.sqrt()).abs() < 1e-12);
         assert_eq!(RunningStats::default().std(), 1.0);
     }

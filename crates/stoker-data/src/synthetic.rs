@@ -47,8 +47,10 @@ pub fn write_pm25_csv(path: &Path, spec: &SyntheticSpec) -> Result<usize> {
     let tau = std::f64::consts::TAU;
 
     let mut lines = Vec::with_capacity(hours);
-    let (mut log_pm, mut pressure_anom, mut temp_anom, mut humid) = (4.0f64, 0.0f64, 0.0f64, 0.0f64);
-    let (mut wind, mut iws, mut rain_left, mut is_cum, mut ir_cum) = (1usize, 0.0f64, 0u32, 0u32, 0u32);
+    let (mut log_pm, mut pressure_anom, mut temp_anom, mut humid) =
+        (4.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let (mut wind, mut iws, mut rain_left, mut is_cum, mut ir_cum) =
+        (1usize, 0.0f64, 0u32, 0u32, 0u32);
     let mut missing_left = 0u32;
     for h in 0..hours {
         let t = start + Duration::hours(h as i64);
@@ -141,7 +143,10 @@ pub fn write_pm25_csv(path: &Path, spec: &SyntheticSpec) -> Result<usize> {
         ));
     }
     atomic::write_with(path, |out| {
-        writeln!(out, "No,year,month,day,hour,pm2.5,DEWP,TEMP,PRES,cbwd,Iws,Is,Ir")?;
+        writeln!(
+            out,
+            "No,year,month,day,hour,pm2.5,DEWP,TEMP,PRES,cbwd,Iws,Is,Ir"
+        )?;
         for line in &lines {
             writeln!(out, "{line}")?;
         }
@@ -163,19 +168,30 @@ mod tests {
             years: 1,
             seed,
         };
-        let (a, b, c) = (dir.path().join("a.csv"), dir.path().join("b.csv"), dir.path().join("c.csv"));
+        let (a, b, c) = (
+            dir.path().join("a.csv"),
+            dir.path().join("b.csv"),
+            dir.path().join("c.csv"),
+        );
         assert_eq!(write_pm25_csv(&a, &spec(1)).unwrap(), 8760);
         write_pm25_csv(&b, &spec(1)).unwrap();
         write_pm25_csv(&c, &spec(2)).unwrap();
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
         assert_ne!(std::fs::read(&a).unwrap(), std::fs::read(&c).unwrap());
 
-        let rows: Vec<_> = Pm25Reader::open(&a).unwrap().collect::<Result<_>>().unwrap();
+        let rows: Vec<_> = Pm25Reader::open(&a)
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
         assert_eq!(rows.len(), 8760);
         let missing = rows.iter().filter(|r| !r.target_observed).count();
         assert!(missing > 20 && missing < 1000, "missing = {missing}");
         // PM2.5 must vary over a realistic range, not sit at a clamp.
-        let pm: Vec<f32> = rows.iter().map(|r| r.numeric[0]).filter(|v| !v.is_nan()).collect();
+        let pm: Vec<f32> = rows
+            .iter()
+            .map(|r| r.numeric[0])
+            .filter(|v| !v.is_nan())
+            .collect();
         let mean = pm.iter().sum::<f32>() / pm.len() as f32;
         assert!(mean > 20.0 && mean < 300.0, "mean pm = {mean}");
     }

@@ -42,7 +42,11 @@ pub fn run_predict(args: &PredictArgs) -> Result<(ForecastMetrics, PathBuf)> {
         data_dir: layout.data_dir(),
         train_dir: layout.train_dir(),
         out_dir: layout.predict_dir(),
-        checkpoint: if args.last { CheckpointChoice::Last } else { config.predict.checkpoint },
+        checkpoint: if args.last {
+            CheckpointChoice::Last
+        } else {
+            config.predict.checkpoint
+        },
         batch_size: args.batch_size.unwrap_or(config.predict.batch_size),
         device,
     })?;

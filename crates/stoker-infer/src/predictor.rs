@@ -58,17 +58,30 @@ pub fn predict(req: &PredictRequest) -> Result<ForecastMetrics> {
     for chunk in windows.chunks(req.batch_size) {
         inputs.clear();
         data.store.gather_inputs(chunk, spec, &mut inputs);
-        let x = inputs_tensor(inputs.clone(), [chunk.len(), spec.input_len, data.store.cols()], &req.device);
+        let x = inputs_tensor(
+            inputs.clone(),
+            [chunk.len(), spec.input_len, data.store.cols()],
+            &req.device,
+        );
         normalised.extend(to_host(model.forward(x)));
     }
     let infer_seconds = started.elapsed().as_secs_f64();
     let col = data.manifest.target;
     let raw = |v: f32| target.denormalize(f64::from(v)) as f32;
     let forecasts = Forecasts {
-        timestamps: windows.iter().map(|&s| data.store.timestamps()[spec.target_row(s)]).collect(),
-        truth: windows.iter().map(|&s| raw(data.store.value(spec.target_row(s), col))).collect(),
+        timestamps: windows
+            .iter()
+            .map(|&s| data.store.timestamps()[spec.target_row(s)])
+            .collect(),
+        truth: windows
+            .iter()
+            .map(|&s| raw(data.store.value(spec.target_row(s), col)))
+            .collect(),
         prediction: normalised.iter().map(|&v| raw(v)).collect(),
-        persistence: windows.iter().map(|&s| raw(data.store.value(s + spec.input_len - 1, col))).collect(),
+        persistence: windows
+            .iter()
+            .map(|&s| raw(data.store.value(s + spec.input_len - 1, col)))
+            .collect(),
     };
     let (rmse, mae) = errors(&forecasts.truth, &forecasts.prediction);
     let (persistence_rmse, persistence_mae) = errors(&forecasts.truth, &forecasts.persistence);
@@ -84,7 +97,11 @@ pub fn predict(req: &PredictRequest) -> Result<ForecastMetrics> {
         infer_samples_per_s: windows.len() as f64 / infer_seconds,
     };
     let staging = StagingDir::new(&req.out_dir)?;
-    write_predictions(&staging.path().join(PREDICTIONS_FILE), &forecasts, &target.name)?;
+    write_predictions(
+        &staging.path().join(PREDICTIONS_FILE),
+        &forecasts,
+        &target.name,
+    )?;
     atomic::write_json(&staging.path().join(PREDICT_METRICS_FILE), &metrics)?;
     staging.commit()?;
     Ok(metrics)
@@ -104,7 +121,11 @@ pub fn errors(truth: &[f32], predicted: &[f32]) -> (f64, f64) {
 
 fn write_predictions(path: &Path, f: &Forecasts, target: &str) -> Result<()> {
     let schema = Arc::new(Schema::new(vec![
-        Field::new("timestamp", DataType::Timestamp(TimeUnit::Second, Some("UTC".into())), false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Second, Some("UTC".into())),
+            false,
+        ),
         Field::new("truth", DataType::Float32, false),
         Field::new("prediction", DataType::Float32, false),
         Field::new("persistence", DataType::Float32, false),
@@ -123,10 +144,13 @@ fn write_predictions(path: &Path, f: &Forecasts, target: &str) -> Result<()> {
             target.to_string(),
         )]))
         .build();
-    let file = std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+    let file = std::fs::File::create(path)
+        .with_context(|| format!("{}: cannot create", path.display()))?;
     let mut writer = ArrowWriter::try_new(file, schema, Some(props))?;
     writer.write(&batch)?;
-    writer.close().with_context(|| format!("{}: cannot write", path.display()))?;
+    writer
+        .close()
+        .with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(())
 }
 

@@ -5,9 +5,9 @@ use std::sync::mpsc::sync_channel;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use stoker_artifact::{PreparedData, WindowSpec};
 
 /// Host-side batch: inputs [B, L, F] row-major and targets [B].

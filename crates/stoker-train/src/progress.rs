@@ -19,11 +19,9 @@ impl Progress {
         }
         let bar = ProgressBar::new(steps);
         bar.set_style(
-            ProgressStyle::with_template(
-                "epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {per_sec} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
         );
         bar.set_prefix(format!("{epoch}/{epochs}"));
         self.bar = Some(bar);
@@ -40,9 +38,8 @@ impl Progress {
 
     /// Ends the epoch with its summary line, on the terminal or as a plain line.
     pub fn finish_epoch(&mut self, line: &str) {
-        match self.bar.take() {
-            Some(bar) => bar.finish_and_clear(),
-            None => {}
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
         eprintln!("{line}");
     }

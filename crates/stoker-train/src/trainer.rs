@@ -17,7 +17,7 @@ use stoker_artifact::{
     CheckpointMeta, EpochRecord, LossKind, PreparedData, RunSummary, Split, TaskConfig, atomic,
 };
 use stoker_zoo::batch::{inputs_tensor, targets_tensor};
-use stoker_zoo::{Forecaster, InputShape, Model, checkpoint};
+use stoker_zoo::{InputShape, Model, checkpoint};
 
 use crate::loader::{epoch_order, for_each_batch};
 use crate::progress::Progress;
@@ -40,7 +40,8 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     let data = PreparedData::open(&req.data_dir)?;
     let manifest = &data.manifest;
     ensure!(
-        manifest.window.input_len == cfg.data.input_len && manifest.window.horizon == cfg.data.horizon,
+        manifest.window.input_len == cfg.data.input_len
+            && manifest.window.horizon == cfg.data.horizon,
         "{}: prepared for input_len {} / horizon {}, the config asks for {} / {}: re-run prepare",
         data.dir.join("manifest.json").display(),
         manifest.window.input_len,
@@ -49,8 +50,13 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         cfg.data.horizon
     );
     let (train_windows, val_windows) = (data.windows(Split::Train), data.windows(Split::Val));
-    ensure!(!train_windows.is_empty() && !val_windows.is_empty(), "{}: no train or validation windows", data.dir.display());
-    fs::create_dir_all(&req.out_dir).with_context(|| format!("{}: cannot create", req.out_dir.display()))?;
+    ensure!(
+        !train_windows.is_empty() && !val_windows.is_empty(),
+        "{}: no train or validation windows",
+        data.dir.display()
+    );
+    fs::create_dir_all(&req.out_dir)
+        .with_context(|| format!("{}: cannot create", req.out_dir.display()))?;
 
     req.device.seed(cfg.seed);
     let device = req.device.clone().autodiff();
@@ -59,11 +65,15 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         features: manifest.features.len(),
         target: manifest.target,
     };
-    let mut model = Forecaster::new(&cfg.model, shape, &device);
+    let mut model = Model::new(&cfg.model, shape, &device);
     let t = &cfg.train;
     let mut optim = AdamConfig::new()
-        .with_weight_decay((t.weight_decay > 0.0).then(|| WeightDecayConfig::new(t.weight_decay as f32)))
-        .with_grad_clipping((t.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(t.grad_clip as f32)))
+        .with_weight_decay(
+            (t.weight_decay > 0.0).then(|| WeightDecayConfig::new(t.weight_decay as f32)),
+        )
+        .with_grad_clipping(
+            (t.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(t.grad_clip as f32)),
+        )
         .init();
 
     let meta_for = |epoch: usize, step: u64, val_loss: f64, name: &str| CheckpointMeta {
@@ -91,30 +101,55 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         let order = epoch_order(&train_windows, cfg.seed, epoch);
         progress.start_epoch(epoch, t.epochs, order.len().div_ceil(t.batch_size) as u64);
         let mut loss_sum = Tensor::<1>::zeros([1], &device);
-        let waited = for_each_batch(&data, &order, t.batch_size, PREFETCH, |batch| -> Result<()> {
-            let x = inputs_tensor(batch.inputs, [batch.len, shape.input_len, shape.features], &device);
-            let y = targets_tensor(batch.targets, &device);
-            let pred = model.forward(x);
-            let loss = match t.loss {
-                LossKind::Mse => MseLoss::new().forward(pred, y, Reduction::Mean),
-                LossKind::Huber => HuberLossConfig::new(1.0).init().forward(pred, y, Reduction::Mean),
-            };
-            loss_sum = loss_sum.clone() + loss.clone().detach() * batch.len as f32;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model.clone(), grads);
-            step += 1;
-            progress.step((step % 50 == 0).then(|| loss_sum.clone().into_scalar::<f32>() as f64));
-            Ok(())
-        })?;
+        let waited = for_each_batch(
+            &data,
+            &order,
+            t.batch_size,
+            PREFETCH,
+            |batch| -> Result<()> {
+                let x = inputs_tensor(
+                    batch.inputs,
+                    [batch.len, shape.input_len, shape.features],
+                    &device,
+                );
+                let y = targets_tensor(batch.targets, &device);
+                let pred = model.forward(x);
+                let loss = match t.loss {
+                    LossKind::Mse => MseLoss::new().forward(pred, y, Reduction::Mean),
+                    LossKind::Huber => {
+                        HuberLossConfig::new(1.0)
+                            .init()
+                            .forward(pred, y, Reduction::Mean)
+                    }
+                };
+                loss_sum = loss_sum.clone() + loss.clone().detach() * batch.len as f32;
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optim.step(lr, model.clone(), grads);
+                step += 1;
+                progress
+                    .step((step % 50 == 0).then(|| loss_sum.clone().into_scalar::<f32>() as f64));
+                Ok(())
+            },
+        )?;
         stall += waited;
         let train_loss = loss_sum.into_scalar::<f32>() as f64 / order.len() as f64;
         let val_loss = evaluate_mse(&model.valid(), &data, &val_windows, cfg.predict.batch_size);
         let seconds = epoch_start.elapsed().as_secs_f64();
-        checkpoint::save(&req.out_dir, LAST_CHECKPOINT, &model, &meta_for(epoch, step, val_loss, LAST_CHECKPOINT))?;
+        checkpoint::save(
+            &req.out_dir,
+            LAST_CHECKPOINT,
+            &model,
+            &meta_for(epoch, step, val_loss, LAST_CHECKPOINT),
+        )?;
         let improved = val_loss < best_val;
         if improved {
             (best_val, best_epoch) = (val_loss, epoch);
-            checkpoint::save(&req.out_dir, BEST_CHECKPOINT, &model, &meta_for(epoch, step, val_loss, BEST_CHECKPOINT))?;
+            checkpoint::save(
+                &req.out_dir,
+                BEST_CHECKPOINT,
+                &model,
+                &meta_for(epoch, step, val_loss, BEST_CHECKPOINT),
+            )?;
         }
         let record = EpochRecord {
             epoch,
@@ -160,16 +195,31 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
 }
 
 /// Mean squared error on normalised targets over `windows`, without gradients.
-pub fn evaluate_mse(model: &Model, data: &PreparedData, windows: &[usize], batch_size: usize) -> f64 {
-    let device = model.devices().into_iter().next().expect("model has a device");
+pub fn evaluate_mse(
+    model: &Model,
+    data: &PreparedData,
+    windows: &[usize],
+    batch_size: usize,
+) -> f64 {
+    let device = model
+        .devices()
+        .into_iter()
+        .next()
+        .expect("model has a device");
     let shape = [data.manifest.window.input_len, data.manifest.features.len()];
     let mut sum = Tensor::<1>::zeros([1], &device);
-    let _ = for_each_batch(data, windows, batch_size, PREFETCH, |batch| -> Result<(), ()> {
-        let x = inputs_tensor(batch.inputs, [batch.len, shape[0], shape[1]], &device);
-        let y = targets_tensor(batch.targets, &device);
-        sum = sum.clone() + (model.forward(x) - y).square().sum();
-        Ok(())
-    });
+    let _ = for_each_batch(
+        data,
+        windows,
+        batch_size,
+        PREFETCH,
+        |batch| -> Result<(), ()> {
+            let x = inputs_tensor(batch.inputs, [batch.len, shape[0], shape[1]], &device);
+            let y = targets_tensor(batch.targets, &device);
+            sum = sum.clone() + (model.forward(x) - y).square().sum();
+            Ok(())
+        },
+    );
     sum.into_scalar::<f32>() as f64 / windows.len() as f64
 }
 

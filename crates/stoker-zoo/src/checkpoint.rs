@@ -7,11 +7,14 @@ use anyhow::{Context, Result, ensure};
 use burn::prelude::*;
 use stoker_artifact::CheckpointMeta;
 
-use crate::{Forecaster, InputShape, Model};
+use crate::{InputShape, Model};
 
 pub fn save(dir: &Path, name: &str, model: &Model, meta: &CheckpointMeta) -> Result<()> {
     let weights = dir.join(&meta.weights);
-    ensure!(meta.weights == format!("{name}.bpk"), "checkpoint weights must be named {name}.bpk");
+    ensure!(
+        meta.weights == format!("{name}.bpk"),
+        "checkpoint weights must be named {name}.bpk"
+    );
     model
         .clone()
         .save_file(&weights)
@@ -34,7 +37,7 @@ pub fn load(dir: &Path, name: &str, device: &Device) -> Result<(Model, Checkpoin
         target: meta.target,
     };
     let weights = dir.join(&meta.weights);
-    let model = Forecaster::new(&meta.model, shape, device)
+    let model = Model::new(&meta.model, shape, device)
         .try_load_file(&weights)
         .map_err(|e| anyhow::anyhow!("{}: cannot load weights: {e}", weights.display()))?;
     Ok((model, meta))

@@ -51,7 +51,9 @@ impl Cnn2d {
             h = self.activation.forward(conv.forward(h));
         }
         let h = self.pool.forward(h).flatten::<2>(1, 3);
-        let h = self.activation.forward(self.hidden.forward(self.dropout.forward(h)));
+        let h = self
+            .activation
+            .forward(self.hidden.forward(self.dropout.forward(h)));
         self.head.forward(h)
     }
 }

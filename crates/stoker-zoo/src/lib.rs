@@ -1,17 +1,17 @@
 //! # stoker-zoo — the models
 //!
-//! [`Forecaster`] is every model the trainer and predictor know, built from the
+//! [`Model`] wraps every network the trainer and predictor know ([`Forecaster`]), built from the
 //! [`ModelSpec`] of a task config and the [`InputShape`] of the prepared data. Adding a model
 //! means a module file here, a variant in `ModelSpec` (stoker-artifact) and one arm per match.
 //!
 //! ```
 //! use burn::prelude::*;
 //! use stoker_artifact::{Cnn2dSpec, ModelSpec};
-//! use stoker_zoo::{Forecaster, InputShape};
+//! use stoker_zoo::{InputShape, Model};
 //!
 //! let device = Device::flex();
 //! let shape = InputShape { input_len: 24, features: 11, target: 0 };
-//! let model = Forecaster::new(&ModelSpec::Cnn2d(Cnn2dSpec::default()), shape, &device);
+//! let model = Model::new(&ModelSpec::Cnn2d(Cnn2dSpec::default()), shape, &device);
 //! let y = model.forward(Tensor::zeros([4, 24, 11], &device));
 //! assert_eq!(y.dims(), [4, 1]);
 //! ```
@@ -49,17 +49,6 @@ pub struct Model {
 }
 
 impl Forecaster {
-    pub fn new(spec: &ModelSpec, shape: InputShape, device: &Device) -> Model {
-        let (net, residual) = match spec {
-            ModelSpec::Cnn2d(s) => (Forecaster::Cnn2d(Cnn2d::new(s, shape, device)), s.residual),
-        };
-        Model {
-            net,
-            target: shape.target,
-            residual,
-        }
-    }
-
     pub fn forward(&self, x: Tensor<3>) -> Tensor<2> {
         match self {
             Forecaster::Cnn2d(m) => m.forward(x),
@@ -68,6 +57,17 @@ impl Forecaster {
 }
 
 impl Model {
+    pub fn new(spec: &ModelSpec, shape: InputShape, device: &Device) -> Self {
+        let (net, residual) = match spec {
+            ModelSpec::Cnn2d(s) => (Forecaster::Cnn2d(Cnn2d::new(s, shape, device)), s.residual),
+        };
+        Self {
+            net,
+            target: shape.target,
+            residual,
+        }
+    }
+
     /// [B, L, F] normalised inputs → [B, 1] normalised target.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<2> {
         let [batch, len, _] = x.dims();
@@ -97,7 +97,11 @@ mod tests {
 
     #[test]
     fn reference_cnn2d_has_the_reference_parameter_count() {
-        let reference = Forecaster::new(&ModelSpec::Cnn2d(Cnn2dSpec::default()), SHAPE, &Device::flex());
+        let reference = Model::new(
+            &ModelSpec::Cnn2d(Cnn2dSpec::default()),
+            SHAPE,
+            &Device::flex(),
+        );
         // conv1 320 + conv2 18 496 + dense (64·12·5 → 128) 491 648 + head 129.
         assert_eq!(reference.num_params(), 320 + 18_496 + 491_648 + 129);
     }
@@ -109,7 +113,7 @@ mod tests {
             residual: true,
             ..Cnn2dSpec::default()
         });
-        let model = Forecaster::new(&spec, SHAPE, &device);
+        let model = Model::new(&spec, SHAPE, &device);
         let x = Tensor::<3>::random([2, 24, 11], burn::tensor::Distribution::Default, &device);
         let skip = (model.forward(x.clone()) - model.net.forward(x.clone())).into_data();
         let last = x.slice([0..2, 23..24, 0..1]).reshape([2, 1]).into_data();

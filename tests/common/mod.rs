@@ -1,0 +1,87 @@
+//! Helpers shared by the end-to-end tests: run the xtask binary, write small configs and data.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn xtask(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("xtask runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A small, fast config over PM2.5-format data: tiny CNN, one epoch.
+pub fn tiny_config(dir: &Path, input: &Path, val_start_year: i32, test_start_year: i32) -> PathBuf {
+    let path = dir.join("tiny.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+seed = 7
+[data]
+input = "{}"
+input_len = 12
+source = {{ kind = "pm25", val_start_year = {val_start_year}, test_start_year = {test_start_year} }}
+[model]
+kind = "cnn2d"
+channels = [4, 8]
+hidden = 16
+residual = true
+[train]
+epochs = 1
+batch_size = 64
+[predict]
+batch_size = 500
+"#,
+            input.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Writes a synthetic PM2.5 CSV of `years` years from 2010 through the xtask binary.
+pub fn synthetic_csv(dir: &Path, years: u32) -> PathBuf {
+    let out = dir.join("synthetic.csv");
+    let o = xtask(
+        &[
+            "synth",
+            "--out",
+            out.to_str().unwrap(),
+            "--years",
+            &years.to_string(),
+            "--seed",
+            "3",
+        ],
+        dir,
+    );
+    assert!(o.status.success(), "synth failed: {}", stderr(&o));
+    out
+}
+
+/// The project's shared datasets, if this machine has them.
+pub fn shared_dataset(name: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/datasets")
+        .join(name);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!(
+            "skipped: {} is absent (real-data tests need ../shared beside the project)",
+            path.display()
+        );
+        None
+    }
+}
