@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use stoker_cli::TaskArgs;
 use stoker_data::cli::{PrepareArgs, SynthArgs, run_prepare, run_synth};
 use stoker_infer::cli::{PredictArgs, run_predict};
 use stoker_train::cli::{TrainArgs, run_train};
@@ -67,14 +68,13 @@ struct DemoArgs {
 const DEMO_DATA: &str = "data/generated/synthetic-pm25.csv";
 
 fn run_all(args: &RunArgs) -> Result<()> {
+    let task = TaskArgs::new(&args.config, args.artifacts.clone());
     run_prepare(&PrepareArgs {
-        config: args.config.clone(),
+        task: task.clone(),
         input: args.input.clone(),
-        artifacts: args.artifacts.clone(),
     })?;
     run_train(&TrainArgs {
-        config: args.config.clone(),
-        artifacts: args.artifacts.clone(),
+        task: task.clone(),
         device: args.device.clone(),
         seed: args.seed,
         epochs: args.epochs,
@@ -82,8 +82,7 @@ fn run_all(args: &RunArgs) -> Result<()> {
         lr: None,
     })?;
     run_predict(&PredictArgs {
-        config: args.config.clone(),
-        artifacts: args.artifacts.clone(),
+        task,
         device: args.device.clone(),
         batch_size: None,
         last: false,
@@ -123,19 +122,12 @@ fn demo(args: &DemoArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    stoker_cli::exit(match Cli::parse().command {
         Command::Prepare(args) => run_prepare(&args).map(drop),
         Command::Train(args) => run_train(&args).map(drop),
         Command::Predict(args) => run_predict(&args).map(drop),
         Command::Run(args) => run_all(&args),
         Command::Demo(args) => demo(&args),
         Command::Synth(args) => run_synth(&args).map(drop),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -4,26 +4,23 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use stoker_artifact::{ArtifactLayout, DatasetManifest, TaskConfig};
+use stoker_artifact::DatasetManifest;
+use stoker_cli::TaskArgs;
 
 use crate::prepare::{PrepareRequest, check_input, prepare};
 use crate::synthetic::{SyntheticSpec, write_pm25_csv};
 
 #[derive(Debug, Clone, Args)]
 pub struct PrepareArgs {
-    /// Task config (TOML), e.g. configs/pm25-cnn2d.toml.
-    #[arg(long)]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub task: TaskArgs,
     /// Raw data file; overrides `data.input` of the config.
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// Artifacts directory [default: artifacts/<config name>].
-    #[arg(long)]
-    pub artifacts: Option<PathBuf>,
 }
 
 pub fn run_prepare(args: &PrepareArgs) -> Result<DatasetManifest> {
-    let config = TaskConfig::load(&args.config)?;
+    let config = args.task.load_config()?;
     let input = args
         .input
         .clone()
@@ -31,15 +28,11 @@ pub fn run_prepare(args: &PrepareArgs) -> Result<DatasetManifest> {
         .with_context(|| {
             format!(
                 "{}: no input: pass --input or set `data.input`",
-                args.config.display()
+                args.task.config.display()
             )
         })?;
     check_input(&input)?;
-    let layout = args
-        .artifacts
-        .clone()
-        .map(ArtifactLayout::new)
-        .unwrap_or_else(|| ArtifactLayout::for_task(&TaskConfig::name_of(&args.config)));
+    let layout = args.task.layout();
     let manifest = prepare(&PrepareRequest {
         config,
         input,

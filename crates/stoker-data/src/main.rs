@@ -18,15 +18,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let result = match Cli::parse().command {
+    stoker_cli::exit(match Cli::parse().command {
         Command::Prepare(args) => run_prepare(&args).map(drop),
         Command::Synth(args) => run_synth(&args).map(drop),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    })
 }

@@ -5,19 +5,16 @@ use std::path::PathBuf;
 use anyhow::{Result, anyhow};
 use clap::Args;
 use stoker_artifact::layout::PREDICT_METRICS_FILE;
-use stoker_artifact::{ArtifactLayout, CheckpointChoice, ForecastMetrics, TaskConfig};
+use stoker_artifact::{CheckpointChoice, ForecastMetrics};
+use stoker_cli::TaskArgs;
 use stoker_zoo::device::parse_device;
 
 use crate::predictor::{PredictRequest, predict};
 
 #[derive(Debug, Clone, Args)]
 pub struct PredictArgs {
-    /// Task config (TOML), e.g. configs/pm25-cnn2d.toml.
-    #[arg(long)]
-    pub config: PathBuf,
-    /// Artifacts directory [default: artifacts/<config name>].
-    #[arg(long)]
-    pub artifacts: Option<PathBuf>,
+    #[command(flatten)]
+    pub task: TaskArgs,
     /// Compute device: cpu (default), wgpu or cuda when built with that feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -31,13 +28,9 @@ pub struct PredictArgs {
 
 /// Runs predict; prints a summary and, as the last line, the path of `metrics.json`.
 pub fn run_predict(args: &PredictArgs) -> Result<(ForecastMetrics, PathBuf)> {
-    let config = TaskConfig::load(&args.config)?;
+    let config = args.task.load_config()?;
     let device = parse_device(&args.device).map_err(|e| anyhow!(e))?;
-    let layout = args
-        .artifacts
-        .clone()
-        .map(ArtifactLayout::new)
-        .unwrap_or_else(|| ArtifactLayout::for_task(&TaskConfig::name_of(&args.config)));
+    let layout = args.task.layout();
     let metrics = predict(&PredictRequest {
         data_dir: layout.data_dir(),
         train_dir: layout.train_dir(),

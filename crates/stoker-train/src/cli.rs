@@ -1,23 +1,18 @@
 //! The train stage's command line, shared by its binary and `cargo xtask train`.
 
-use std::path::PathBuf;
-
 use anyhow::{Result, anyhow};
 use clap::Args;
+use stoker_artifact::RunSummary;
 use stoker_artifact::layout::SUMMARY_FILE;
-use stoker_artifact::{ArtifactLayout, RunSummary, TaskConfig};
+use stoker_cli::TaskArgs;
 use stoker_zoo::device::parse_device;
 
 use crate::trainer::{TrainRequest, train};
 
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
-    /// Task config (TOML), e.g. configs/pm25-cnn2d.toml.
-    #[arg(long)]
-    pub config: PathBuf,
-    /// Artifacts directory [default: artifacts/<config name>].
-    #[arg(long)]
-    pub artifacts: Option<PathBuf>,
+    #[command(flatten)]
+    pub task: TaskArgs,
     /// Compute device: cpu (default), wgpu or cuda when built with that feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -36,21 +31,16 @@ pub struct TrainArgs {
 }
 
 pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
-    let mut config = TaskConfig::load(&args.config)?;
+    let mut config = args.task.load_config()?;
     config.seed = args.seed.unwrap_or(config.seed);
     config.train.epochs = args.epochs.unwrap_or(config.train.epochs);
     config.train.batch_size = args.batch_size.unwrap_or(config.train.batch_size);
     config.train.lr = args.lr.unwrap_or(config.train.lr);
     let device = parse_device(&args.device).map_err(|e| anyhow!(e))?;
-    let task = TaskConfig::name_of(&args.config);
-    let layout = args
-        .artifacts
-        .clone()
-        .map(ArtifactLayout::new)
-        .unwrap_or_else(|| ArtifactLayout::for_task(&task));
+    let layout = args.task.layout();
     let summary = train(&TrainRequest {
         config,
-        task,
+        task: args.task.task(),
         data_dir: layout.data_dir(),
         out_dir: layout.train_dir(),
         device,

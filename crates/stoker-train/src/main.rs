@@ -10,11 +10,5 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
-    match run_train(&Cli::parse().args) {
-        Ok(_) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    stoker_cli::exit(run_train(&Cli::parse().args))
 }

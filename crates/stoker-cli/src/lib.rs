@@ -1,0 +1,56 @@
+//! # stoker-cli
+//!
+//! The flags every stage takes ([`TaskArgs`]: `--config`, `--artifacts`) and the one way a stage
+//! binary ends ([`exit`]): a one-line `error: …` on stderr and a non-zero status.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use stoker_artifact::{ArtifactLayout, TaskConfig};
+
+#[derive(Debug, Clone, Args)]
+pub struct TaskArgs {
+    /// Task config (TOML), e.g. configs/pm25-cnn2d.toml.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Artifacts directory [default: artifacts/<config name>].
+    #[arg(long)]
+    pub artifacts: Option<PathBuf>,
+}
+
+impl TaskArgs {
+    pub fn new(config: impl Into<PathBuf>, artifacts: Option<PathBuf>) -> Self {
+        Self {
+            config: config.into(),
+            artifacts,
+        }
+    }
+
+    pub fn load_config(&self) -> stoker_artifact::Result<TaskConfig> {
+        TaskConfig::load(&self.config)
+    }
+
+    /// The task name: the config file's stem.
+    pub fn task(&self) -> String {
+        TaskConfig::name_of(&self.config)
+    }
+
+    pub fn layout(&self) -> ArtifactLayout {
+        match &self.artifacts {
+            Some(dir) => ArtifactLayout::new(dir),
+            None => ArtifactLayout::for_task(&self.task()),
+        }
+    }
+}
+
+/// Ends a stage binary: success, or the error chain on one line and exit status 1.
+pub fn exit<T>(result: anyhow::Result<T>) -> ExitCode {
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
