@@ -44,3 +44,60 @@ fn pm25_protocol_on_the_real_file() {
         metrics.persistence_rmse
     );
 }
+
+/// The ETTh1 protocol: 8 640 / 2 880 / 2 880 rows, 2 785 test windows of 96 → 96, and
+/// repeat-last-value MSE on them reproducing the literature's 1.295.
+#[test]
+fn etth1_protocol_on_the_real_file() {
+    let Some(csv) = shared_dataset("ETTh1.csv") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ett.toml");
+    std::fs::write(
+        &config,
+        "[data]\ninput_len = 96\noutput_len = 96\nsource = { kind = \"ett\" }\n\
+         [model]\nkind = \"lstm-attention\"\nhidden = 4\nlayers = 1\nattention = 4\nlinear_skip = true\n\
+         [train]\nepochs = 1\nbatch_size = 256\n",
+    )
+    .unwrap();
+    let art = dir.path().join("art");
+    let (config, art_s) = (config.to_str().unwrap(), art.to_str().unwrap());
+    let o = xtask(
+        &[
+            "prepare",
+            "--config",
+            config,
+            "--artifacts",
+            art_s,
+            "--input",
+            csv.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for stage in ["train", "predict"] {
+        let o = xtask(
+            &[stage, "--config", config, "--artifacts", art_s],
+            dir.path(),
+        );
+        assert!(o.status.success(), "{stage}: {}", stderr(&o));
+    }
+    let manifest = DatasetManifest::load(&art.join("data")).unwrap();
+    assert_eq!(manifest.rows, 17_420);
+    assert_eq!(
+        (
+            manifest.splits.val.start,
+            manifest.splits.test.start,
+            manifest.splits.test.end
+        ),
+        (8_640, 11_520, 14_400)
+    );
+    let metrics = ForecastMetrics::load(&art.join("predict/metrics.json")).unwrap();
+    assert_eq!(metrics.windows, 2_785);
+    assert!(
+        (metrics.repeat_mse - 1.295).abs() < 0.01,
+        "repeat MSE {}",
+        metrics.repeat_mse
+    );
+}

@@ -11,6 +11,9 @@ use stoker_data::cli::{PrepareArgs, SynthArgs, run_prepare, run_synth};
 use stoker_infer::cli::{PredictArgs, run_predict};
 use stoker_train::cli::{TrainArgs, run_train};
 
+mod sweep;
+use sweep::{SweepArgs, run_sweep};
+
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
@@ -36,6 +39,8 @@ enum Command {
     Demo(DemoArgs),
     /// Write the synthetic PM2.5-format series.
     Synth(SynthArgs),
+    /// Train every combination of a parameter grid; rank by validation loss.
+    Sweep(SweepArgs),
 }
 
 #[derive(Args)]
@@ -129,5 +134,6 @@ fn main() -> ExitCode {
         Command::Run(args) => run_all(&args),
         Command::Demo(args) => demo(&args),
         Command::Synth(args) => run_synth(&args).map(drop),
+        Command::Sweep(args) => run_sweep(&args).map(drop),
     })
 }

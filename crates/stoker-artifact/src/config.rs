@@ -34,9 +34,12 @@ pub struct DataConfig {
     pub input: Option<PathBuf>,
     /// Input window length in rows.
     pub input_len: usize,
-    /// How many rows ahead of the last input row the target lies (1 = next hour).
+    /// How many rows ahead of the last input row the first target lies (1 = next row).
     #[serde(default = "one")]
     pub horizon: usize,
+    /// Consecutive target rows predicted per window (96 for the ETT protocol).
+    #[serde(default = "one")]
+    pub output_len: usize,
     /// Rows per Parquet shard: bounds prepare's memory, whatever the input size.
     #[serde(default = "default_shard_rows")]
     pub shard_rows: usize,
@@ -69,6 +72,26 @@ pub enum SourceConfig {
         #[serde(default)]
         calendar: bool,
     },
+    /// ETT-format CSV: a timestamp column (`date`) then numeric columns, all inputs and targets.
+    /// Split by row counts; the defaults are the literature's ETTh 12/4/4 months.
+    Ett {
+        #[serde(default = "ett_train_rows")]
+        train_rows: usize,
+        #[serde(default = "ett_eval_rows")]
+        val_rows: usize,
+        #[serde(default = "ett_eval_rows")]
+        test_rows: usize,
+        #[serde(default = "default_max_gap")]
+        max_gap: usize,
+    },
+}
+
+fn ett_train_rows() -> usize {
+    12 * 30 * 24
+}
+
+fn ett_eval_rows() -> usize {
+    4 * 30 * 24
 }
 
 fn default_max_gap() -> usize {
@@ -155,6 +178,7 @@ impl TaskConfig {
         let positive = [
             ("data.input_len", self.data.input_len),
             ("data.horizon", self.data.horizon),
+            ("data.output_len", self.data.output_len),
             ("data.shard_rows", self.data.shard_rows),
             ("train.epochs", self.train.epochs),
             ("train.batch_size", self.train.batch_size),
@@ -172,6 +196,14 @@ impl TaskConfig {
     }
 
     /// The task name: the config file's stem (`configs/pm25-cnn2d.toml` → `pm25-cnn2d`).
+    pub fn window(&self) -> crate::WindowSpec {
+        crate::WindowSpec {
+            input_len: self.data.input_len,
+            horizon: self.data.horizon,
+            output_len: self.data.output_len,
+        }
+    }
+
     pub fn name_of(path: &Path) -> String {
         path.file_stem()
             .map(|s| s.to_string_lossy().into_owned())

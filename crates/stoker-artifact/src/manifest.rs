@@ -19,9 +19,11 @@ pub struct DatasetManifest {
     pub sources: Vec<SourceFile>,
     /// Columns of the window store, in order.
     pub features: Vec<Feature>,
-    /// Index into `features` of the predicted column.
-    pub target: usize,
+    /// Indices into `features` of the predicted columns.
+    pub targets: Vec<usize>,
+    /// Unit of the targets in metrics: raw units (`µg/m³`) or `normalised`.
     pub target_unit: String,
+    pub metric_scale: MetricScale,
     pub window: WindowSpec,
     pub splits: Splits,
     pub rows: usize,
@@ -67,17 +69,42 @@ pub enum FeatureKind {
     Calendar,
 }
 
-/// How rows become (input, target) windows: inputs are rows `s .. s+input_len`, the target is
-/// the target column at row `s + input_len - 1 + horizon`.
+/// Whether metrics are reported in the targets' raw units or on the normalised scale (the
+/// convention of the ETT literature).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetricScale {
+    Raw,
+    Normalised,
+}
+
+/// How rows become (input, target) windows: inputs are rows `s .. s+input_len`; the targets are
+/// the target columns of the `output_len` rows from `s + input_len - 1 + horizon` on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowSpec {
     pub input_len: usize,
     pub horizon: usize,
+    #[serde(default = "one")]
+    pub output_len: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl WindowSpec {
-    pub fn target_row(&self, start: usize) -> usize {
+    pub fn first_target_row(&self, start: usize) -> usize {
         start + self.input_len - 1 + self.horizon
+    }
+
+    pub fn target_rows(&self, start: usize) -> Range<usize> {
+        let first = self.first_target_row(start);
+        first..first + self.output_len
+    }
+
+    /// Rows from a window's start to its last target row.
+    pub fn span(&self) -> usize {
+        self.input_len - 1 + self.horizon + self.output_len
     }
 }
 
@@ -170,8 +197,8 @@ impl DatasetManifest {
         atomic::write_json(&dir.join(MANIFEST_FILE), self)
     }
 
-    pub fn target_feature(&self) -> &Feature {
-        &self.features[self.target]
+    pub fn target_features(&self) -> impl Iterator<Item = &Feature> {
+        self.targets.iter().map(|&i| &self.features[i])
     }
 }
 
@@ -225,7 +252,14 @@ mod tests {
         let w = WindowSpec {
             input_len: 24,
             horizon: 1,
+            output_len: 1,
         };
-        assert_eq!(w.target_row(0), 24);
+        assert_eq!(w.target_rows(0), 24..25);
+        let multi = WindowSpec {
+            output_len: 96,
+            ..w
+        };
+        assert_eq!(multi.target_rows(2), 26..122);
+        assert_eq!(multi.span(), 120);
     }
 }

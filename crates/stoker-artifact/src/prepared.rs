@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{ArtifactError, Result};
-use crate::manifest::{DatasetManifest, MANIFEST_FILE, Split, sha256_file};
+use crate::manifest::{DatasetManifest, MANIFEST_FILE, Split, WindowSpec, sha256_file};
 use crate::window_store::WindowStore;
 
 pub struct PreparedData {
@@ -47,9 +47,10 @@ impl PreparedData {
         })
     }
 
-    /// Starts of the usable windows of `split`, in time order.
-    pub fn windows(&self, split: Split) -> Vec<usize> {
+    /// Starts of the usable windows of `split` for `spec`, in time order. Any window spec
+    /// works on the same prepared data: validity comes from the store's row flags.
+    pub fn windows(&self, split: Split, spec: WindowSpec) -> Vec<usize> {
         self.store
-            .window_starts(self.manifest.window, self.manifest.splits.rows(split))
+            .window_starts(spec, self.manifest.splits.rows(split))
     }
 }

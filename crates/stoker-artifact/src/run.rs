@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic;
 use crate::error::{ArtifactError, Result};
+use crate::manifest::WindowSpec;
 use crate::model::ModelSpec;
 
 pub const CHECKPOINT_VERSION: u32 = 1;
@@ -18,9 +19,10 @@ pub struct CheckpointMeta {
     pub model: ModelSpec,
     /// Number of input features the model was built for.
     pub input_features: usize,
-    pub input_len: usize,
-    /// Index of the target among the input features.
-    pub target: usize,
+    /// The windows the model was trained on (predict uses the same).
+    pub window: WindowSpec,
+    /// Indices of the targets among the input features.
+    pub targets: Vec<usize>,
     /// SHA-256 of the `manifest.json` the model was trained on.
     pub manifest_sha256: String,
     pub epoch: usize,
@@ -90,17 +92,22 @@ impl RunSummary {
     }
 }
 
-/// `predict/metrics.json` for a single-target forecast; errors are in the target's unit.
+/// `predict/metrics.json`: errors over every window, step and target of a split, in `unit`
+/// (the targets' raw unit, or `normalised`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ForecastMetrics {
     pub split: String,
     pub unit: String,
     pub windows: usize,
+    pub mse: f64,
     pub rmse: f64,
     pub mae: f64,
-    /// The same errors for `target(t+h) := target(t)` on the same windows.
+    /// The same errors for persistence, `target(t+k) := target(t)`, on the same windows.
+    pub persistence_mse: f64,
     pub persistence_rmse: f64,
     pub persistence_mae: f64,
+    /// The literature's name for `persistence_mse` on multi-step tasks (repeat the last value).
+    pub repeat_mse: f64,
     pub checkpoint: String,
     pub infer_samples_per_s: f64,
 }

@@ -243,35 +243,48 @@ impl WindowStore {
         }
     }
 
-    /// Appends the target column `col` of the windows at `starts` to `out`.
+    /// Appends the targets of the windows at `starts` to `out`: per window, `output_len` steps of
+    /// the columns `cols` ([B, output_len × cols] row-major).
     pub fn gather_targets(
         &self,
         starts: &[usize],
         spec: WindowSpec,
-        col: usize,
+        cols: &[usize],
         out: &mut Vec<f32>,
     ) {
-        out.extend(starts.iter().map(|&s| self.value(spec.target_row(s), col)));
+        out.reserve(starts.len() * spec.output_len * cols.len());
+        for &s in starts {
+            for row in spec.target_rows(s) {
+                out.extend(cols.iter().map(|&c| self.value(row, c)));
+            }
+        }
     }
 
-    /// Starts of the windows whose target row lies in `target_rows`, whose inputs are all
-    /// present and whose target was observed.
+    /// Starts of the windows whose target rows all lie in `target_rows` and were observed, and
+    /// whose inputs are all present.
     pub fn window_starts(&self, spec: WindowSpec, target_rows: Range<usize>) -> Vec<usize> {
         let flags = self.flags();
-        // prefix[i] = number of rows before i lacking an input: a window is clean when the
-        // count over its rows is zero, checked in O(1).
-        let mut prefix = Vec::with_capacity(self.rows + 1);
-        prefix.push(0u32);
-        for f in flags {
-            prefix.push(prefix.last().unwrap() + u32::from(f & INPUT_OK == 0));
-        }
+        // Prefix counts of rows lacking an input / an observed target: a window is clean when
+        // the counts over its rows are zero, checked in O(1).
+        let prefix = |bit: u8| {
+            let mut p = Vec::with_capacity(self.rows + 1);
+            p.push(0u32);
+            for f in flags {
+                p.push(p.last().unwrap() + u32::from(f & bit == 0));
+            }
+            p
+        };
+        let (inputs, targets) = (prefix(INPUT_OK), prefix(TARGET_OK));
         let lead = spec.input_len - 1 + spec.horizon;
-        let first = target_rows.start.max(lead);
         let end = target_rows.end.min(self.rows);
-        (first..end)
-            .filter(|&t| flags[t] & TARGET_OK != 0)
-            .map(|t| t - lead)
-            .filter(|&s| prefix[s + spec.input_len] == prefix[s])
+        let Some(last_start) = end.checked_sub(spec.span()) else {
+            return Vec::new();
+        };
+        (target_rows.start.saturating_sub(lead)..=last_start)
+            .filter(|&s| {
+                let t = spec.target_rows(s);
+                inputs[s + spec.input_len] == inputs[s] && targets[t.end] == targets[t.start]
+            })
             .collect()
     }
 }
@@ -301,6 +314,7 @@ mod tests {
         let spec = WindowSpec {
             input_len: 3,
             horizon: 1,
+            output_len: 1,
         };
         assert_eq!(store.window(2, spec), &[2.0, -2.0, 3.0, -3.0, 4.0, -4.0]);
         let w = store.window(2, spec);
@@ -323,9 +337,17 @@ mod tests {
         let spec = WindowSpec {
             input_len: 2,
             horizon: 1,
+            output_len: 1,
         };
         // target 2 unobserved; windows touching row 4 dropped.
         assert_eq!(store.window_starts(spec, 0..9), vec![1, 5, 6]);
+        let two_steps = WindowSpec {
+            output_len: 2,
+            ..spec
+        };
+        // Every target row must be observed and inside the range: only 5 (targets 7, 8) is left.
+        assert_eq!(store.window_starts(two_steps, 0..9), vec![5]);
+        assert!(store.window_starts(two_steps, 0..8).is_empty());
     }
 
     #[test]

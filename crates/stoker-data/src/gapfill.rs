@@ -9,7 +9,6 @@ use std::collections::VecDeque;
 /// A row of numeric cells (`NaN` = missing) with whatever the caller carries along.
 pub trait GapRow {
     fn cells(&mut self) -> &mut [f32];
-    fn mark_interpolated(&mut self, cells: usize);
 }
 
 pub struct GapFiller<R> {
@@ -49,7 +48,6 @@ impl<R: GapRow> GapFiller<R> {
                     let frac = (k + 1) as f32 / (run + 1) as f32;
                     let prev = &mut self.buffer[n - run + k];
                     prev.cells()[c] = left + (value - left) * frac;
-                    prev.mark_interpolated(1);
                 }
                 self.filled += run;
             }
@@ -70,13 +68,10 @@ mod tests {
     use super::*;
 
     #[derive(Debug, Clone)]
-    struct Row(Vec<f32>, usize);
+    struct Row(Vec<f32>);
     impl GapRow for Row {
         fn cells(&mut self) -> &mut [f32] {
             &mut self.0
-        }
-        fn mark_interpolated(&mut self, cells: usize) {
-            self.1 += cells;
         }
     }
 
@@ -84,7 +79,7 @@ mod tests {
         let mut f = GapFiller::new(1, max_gap);
         let mut out = Vec::new();
         for &v in values {
-            out.extend(f.push(Row(vec![v], 0)).map(|r| r.0[0]));
+            out.extend(f.push(Row(vec![v])).map(|r| r.0[0]));
         }
         out.extend(f.finish().map(|r| r.0[0]));
         out

@@ -21,9 +21,11 @@
 //! ```
 
 pub mod cli;
+pub mod ett;
 pub mod gapfill;
 pub mod pm25;
 pub mod prepare;
 pub mod shards;
+pub mod source;
 pub mod stats;
 pub mod synthetic;

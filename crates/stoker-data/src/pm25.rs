@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 
-use crate::gapfill::GapRow;
+use crate::source::{RawRow, Source, SourceSchema, csv_error, parse_cell};
 
 /// Numeric columns, in store order. `pm2.5` is the target.
 pub const NUMERIC: [&str; 7] = ["pm2.5", "DEWP", "TEMP", "PRES", "Iws", "Is", "Ir"];
@@ -17,47 +17,6 @@ pub const NUMERIC: [&str; 7] = ["pm2.5", "DEWP", "TEMP", "PRES", "Iws", "Is", "I
 pub const WIND: [&str; 4] = ["NE", "NW", "SE", "cv"];
 const TIME: [&str; 4] = ["year", "month", "day", "hour"];
 pub const STEP_SECONDS: i64 = 3600;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Pm25Row {
-    /// Seconds since the Unix epoch (the file's local clock, read as UTC).
-    pub timestamp: i64,
-    /// `NUMERIC` values; NaN where missing.
-    pub numeric: [f32; 7],
-    /// Index into `WIND`, `None` where missing.
-    pub wind: Option<u8>,
-    /// The target cell was observed in the file (filled cells never become targets).
-    pub target_observed: bool,
-    pub interpolated: usize,
-}
-
-impl Pm25Row {
-    fn missing(timestamp: i64) -> Self {
-        Self {
-            timestamp,
-            numeric: [f32::NAN; 7],
-            wind: None,
-            target_observed: false,
-            interpolated: 0,
-        }
-    }
-
-    pub fn year(&self) -> i32 {
-        use chrono::Datelike;
-        chrono::DateTime::from_timestamp(self.timestamp, 0)
-            .expect("timestamps come from valid dates")
-            .year()
-    }
-}
-
-impl GapRow for Pm25Row {
-    fn cells(&mut self) -> &mut [f32] {
-        &mut self.numeric
-    }
-    fn mark_interpolated(&mut self, cells: usize) {
-        self.interpolated += cells;
-    }
-}
 
 pub struct Pm25Reader {
     path: PathBuf,
@@ -68,9 +27,7 @@ pub struct Pm25Reader {
     wind_col: usize,
     next_timestamp: Option<i64>,
     /// A parsed row waiting while missing hours before it are yielded.
-    pending: Option<Pm25Row>,
-    pub missing_cells: [usize; 8],
-    pub inserted_rows: usize,
+    pending: Option<RawRow>,
     data_rows: usize,
 }
 
@@ -115,13 +72,23 @@ impl Pm25Reader {
             numeric_cols,
             next_timestamp: None,
             pending: None,
-            missing_cells: [0; 8],
-            inserted_rows: 0,
             data_rows: 0,
         })
     }
 
-    fn parse(&mut self, record: &csv::StringRecord) -> Result<Pm25Row> {
+    pub fn into_source(self) -> Source {
+        Source {
+            schema: SourceSchema {
+                numeric: NUMERIC.iter().map(|s| s.to_string()).collect(),
+                categorical: Some(("cbwd".into(), WIND.iter().map(|s| s.to_string()).collect())),
+                targets: vec![0],
+                raw_unit: Some("µg/m³".into()),
+            },
+            rows: Box::new(self),
+        }
+    }
+
+    fn parse(&mut self, record: &csv::StringRecord) -> Result<RawRow> {
         let line = record.position().map_or(0, |p| p.line());
         let path = self.path.display();
         let int = |col: usize, name: &str| -> Result<u32> {
@@ -144,30 +111,20 @@ impl Pm25Reader {
             })?
             .and_utc()
             .timestamp();
-        let mut row = Pm25Row::missing(timestamp);
+        let mut row = RawRow::missing(timestamp, NUMERIC.len());
+        row.inserted = false;
         for (i, (&col, name)) in self.numeric_cols.iter().zip(NUMERIC).enumerate() {
-            let cell = record[col].trim();
-            if cell.is_empty()
-                || cell.eq_ignore_ascii_case("NA")
-                || cell.eq_ignore_ascii_case("nan")
-            {
-                self.missing_cells[i] += 1;
-                continue;
-            }
-            let value: f32 = cell.parse().ok().filter(|v: &f32| v.is_finite()).with_context(|| {
-                format!("{path}: line {line}, column `{name}`: `{cell}` is not a number (write NA for missing)")
+            row.numeric[i] = parse_cell(&record[col], || {
+                format!("{path}: line {line}, column `{name}`")
             })?;
-            row.numeric[i] = value;
         }
-        row.target_observed = !row.numeric[0].is_nan();
+        row.targets_observed = !row.numeric[0].is_nan();
         let cell = record[self.wind_col].trim();
-        if cell.is_empty() || cell == "NA" {
-            self.missing_cells[7] += 1;
-        } else {
+        if !(cell.is_empty() || cell == "NA") {
             let idx = WIND.iter().position(|w| *w == cell).with_context(|| {
                 format!("{path}: line {line}, column `cbwd`: unknown wind direction `{cell}` (expected one of {WIND:?})")
             })?;
-            row.wind = Some(idx as u8);
+            row.category = Some(idx as u8);
         }
         if let Some(expected) = self.next_timestamp
             && timestamp < expected
@@ -181,7 +138,7 @@ impl Pm25Reader {
 }
 
 impl Iterator for Pm25Reader {
-    type Item = Result<Pm25Row>;
+    type Item = Result<RawRow>;
 
     fn next(&mut self) -> Option<Self::Item> {
         let row = match self.pending.take() {
@@ -208,9 +165,8 @@ impl Iterator for Pm25Reader {
             Some(expected) if row.timestamp > expected => {
                 // An hour the file skips: yield it as missing, keep the parsed row for later.
                 self.pending = Some(row);
-                self.inserted_rows += 1;
                 self.next_timestamp = Some(expected + STEP_SECONDS);
-                Some(Ok(Pm25Row::missing(expected)))
+                Some(Ok(RawRow::missing(expected, NUMERIC.len())))
             }
             _ => {
                 self.next_timestamp = Some(row.timestamp + STEP_SECONDS);
@@ -220,26 +176,13 @@ impl Iterator for Pm25Reader {
     }
 }
 
-fn csv_error(path: &Path, e: csv::Error) -> anyhow::Error {
-    let line = e.position().map_or(0, |p| p.line());
-    match e.kind() {
-        csv::ErrorKind::UnequalLengths {
-            expected_len, len, ..
-        } => anyhow::anyhow!(
-            "{}: line {line}: expected {expected_len} fields, found {len} (truncated or malformed row)",
-            path.display()
-        ),
-        _ => anyhow::anyhow!("{}: line {line}: {e}", path.display()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const HEADER: &str = "No,year,month,day,hour,pm2.5,DEWP,TEMP,PRES,cbwd,Iws,Is,Ir\n";
 
-    fn read(body: &str) -> Result<Vec<Pm25Row>> {
+    fn read(body: &str) -> Result<Vec<RawRow>> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pm.csv");
         std::fs::write(&path, body).unwrap();
@@ -253,8 +196,9 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(rows.len(), 3, "hour 1 is inserted as missing");
-        assert!(rows[0].numeric[0].is_nan() && !rows[0].target_observed);
-        assert_eq!(rows[0].wind, Some(1));
+        assert!(rows[0].numeric[0].is_nan() && !rows[0].targets_observed);
+        assert_eq!(rows[0].category, Some(1));
+        assert!(rows[1].inserted && !rows[0].inserted);
         assert!(rows[1].numeric.iter().all(|v| v.is_nan()));
         assert_eq!(rows[2].numeric[0], 129.0);
         assert_eq!(rows[2].timestamp - rows[0].timestamp, 7200);

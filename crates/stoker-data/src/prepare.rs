@@ -1,24 +1,26 @@
-//! The prepare stage for PM2.5-format CSVs, in two streaming passes:
-//! 1. raw CSV → gap filling → Parquet shards, while fitting normalisation on train rows;
+//! The prepare stage, in two streaming passes over any [`Source`]:
+//! 1. raw rows → gap filling → Parquet shards, while fitting normalisation on train rows;
 //! 2. shards → normalised feature rows → window store; then the manifest.
 //!
 //! Everything is written into a staging directory that replaces `data/` only when complete.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail, ensure};
 use chrono::{Datelike, Timelike};
 use stoker_artifact::atomic::StagingDir;
 use stoker_artifact::layout::STORE_FILE;
 use stoker_artifact::manifest::{MANIFEST_VERSION, QualityReport, SourceFile, Split, sha256_file};
 use stoker_artifact::{
-    DatasetManifest, Feature, FeatureKind, INPUT_OK, SourceConfig, Splits, TARGET_OK, TaskConfig,
-    WindowSpec, WindowStore, WindowStoreWriter,
+    DatasetManifest, Feature, FeatureKind, INPUT_OK, MetricScale, SourceConfig, Splits, TARGET_OK,
+    TaskConfig, WindowStore, WindowStoreWriter,
 };
 
+use crate::ett::EttReader;
 use crate::gapfill::GapFiller;
-use crate::pm25::{NUMERIC, Pm25Reader, STEP_SECONDS, WIND};
+use crate::pm25::Pm25Reader;
 use crate::shards::{ShardWriter, for_each_row};
+use crate::source::{RawRow, Source, SourceSchema};
 use crate::stats::RunningStats;
 
 /// What to prepare and where.
@@ -30,73 +32,123 @@ pub struct PrepareRequest {
     pub out_dir: PathBuf,
 }
 
+/// Which split a row belongs to, decided as rows stream by.
+enum SplitRule {
+    ByYear {
+        val_start: i32,
+        test_start: i32,
+    },
+    ByRows {
+        train: usize,
+        val: usize,
+        test: usize,
+    },
+}
+
+struct Plan {
+    source: Source,
+    rule: SplitRule,
+    max_gap: usize,
+    calendar: bool,
+}
+
+fn plan(config: &SourceConfig, input: &Path) -> Result<Plan> {
+    Ok(match *config {
+        SourceConfig::Pm25 {
+            val_start_year,
+            test_start_year,
+            max_gap,
+            calendar,
+        } => {
+            ensure!(
+                val_start_year < test_start_year,
+                "config: `val_start_year` ({val_start_year}) must be before `test_start_year` ({test_start_year})"
+            );
+            Plan {
+                source: Pm25Reader::open(input)?.into_source(),
+                rule: SplitRule::ByYear {
+                    val_start: val_start_year,
+                    test_start: test_start_year,
+                },
+                max_gap,
+                calendar,
+            }
+        }
+        SourceConfig::Ett {
+            train_rows,
+            val_rows,
+            test_rows,
+            max_gap,
+        } => Plan {
+            source: EttReader::open(input)?.into_source(),
+            rule: SplitRule::ByRows {
+                train: train_rows,
+                val: val_rows,
+                test: test_rows,
+            },
+            max_gap,
+            calendar: false,
+        },
+    })
+}
+
 pub fn prepare(req: &PrepareRequest) -> Result<DatasetManifest> {
-    let SourceConfig::Pm25 {
-        val_start_year,
-        test_start_year,
+    let Plan {
+        source: Source { schema, rows },
+        rule,
         max_gap,
         calendar,
-    } = req.config.data.source.clone();
-    ensure!(
-        val_start_year < test_start_year,
-        "config: `val_start_year` ({val_start_year}) must be before `test_start_year` ({test_start_year})"
-    );
+    } = plan(&req.config.data.source, &req.input)?;
     let staging = StagingDir::new(&req.out_dir)?;
     let (sha256, bytes) = sha256_file(&req.input)?;
 
     // Pass 1: raw rows → shards, train statistics, split boundaries.
-    let mut reader = Pm25Reader::open(&req.input)?;
-    let mut filler = GapFiller::new(NUMERIC.len(), max_gap);
+    let numeric_names: Vec<&str> = schema.numeric.iter().map(String::as_str).collect();
+    let category_names: Vec<&str> = schema.categorical.iter().map(|(n, _)| n.as_str()).collect();
     let mut shards = ShardWriter::new(
         staging.path(),
-        &NUMERIC,
-        &["cbwd"],
+        &numeric_names,
+        &category_names,
         req.config.data.shard_rows,
     );
-    let mut pass1 = Pass1::default();
-    for row in reader.by_ref() {
-        if let Some(out) = filler.push(row?) {
-            pass1.take(&out, &mut shards, val_start_year, test_start_year)?;
+    let mut pass1 = Pass1::new(&schema, rule);
+    let mut filler = GapFiller::new(schema.numeric.len(), max_gap);
+    for row in rows {
+        let row = row?;
+        pass1.count_missing(&row);
+        if let Some(out) = filler.push(row) {
+            pass1.take(&out, &schema, &mut shards)?;
         }
     }
     let filled = filler.filled;
     for out in filler.finish() {
-        pass1.take(&out, &mut shards, val_start_year, test_start_year)?;
+        pass1.take(&out, &schema, &mut shards)?;
     }
     let shard_refs = shards.finish()?;
-    let rows = pass1.rows;
-    let val_start = pass1.val_start.unwrap_or(rows);
-    let test_start = pass1.test_start.unwrap_or(rows);
-    let input = req.input.display();
-    ensure!(
-        val_start > 0,
-        "{input}: no rows before {val_start_year}: the train split is empty"
-    );
-    ensure!(
-        test_start > val_start,
-        "{input}: no rows in {val_start_year}..{test_start_year}: the validation split is empty"
-    );
-    ensure!(
-        rows > test_start,
-        "{input}: no rows from {test_start_year} on: the test split is empty"
-    );
+    let splits = pass1.splits(&req.input)?;
 
-    let features = feature_list(&pass1.stats, calendar);
+    let features = feature_list(&schema, &pass1.stats, calendar);
+    let n_numeric = schema.numeric.len();
+    let categories = schema.categorical.as_ref().map_or(0, |(_, c)| c.len());
     // Pass 2: shards → normalised rows in the window store.
     let store_path = staging.path().join(STORE_FILE);
     let mut store = WindowStoreWriter::create(&store_path, features.len())?;
     let mut values = vec![0f32; features.len()];
     for_each_row(staging.path(), &shard_refs, |row| {
-        let mut input_ok = row.categories[0].is_some();
+        let mut input_ok = true;
         for (i, &raw) in row.numeric.iter().enumerate() {
             input_ok &= !raw.is_nan();
             values[i] = ((f64::from(raw) - features[i].mean) / features[i].std) as f32;
         }
-        for (k, wind) in WIND.iter().enumerate() {
-            values[NUMERIC.len() + k] = f32::from(row.categories[0].as_deref() == Some(wind));
+        if let Some((_, names)) = &schema.categorical {
+            let value = row.categories[0].as_deref();
+            input_ok &= value.is_some();
+            for (k, name) in names.iter().enumerate() {
+                values[n_numeric + k] = f32::from(value == Some(name.as_str()));
+            }
         }
         if calendar {
-            values[NUMERIC.len() + WIND.len()..].copy_from_slice(&calendar_features(row.timestamp));
+            values[n_numeric + categories..].copy_from_slice(&calendar_features(row.timestamp));
         }
         let flags =
             if input_ok { INPUT_OK } else { 0 } | if row.target_observed { TARGET_OK } else { 0 };
@@ -105,15 +157,7 @@ pub fn prepare(req: &PrepareRequest) -> Result<DatasetManifest> {
     })?;
     store.finish()?;
 
-    let window = WindowSpec {
-        input_len: req.config.data.input_len,
-        horizon: req.config.data.horizon,
-    };
-    let splits = Splits {
-        train: 0..val_start,
-        val: val_start..test_start,
-        test: test_start..rows,
-    };
+    let window = req.config.window();
     let opened = WindowStore::open(&store_path)?;
     let windows = [Split::Train, Split::Val, Split::Test]
         .map(|s| {
@@ -126,37 +170,45 @@ pub fn prepare(req: &PrepareRequest) -> Result<DatasetManifest> {
     for (name, n) in &windows {
         ensure!(
             *n > 0,
-            "{input}: the {name} split has no complete window of {} hours plus horizon {}",
+            "{}: the {name} split has no complete window ({} input rows, horizon {}, {} output rows)",
+            req.input.display(),
             window.input_len,
-            window.horizon
+            window.horizon,
+            window.output_len
         );
     }
-    let mut missing_cells: Vec<(String, usize)> = NUMERIC
-        .iter()
-        .map(|n| n.to_string())
-        .chain(["cbwd".to_string()])
-        .zip(reader.missing_cells)
-        .collect();
-    missing_cells.push(("inserted_missing_hours".into(), reader.inserted_rows));
+    let timestamps = opened.timestamps();
     let manifest = DatasetManifest {
         format_version: MANIFEST_VERSION,
-        source_kind: "pm25".into(),
+        source_kind: match req.config.data.source {
+            SourceConfig::Pm25 { .. } => "pm25",
+            SourceConfig::Ett { .. } => "ett",
+        }
+        .into(),
         sources: vec![SourceFile {
             path: req.input.display().to_string(),
             sha256,
             bytes,
         }],
         features,
-        target: 0,
-        target_unit: "µg/m³".into(),
+        targets: schema.targets.clone(),
+        target_unit: schema
+            .raw_unit
+            .clone()
+            .unwrap_or_else(|| "normalised".into()),
+        metric_scale: if schema.raw_unit.is_some() {
+            MetricScale::Raw
+        } else {
+            MetricScale::Normalised
+        },
         window,
+        rows: pass1.rows,
+        time_step_seconds: timestamps.get(1).map_or(0, |t| t - timestamps[0]),
         splits,
-        rows,
-        time_step_seconds: STEP_SECONDS,
         store_file: STORE_FILE.into(),
         shards: shard_refs,
         quality: QualityReport {
-            missing_cells,
+            missing_cells: pass1.missing_report(&schema),
             interpolated_cells: filled,
             unobserved_targets: pass1.unobserved_targets,
             windows,
@@ -167,49 +219,154 @@ pub fn prepare(req: &PrepareRequest) -> Result<DatasetManifest> {
     Ok(manifest)
 }
 
-#[derive(Default)]
 struct Pass1 {
+    rule: SplitRule,
     rows: usize,
     val_start: Option<usize>,
     test_start: Option<usize>,
-    stats: [RunningStats; NUMERIC.len()],
+    stats: Vec<RunningStats>,
+    missing: Vec<usize>,
+    inserted: usize,
     unobserved_targets: usize,
 }
 
 impl Pass1 {
+    fn new(schema: &SourceSchema, rule: SplitRule) -> Self {
+        let n = schema.numeric.len();
+        Self {
+            rule,
+            rows: 0,
+            val_start: None,
+            test_start: None,
+            stats: vec![RunningStats::default(); n],
+            missing: vec![0; n + 1],
+            inserted: 0,
+            unobserved_targets: 0,
+        }
+    }
+
+    /// Counts missing cells of a raw row (before gap filling); inserted rows count apart.
+    fn count_missing(&mut self, row: &RawRow) {
+        if row.inserted {
+            self.inserted += 1;
+            return;
+        }
+        for (m, v) in self.missing.iter_mut().zip(&row.numeric) {
+            *m += usize::from(v.is_nan());
+        }
+        *self.missing.last_mut().unwrap() += usize::from(row.category.is_none());
+    }
+
+    fn in_train(&mut self, row: &RawRow) -> bool {
+        match self.rule {
+            SplitRule::ByYear {
+                val_start,
+                test_start,
+            } => {
+                let year = row.year();
+                if year >= val_start && self.val_start.is_none() {
+                    self.val_start = Some(self.rows);
+                }
+                if year >= test_start && self.test_start.is_none() {
+                    self.test_start = Some(self.rows);
+                }
+                year < val_start
+            }
+            SplitRule::ByRows { train, .. } => self.rows < train,
+        }
+    }
+
     fn take(
         &mut self,
-        row: &crate::pm25::Pm25Row,
+        row: &RawRow,
+        schema: &SourceSchema,
         shards: &mut ShardWriter,
-        val_start_year: i32,
-        test_start_year: i32,
     ) -> Result<()> {
-        let year = row.year();
-        if year >= val_start_year && self.val_start.is_none() {
-            self.val_start = Some(self.rows);
-        }
-        if year >= test_start_year && self.test_start.is_none() {
-            self.test_start = Some(self.rows);
-        }
-        if year < val_start_year {
+        if self.in_train(row) {
             for (s, &v) in self.stats.iter_mut().zip(&row.numeric) {
                 s.push(v);
             }
         }
-        self.unobserved_targets += usize::from(!row.target_observed);
-        let wind = row.wind.map(|w| WIND[w as usize]);
-        shards.push(row.timestamp, &row.numeric, &[wind], row.target_observed)?;
+        self.unobserved_targets += usize::from(!row.targets_observed);
+        let category = schema
+            .categorical
+            .as_ref()
+            .and_then(|(_, names)| row.category.map(|c| names[c as usize].as_str()));
+        shards.push(
+            row.timestamp,
+            &row.numeric,
+            &[category],
+            row.targets_observed,
+        )?;
         self.rows += 1;
         Ok(())
     }
+
+    fn splits(&self, input: &Path) -> Result<Splits> {
+        let rows = self.rows;
+        let input = input.display();
+        let (val_start, test_start, test_end) = match self.rule {
+            SplitRule::ByYear {
+                val_start,
+                test_start,
+            } => {
+                let (v, t) = (
+                    self.val_start.unwrap_or(rows),
+                    self.test_start.unwrap_or(rows),
+                );
+                ensure!(
+                    v > 0,
+                    "{input}: no rows before {val_start}: the train split is empty"
+                );
+                ensure!(
+                    t > v,
+                    "{input}: no rows in {val_start}..{test_start}: the validation split is empty"
+                );
+                ensure!(
+                    rows > t,
+                    "{input}: no rows from {test_start} on: the test split is empty"
+                );
+                (v, t, rows)
+            }
+            SplitRule::ByRows { train, val, test } => {
+                let needed = train + val + test;
+                if rows < needed {
+                    bail!(
+                        "{input}: {rows} data rows, the split needs {train} train + {val} validation + {test} test = {needed}"
+                    );
+                }
+                (train, train + val, needed)
+            }
+        };
+        Ok(Splits {
+            train: 0..val_start,
+            val: val_start..test_start,
+            test: test_start..test_end,
+        })
+    }
+
+    fn missing_report(&self, schema: &SourceSchema) -> Vec<(String, usize)> {
+        let mut report: Vec<(String, usize)> = schema
+            .numeric
+            .iter()
+            .cloned()
+            .zip(self.missing.iter().copied())
+            .collect();
+        if let Some((name, _)) = &schema.categorical {
+            report.push((name.clone(), *self.missing.last().unwrap()));
+        }
+        report.push(("inserted_missing_rows".into(), self.inserted));
+        report
+    }
 }
 
-fn feature_list(stats: &[RunningStats], calendar: bool) -> Vec<Feature> {
-    let mut features: Vec<Feature> = NUMERIC
+fn feature_list(schema: &SourceSchema, stats: &[RunningStats], calendar: bool) -> Vec<Feature> {
+    let mut features: Vec<Feature> = schema
+        .numeric
         .iter()
         .zip(stats)
         .map(|(name, s)| Feature {
-            name: name.to_string(),
+            name: name.clone(),
             kind: FeatureKind::Numeric,
             mean: s.mean(),
             std: s.std(),
@@ -221,15 +378,17 @@ fn feature_list(stats: &[RunningStats], calendar: bool) -> Vec<Feature> {
         mean: 0.0,
         std: 1.0,
     };
-    features.extend(WIND.iter().map(|w| {
-        identity(
-            format!("cbwd={w}"),
-            FeatureKind::OneHot {
-                column: "cbwd".into(),
-                category: w.to_string(),
-            },
-        )
-    }));
+    if let Some((column, names)) = &schema.categorical {
+        features.extend(names.iter().map(|c| {
+            identity(
+                format!("{column}={c}"),
+                FeatureKind::OneHot {
+                    column: column.clone(),
+                    category: c.clone(),
+                },
+            )
+        }));
+    }
     if calendar {
         for phase in ["hour", "weekday", "yearday"] {
             for f in ["sin", "cos"] {
@@ -262,6 +421,5 @@ pub fn check_input(input: &Path) -> Result<()> {
     if !input.is_file() {
         bail!("{}: no such file", input.display());
     }
-    std::fs::metadata(input).with_context(|| format!("{}: cannot read", input.display()))?;
     Ok(())
 }

@@ -184,7 +184,7 @@ mod tests {
             .collect::<Result<_>>()
             .unwrap();
         assert_eq!(rows.len(), 8760);
-        let missing = rows.iter().filter(|r| !r.target_observed).count();
+        let missing = rows.iter().filter(|r| !r.targets_observed).count();
         assert!(missing > 20 && missing < 1000, "missing = {missing}");
         // PM2.5 must vary over a realistic range, not sit at a clamp.
         let pm: Vec<f32> = rows

@@ -22,5 +22,7 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+pub mod attention;
 pub mod cli;
+pub mod plot;
 pub mod predictor;

@@ -4,19 +4,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
-use arrow::array::{ArrayRef, Float32Array, TimestampSecondArray};
+use anyhow::{Result, ensure};
+use arrow::array::{ArrayRef, Float32Array, StringArray, TimestampSecondArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
-use arrow::record_batch::RecordBatch;
 use burn::prelude::*;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use stoker_artifact::atomic::{self, StagingDir};
 use stoker_artifact::layout::{PREDICT_METRICS_FILE, PREDICTIONS_FILE};
-use stoker_artifact::{CheckpointChoice, ForecastMetrics, PreparedData, Split};
+use stoker_artifact::{
+    CheckpointChoice, ForecastMetrics, MetricScale, PreparedData, Split, WindowSpec,
+};
 use stoker_zoo::batch::{inputs_tensor, to_host};
-use stoker_zoo::checkpoint;
+use stoker_zoo::{Model, checkpoint};
 
 #[derive(Debug, Clone)]
 pub struct PredictRequest {
@@ -28,12 +26,15 @@ pub struct PredictRequest {
     pub device: Device,
 }
 
-/// One forecast per window, in the target's unit.
+/// Forecasts of every window, flattened window-major, then step, then target; in the metric
+/// scale (raw units or normalised).
 pub struct Forecasts {
-    pub timestamps: Vec<i64>,
+    pub outputs: usize,
     pub truth: Vec<f32>,
     pub prediction: Vec<f32>,
     pub persistence: Vec<f32>,
+    /// Attention weights per window over the recurrent steps, for models that have them.
+    pub attention: Option<(usize, Vec<f32>)>,
 }
 
 pub fn predict(req: &PredictRequest) -> Result<ForecastMetrics> {
@@ -49,65 +50,140 @@ pub fn predict(req: &PredictRequest) -> Result<ForecastMetrics> {
         req.train_dir.join(format!("{name}.json")).display(),
         data.dir.join("manifest.json").display()
     );
-    let windows = data.windows(Split::Test);
-    let spec = data.manifest.window;
-    let target = data.manifest.target_feature();
+    let spec = meta.window;
+    let windows = data.windows(Split::Test, spec);
+    ensure!(
+        !windows.is_empty(),
+        "{}: no test windows for this model's window",
+        data.dir.display()
+    );
     let started = Instant::now();
-    let mut normalised = Vec::with_capacity(windows.len());
-    let mut inputs = Vec::new();
-    for chunk in windows.chunks(req.batch_size) {
-        inputs.clear();
-        data.store.gather_inputs(chunk, spec, &mut inputs);
-        let x = inputs_tensor(
-            inputs.clone(),
-            [chunk.len(), spec.input_len, data.store.cols()],
-            &req.device,
-        );
-        normalised.extend(to_host(model.forward(x)));
-    }
+    let (normalised, attention) = infer(&model, &data, spec, &windows, req.batch_size);
     let infer_seconds = started.elapsed().as_secs_f64();
-    let col = data.manifest.target;
-    let raw = |v: f32| target.denormalize(f64::from(v)) as f32;
-    let forecasts = Forecasts {
-        timestamps: windows
-            .iter()
-            .map(|&s| data.store.timestamps()[spec.target_row(s)])
-            .collect(),
-        truth: windows
-            .iter()
-            .map(|&s| raw(data.store.value(spec.target_row(s), col)))
-            .collect(),
-        prediction: normalised.iter().map(|&v| raw(v)).collect(),
-        persistence: windows
-            .iter()
-            .map(|&s| raw(data.store.value(s + spec.input_len - 1, col)))
-            .collect(),
-    };
-    let (rmse, mae) = errors(&forecasts.truth, &forecasts.prediction);
-    let (persistence_rmse, persistence_mae) = errors(&forecasts.truth, &forecasts.persistence);
-    let metrics = ForecastMetrics {
-        split: Split::Test.name().into(),
-        unit: data.manifest.target_unit.clone(),
-        windows: windows.len(),
-        rmse,
-        mae,
-        persistence_rmse,
-        persistence_mae,
-        checkpoint: format!("{name} (epoch {})", meta.epoch),
-        infer_samples_per_s: windows.len() as f64 / infer_seconds,
-    };
+    let forecasts = forecasts(&data, spec, &windows, normalised, attention);
+    let metrics = metrics(
+        &forecasts,
+        &data,
+        windows.len(),
+        name,
+        meta.epoch,
+        infer_seconds,
+    );
     let staging = StagingDir::new(&req.out_dir)?;
     write_predictions(
         &staging.path().join(PREDICTIONS_FILE),
+        &data,
+        spec,
+        &windows,
         &forecasts,
-        &target.name,
     )?;
+    if let Some((steps, weights)) = &forecasts.attention {
+        crate::attention::write(staging.path(), &data, spec, &windows, *steps, weights)?;
+    }
     atomic::write_json(&staging.path().join(PREDICT_METRICS_FILE), &metrics)?;
     staging.commit()?;
     Ok(metrics)
 }
 
-/// (RMSE, MAE) of `predicted` against `truth`.
+/// Batched inference: normalised predictions [windows × outputs] and attention if any.
+fn infer(
+    model: &Model,
+    data: &PreparedData,
+    spec: WindowSpec,
+    windows: &[usize],
+    batch_size: usize,
+) -> (Vec<f32>, Option<(usize, Vec<f32>)>) {
+    let device = model
+        .devices()
+        .into_iter()
+        .next()
+        .expect("model has a device");
+    let mut predictions = Vec::new();
+    let mut attention: Option<(usize, Vec<f32>)> = None;
+    let mut inputs = Vec::new();
+    for chunk in windows.chunks(batch_size) {
+        inputs.clear();
+        data.store.gather_inputs(chunk, spec, &mut inputs);
+        let x = inputs_tensor(
+            inputs.clone(),
+            [chunk.len(), spec.input_len, data.store.cols()],
+            &device,
+        );
+        if let Some(weights) = model.attention(x.clone()) {
+            let steps = weights.dims()[1];
+            attention
+                .get_or_insert_with(|| (steps, Vec::new()))
+                .1
+                .extend(to_host(weights));
+        }
+        predictions.extend(to_host(model.forward(x)));
+    }
+    (predictions, attention)
+}
+
+fn forecasts(
+    data: &PreparedData,
+    spec: WindowSpec,
+    windows: &[usize],
+    prediction: Vec<f32>,
+    attention: Option<(usize, Vec<f32>)>,
+) -> Forecasts {
+    let targets = &data.manifest.targets;
+    let mut truth = Vec::with_capacity(prediction.len());
+    data.store
+        .gather_targets(windows, spec, targets, &mut truth);
+    let mut persistence = Vec::with_capacity(prediction.len());
+    for &s in windows {
+        let last = s + spec.input_len - 1;
+        for _ in 0..spec.output_len {
+            persistence.extend(targets.iter().map(|&c| data.store.value(last, c)));
+        }
+    }
+    let mut f = Forecasts {
+        outputs: spec.output_len * targets.len(),
+        truth,
+        prediction,
+        persistence,
+        attention,
+    };
+    if data.manifest.metric_scale == MetricScale::Raw {
+        let features: Vec<_> = data.manifest.target_features().collect();
+        for values in [&mut f.truth, &mut f.prediction, &mut f.persistence] {
+            for (i, v) in values.iter_mut().enumerate() {
+                *v = features[i % features.len()].denormalize(f64::from(*v)) as f32;
+            }
+        }
+    }
+    f
+}
+
+fn metrics(
+    f: &Forecasts,
+    data: &PreparedData,
+    windows: usize,
+    checkpoint: &str,
+    epoch: usize,
+    infer_seconds: f64,
+) -> ForecastMetrics {
+    let (mse, mae) = errors(&f.truth, &f.prediction);
+    let (persistence_mse, persistence_mae) = errors(&f.truth, &f.persistence);
+    ForecastMetrics {
+        split: Split::Test.name().into(),
+        unit: data.manifest.target_unit.clone(),
+        windows,
+        mse,
+        rmse: mse.sqrt(),
+        mae,
+        persistence_mse,
+        persistence_rmse: persistence_mse.sqrt(),
+        persistence_mae,
+        repeat_mse: persistence_mse,
+        checkpoint: format!("{checkpoint} (epoch {epoch})"),
+        infer_samples_per_s: windows as f64 / infer_seconds,
+    }
+}
+
+/// (MSE, MAE) of `predicted` against `truth`.
 pub fn errors(truth: &[f32], predicted: &[f32]) -> (f64, f64) {
     let n = truth.len().max(1) as f64;
     let (mut sq, mut abs) = (0.0, 0.0);
@@ -116,41 +192,55 @@ pub fn errors(truth: &[f32], predicted: &[f32]) -> (f64, f64) {
         sq += d * d;
         abs += d.abs();
     }
-    ((sq / n).sqrt(), abs / n)
+    (sq / n, abs / n)
 }
 
-fn write_predictions(path: &Path, f: &Forecasts, target: &str) -> Result<()> {
+/// One row per window, step and target: time of the target row, step (1-based), target name,
+/// truth, prediction and persistence.
+fn write_predictions(
+    path: &Path,
+    data: &PreparedData,
+    spec: WindowSpec,
+    windows: &[usize],
+    f: &Forecasts,
+) -> Result<()> {
+    let names: Vec<&str> = data
+        .manifest
+        .target_features()
+        .map(|t| t.name.as_str())
+        .collect();
+    let (mut time, mut step, mut target) = (Vec::new(), Vec::new(), Vec::new());
+    for &s in windows {
+        for (k, row) in spec.target_rows(s).enumerate() {
+            for name in &names {
+                time.push(data.store.timestamps()[row]);
+                step.push(k as u32 + 1);
+                target.push(*name);
+            }
+        }
+    }
     let schema = Arc::new(Schema::new(vec![
         Field::new(
             "timestamp",
             DataType::Timestamp(TimeUnit::Second, Some("UTC".into())),
             false,
         ),
+        Field::new("step", DataType::UInt32, false),
+        Field::new("target", DataType::Utf8, false),
         Field::new("truth", DataType::Float32, false),
         Field::new("prediction", DataType::Float32, false),
         Field::new("persistence", DataType::Float32, false),
     ]));
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(TimestampSecondArray::from(f.timestamps.clone()).with_timezone("UTC")),
+        Arc::new(TimestampSecondArray::from(time).with_timezone("UTC")),
+        Arc::new(UInt32Array::from(step)),
+        Arc::new(StringArray::from(target)),
         Arc::new(Float32Array::from(f.truth.clone())),
         Arc::new(Float32Array::from(f.prediction.clone())),
         Arc::new(Float32Array::from(f.persistence.clone())),
     ];
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_key_value_metadata(Some(vec![parquet::file::metadata::KeyValue::new(
-            "target".into(),
-            target.to_string(),
-        )]))
-        .build();
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("{}: cannot create", path.display()))?;
-    let mut writer = ArrowWriter::try_new(file, schema, Some(props))?;
-    writer.write(&batch)?;
-    writer
-        .close()
-        .with_context(|| format!("{}: cannot write", path.display()))?;
+    let unit = data.manifest.target_unit.clone();
+    stoker_artifact::table::write_batch(path, schema, columns, vec![("unit".into(), unit)])?;
     Ok(())
 }
 
@@ -159,9 +249,9 @@ mod tests {
     use super::errors;
 
     #[test]
-    fn rmse_and_mae() {
-        let (rmse, mae) = errors(&[0.0, 0.0], &[3.0, -4.0]);
-        assert!((rmse - 12.5f64.sqrt()).abs() < 1e-12);
+    fn mse_and_mae() {
+        let (mse, mae) = errors(&[0.0, 0.0], &[3.0, -4.0]);
+        assert!((mse - 12.5).abs() < 1e-12);
         assert!((mae - 3.5).abs() < 1e-12);
     }
 }

@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use stoker_artifact::{PreparedData, WindowSpec};
 
-/// Host-side batch: inputs [B, L, F] row-major and targets [B].
+/// Host-side batch: inputs [B, L, F] and targets [B, output_len × targets], row-major.
 pub struct HostBatch {
     pub inputs: Vec<f32>,
     pub targets: Vec<f32>,
@@ -27,10 +27,10 @@ pub fn epoch_order(windows: &[usize], seed: u64, epoch: usize) -> Vec<usize> {
 
 pub fn gather(data: &PreparedData, starts: &[usize], spec: WindowSpec) -> HostBatch {
     let mut inputs = Vec::new();
-    let mut targets = Vec::with_capacity(starts.len());
+    let mut targets = Vec::new();
     data.store.gather_inputs(starts, spec, &mut inputs);
     data.store
-        .gather_targets(starts, spec, data.manifest.target, &mut targets);
+        .gather_targets(starts, spec, &data.manifest.targets, &mut targets);
     HostBatch {
         inputs,
         targets,
@@ -42,12 +42,12 @@ pub fn gather(data: &PreparedData, starts: &[usize], spec: WindowSpec) -> HostBa
 /// Returns the time spent waiting for batches (the data stall).
 pub fn for_each_batch<E>(
     data: &PreparedData,
+    spec: WindowSpec,
     order: &[usize],
     batch_size: usize,
     prefetch: usize,
     mut consume: impl FnMut(HostBatch) -> Result<(), E>,
 ) -> Result<Duration, E> {
-    let spec = data.manifest.window;
     thread::scope(|scope| {
         let (tx, rx) = sync_channel(prefetch.max(1));
         scope.spawn(move || {

@@ -14,7 +14,8 @@ use burn::prelude::*;
 use stoker_artifact::layout::{BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_LOG_FILE, SUMMARY_FILE};
 use stoker_artifact::run::CHECKPOINT_VERSION;
 use stoker_artifact::{
-    CheckpointMeta, EpochRecord, LossKind, PreparedData, RunSummary, Split, TaskConfig, atomic,
+    CheckpointMeta, EpochRecord, LossKind, PreparedData, RunSummary, Split, TaskConfig, WindowSpec,
+    atomic,
 };
 use stoker_zoo::batch::{inputs_tensor, targets_tensor};
 use stoker_zoo::{InputShape, Model, checkpoint};
@@ -39,17 +40,9 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     let cfg = &req.config;
     let data = PreparedData::open(&req.data_dir)?;
     let manifest = &data.manifest;
-    ensure!(
-        manifest.window.input_len == cfg.data.input_len
-            && manifest.window.horizon == cfg.data.horizon,
-        "{}: prepared for input_len {} / horizon {}, the config asks for {} / {}: re-run prepare",
-        data.dir.join("manifest.json").display(),
-        manifest.window.input_len,
-        manifest.window.horizon,
-        cfg.data.input_len,
-        cfg.data.horizon
-    );
-    let (train_windows, val_windows) = (data.windows(Split::Train), data.windows(Split::Val));
+    let window = cfg.window();
+    let train_windows = data.windows(Split::Train, window);
+    let val_windows = data.windows(Split::Val, window);
     ensure!(
         !train_windows.is_empty() && !val_windows.is_empty(),
         "{}: no train or validation windows",
@@ -61,11 +54,16 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     req.device.seed(cfg.seed);
     let device = req.device.clone().autodiff();
     let shape = InputShape {
-        input_len: manifest.window.input_len,
+        window,
         features: manifest.features.len(),
-        target: manifest.target,
+        targets: manifest.targets.clone(),
     };
-    let mut model = Model::new(&cfg.model, shape, &device);
+    let mut model = Model::new(&cfg.model, &shape, &device).warm_start(
+        &cfg.model,
+        &data.store,
+        &train_windows,
+        window,
+    );
     let t = &cfg.train;
     let mut optim = AdamConfig::new()
         .with_weight_decay(
@@ -80,8 +78,8 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         format_version: CHECKPOINT_VERSION,
         model: cfg.model.clone(),
         input_features: shape.features,
-        input_len: shape.input_len,
-        target: shape.target,
+        window,
+        targets: shape.targets.clone(),
         manifest_sha256: data.manifest_sha256.clone(),
         epoch,
         step,
@@ -93,7 +91,23 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     let started = Instant::now();
     let mut progress = Progress::new();
     let mut records: Vec<EpochRecord> = Vec::new();
-    let (mut best_val, mut best_epoch, mut step) = (f64::INFINITY, 0, 0u64);
+    // The starting point competes too: a warm-started model may already beat what training
+    // reaches, and best-on-validation should then keep it.
+    let initial_val = evaluate_mse(
+        &model.valid(),
+        &data,
+        window,
+        &val_windows,
+        cfg.predict.batch_size,
+    );
+    checkpoint::save(
+        &req.out_dir,
+        BEST_CHECKPOINT,
+        &model,
+        &meta_for(0, 0, initial_val, BEST_CHECKPOINT),
+    )?;
+    eprintln!("epoch 0: val loss {initial_val:.5} (initial)");
+    let (mut best_val, mut best_epoch, mut step) = (initial_val, 0, 0u64);
     let mut stall = Duration::ZERO;
     for epoch in 1..=t.epochs {
         let epoch_start = Instant::now();
@@ -103,16 +117,17 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         let mut loss_sum = Tensor::<1>::zeros([1], &device);
         let waited = for_each_batch(
             &data,
+            window,
             &order,
             t.batch_size,
             PREFETCH,
             |batch| -> Result<()> {
                 let x = inputs_tensor(
                     batch.inputs,
-                    [batch.len, shape.input_len, shape.features],
+                    [batch.len, window.input_len, shape.features],
                     &device,
                 );
-                let y = targets_tensor(batch.targets, &device);
+                let y = targets_tensor(batch.targets, batch.len, &device);
                 let pred = model.forward(x);
                 let loss = match t.loss {
                     LossKind::Mse => MseLoss::new().forward(pred, y, Reduction::Mean),
@@ -133,7 +148,13 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         )?;
         stall += waited;
         let train_loss = loss_sum.into_scalar::<f32>() as f64 / order.len() as f64;
-        let val_loss = evaluate_mse(&model.valid(), &data, &val_windows, cfg.predict.batch_size);
+        let val_loss = evaluate_mse(
+            &model.valid(),
+            &data,
+            window,
+            &val_windows,
+            cfg.predict.batch_size,
+        );
         let seconds = epoch_start.elapsed().as_secs_f64();
         checkpoint::save(
             &req.out_dir,
@@ -194,10 +215,12 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     Ok(summary)
 }
 
-/// Mean squared error on normalised targets over `windows`, without gradients.
+/// Mean squared error on normalised targets over `windows` (every step and target), without
+/// gradients.
 pub fn evaluate_mse(
     model: &Model,
     data: &PreparedData,
+    window: WindowSpec,
     windows: &[usize],
     batch_size: usize,
 ) -> f64 {
@@ -206,21 +229,28 @@ pub fn evaluate_mse(
         .into_iter()
         .next()
         .expect("model has a device");
-    let shape = [data.manifest.window.input_len, data.manifest.features.len()];
+    let features = data.manifest.features.len();
     let mut sum = Tensor::<1>::zeros([1], &device);
+    let mut count = 0usize;
     let _ = for_each_batch(
         data,
+        window,
         windows,
         batch_size,
         PREFETCH,
         |batch| -> Result<(), ()> {
-            let x = inputs_tensor(batch.inputs, [batch.len, shape[0], shape[1]], &device);
-            let y = targets_tensor(batch.targets, &device);
+            count += batch.targets.len();
+            let x = inputs_tensor(
+                batch.inputs,
+                [batch.len, window.input_len, features],
+                &device,
+            );
+            let y = targets_tensor(batch.targets, batch.len, &device);
             sum = sum.clone() + (model.forward(x) - y).square().sum();
             Ok(())
         },
     );
-    sum.into_scalar::<f32>() as f64 / windows.len() as f64
+    sum.into_scalar::<f32>() as f64 / count.max(1) as f64
 }
 
 fn write_metrics_log(dir: &std::path::Path, records: &[EpochRecord]) -> Result<()> {

@@ -8,10 +8,10 @@ pub fn inputs_tensor(data: Vec<f32>, shape: [usize; 3], device: &Device) -> Tens
     Tensor::from_data(TensorData::new(data, shape), device)
 }
 
-/// A [B, 1] target batch.
-pub fn targets_tensor(data: Vec<f32>, device: &Device) -> Tensor<2> {
-    let n = data.len();
-    Tensor::from_data(TensorData::new(data, [n, 1]), device)
+/// A [B, outputs] target batch.
+pub fn targets_tensor(data: Vec<f32>, batch: usize, device: &Device) -> Tensor<2> {
+    let outputs = data.len() / batch;
+    Tensor::from_data(TensorData::new(data, [batch, outputs]), device)
 }
 
 /// Reads a tensor back to the host as f32.

@@ -32,12 +32,12 @@ pub fn load(dir: &Path, name: &str, device: &Device) -> Result<(Model, Checkpoin
     );
     let meta = CheckpointMeta::load(&meta_path)?;
     let shape = InputShape {
-        input_len: meta.input_len,
+        window: meta.window,
         features: meta.input_features,
-        target: meta.target,
+        targets: meta.targets.clone(),
     };
     let weights = dir.join(&meta.weights);
-    let model = Model::new(&meta.model, shape, device)
+    let model = Model::new(&meta.model, &shape, device)
         .try_load_file(&weights)
         .map_err(|e| anyhow::anyhow!("{}: cannot load weights: {e}", weights.display()))?;
     Ok((model, meta))

@@ -19,7 +19,7 @@ pub struct Cnn2d {
 }
 
 impl Cnn2d {
-    pub fn new(spec: &Cnn2dSpec, shape: InputShape, device: &Device) -> Self {
+    pub fn new(spec: &Cnn2dSpec, shape: &InputShape, device: &Device) -> Self {
         let mut in_channels = 1;
         let convs = spec
             .channels
@@ -32,18 +32,18 @@ impl Cnn2d {
                 conv
             })
             .collect();
-        let flat = in_channels * (shape.input_len / 2) * (shape.features / 2);
+        let flat = in_channels * (shape.window.input_len / 2) * (shape.features / 2);
         Self {
             convs,
             pool: MaxPool2dConfig::new([2, 2]).init(),
             dropout: DropoutConfig::new(spec.dropout).init(),
             hidden: LinearConfig::new(flat, spec.hidden).init(device),
-            head: LinearConfig::new(spec.hidden, 1).init(device),
+            head: LinearConfig::new(spec.hidden, shape.outputs()).init(device),
             activation: Relu::new(),
         }
     }
 
-    /// [B, L, F] → [B, 1].
+    /// [B, L, F] → [B, outputs].
     pub fn forward(&self, x: Tensor<3>) -> Tensor<2> {
         let [batch, len, features] = x.dims();
         let mut h = x.reshape([batch, 1, len, features]);

@@ -6,12 +6,13 @@
 //!
 //! ```
 //! use burn::prelude::*;
-//! use stoker_artifact::{Cnn2dSpec, ModelSpec};
+//! use stoker_artifact::{Cnn2dSpec, ModelSpec, WindowSpec};
 //! use stoker_zoo::{InputShape, Model};
 //!
 //! let device = Device::flex();
-//! let shape = InputShape { input_len: 24, features: 11, target: 0 };
-//! let model = Model::new(&ModelSpec::Cnn2d(Cnn2dSpec::default()), shape, &device);
+//! let window = WindowSpec { input_len: 24, horizon: 1, output_len: 1 };
+//! let shape = InputShape { window, features: 11, targets: vec![0] };
+//! let model = Model::new(&ModelSpec::Cnn2d(Cnn2dSpec::default()), &shape, &device);
 //! let y = model.forward(Tensor::zeros([4, 24, 11], &device));
 //! assert_eq!(y.dims(), [4, 1]);
 //! ```
@@ -20,67 +21,130 @@ pub mod batch;
 pub mod checkpoint;
 pub mod cnn2d;
 pub mod device;
+pub mod lstm_attention;
+pub mod ridge;
 
 use burn::prelude::*;
-use stoker_artifact::ModelSpec;
+use stoker_artifact::{ModelSpec, WindowSpec};
 
 pub use cnn2d::Cnn2d;
+pub use lstm_attention::LstmAttention;
 
-/// What a model sees: windows of `input_len` rows × `features`, and which feature is the target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a model sees and predicts: windows of `features` columns, and which columns are targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputShape {
-    pub input_len: usize,
+    pub window: WindowSpec,
     pub features: usize,
-    pub target: usize,
+    pub targets: Vec<usize>,
 }
 
+impl InputShape {
+    /// Width of a prediction: `output_len` steps × targets, step-major.
+    pub fn outputs(&self) -> usize {
+        self.window.output_len * self.targets.len()
+    }
+}
+
+// One model exists per run: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Forecaster {
     Cnn2d(Cnn2d),
-}
-
-/// A model plus, when the spec asks for it, the persistence skip: the output is added to the
-/// last observed (normalised) target value.
-#[derive(Module, Debug)]
-pub struct Model {
-    pub net: Forecaster,
-    target: usize,
-    residual: bool,
+    LstmAttention(LstmAttention),
 }
 
 impl Forecaster {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<2> {
         match self {
             Forecaster::Cnn2d(m) => m.forward(x),
+            Forecaster::LstmAttention(m) => m.forward(x),
         }
     }
 }
 
+/// A network plus, when the spec asks for it, the persistence skip: the output is added to the
+/// last observed (normalised) value of each target.
+#[derive(Module, Debug)]
+pub struct Model {
+    pub net: Forecaster,
+    targets: Vec<usize>,
+    output_len: usize,
+    residual: bool,
+}
+
 impl Model {
-    pub fn new(spec: &ModelSpec, shape: InputShape, device: &Device) -> Self {
+    pub fn new(spec: &ModelSpec, shape: &InputShape, device: &Device) -> Self {
         let (net, residual) = match spec {
             ModelSpec::Cnn2d(s) => (Forecaster::Cnn2d(Cnn2d::new(s, shape, device)), s.residual),
+            ModelSpec::LstmAttention(s) => (
+                Forecaster::LstmAttention(LstmAttention::new(s, shape, device)),
+                false,
+            ),
         };
         Self {
             net,
-            target: shape.target,
+            targets: shape.targets.clone(),
+            output_len: shape.window.output_len,
             residual,
         }
     }
 
-    /// [B, L, F] normalised inputs → [B, 1] normalised target.
+    /// [B, L, F] normalised inputs → [B, output_len × targets] normalised predictions.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<2> {
-        let [batch, len, _] = x.dims();
-        let last = self.residual.then(|| {
-            x.clone()
-                .slice([0..batch, len - 1..len, self.target..self.target + 1])
-                .reshape([batch, 1])
-        });
+        let last = self.residual.then(|| self.last_targets(&x));
         let y = self.net.forward(x);
         match last {
             Some(last) => y + last,
             None => y,
         }
+    }
+
+    /// Data-dependent initialisation before training (the LSTM's `ridge_init`, fitted on the
+    /// windows at `starts`); other models are returned unchanged.
+    pub fn warm_start(
+        self,
+        spec: &ModelSpec,
+        store: &stoker_artifact::WindowStore,
+        starts: &[usize],
+        window: WindowSpec,
+    ) -> Self {
+        let ModelSpec::LstmAttention(s) = spec else {
+            return self;
+        };
+        if !(s.ridge_init && s.linear_skip) {
+            return self;
+        }
+        let net = match self.net {
+            Forecaster::LstmAttention(m) => {
+                let fit = ridge::fit(store, starts, window, &self.targets, 1.0);
+                Forecaster::LstmAttention(m.with_linear_start(&fit))
+            }
+            other => other,
+        };
+        Self { net, ..self }
+    }
+
+    /// Attention weights over the input steps [B, steps], for models that have them.
+    pub fn attention(&self, x: Tensor<3>) -> Option<Tensor<2>> {
+        match &self.net {
+            Forecaster::LstmAttention(m) => Some(m.explain(x).attention),
+            Forecaster::Cnn2d(_) => None,
+        }
+    }
+
+    /// The last input value of each target, repeated over the output steps.
+    fn last_targets(&self, x: &Tensor<3>) -> Tensor<2> {
+        let [batch, len, _] = x.dims();
+        let v = self.targets.len();
+        let idx = Tensor::<1, Int>::from_data(
+            burn::tensor::TensorData::new(self.targets.iter().map(|&t| t as i64).collect(), [v]),
+            &x.device(),
+        );
+        x.clone()
+            .slice([0..batch, len - 1..len])
+            .select(2, idx)
+            .repeat_dim(1, self.output_len)
+            .reshape([batch, self.output_len * v])
     }
 }
 
@@ -89,17 +153,23 @@ mod tests {
     use super::*;
     use stoker_artifact::Cnn2dSpec;
 
-    const SHAPE: InputShape = InputShape {
-        input_len: 24,
-        features: 11,
-        target: 0,
-    };
+    fn shape() -> InputShape {
+        InputShape {
+            window: WindowSpec {
+                input_len: 24,
+                horizon: 1,
+                output_len: 1,
+            },
+            features: 11,
+            targets: vec![0],
+        }
+    }
 
     #[test]
     fn reference_cnn2d_has_the_reference_parameter_count() {
         let reference = Model::new(
             &ModelSpec::Cnn2d(Cnn2dSpec::default()),
-            SHAPE,
+            &shape(),
             &Device::flex(),
         );
         // conv1 320 + conv2 18 496 + dense (64·12·5 → 128) 491 648 + head 129.
@@ -113,10 +183,59 @@ mod tests {
             residual: true,
             ..Cnn2dSpec::default()
         });
-        let model = Model::new(&spec, SHAPE, &device);
+        let model = Model::new(&spec, &shape(), &device);
         let x = Tensor::<3>::random([2, 24, 11], burn::tensor::Distribution::Default, &device);
         let skip = (model.forward(x.clone()) - model.net.forward(x.clone())).into_data();
         let last = x.slice([0..2, 23..24, 0..1]).reshape([2, 1]).into_data();
         skip.assert_approx_eq::<f32>(&last, burn::tensor::Tolerance::default());
+    }
+
+    fn lstm(instance_norm: bool) -> (Model, InputShape) {
+        let shape = InputShape {
+            window: WindowSpec {
+                input_len: 16,
+                horizon: 1,
+                output_len: 4,
+            },
+            features: 3,
+            targets: vec![0, 1, 2],
+        };
+        let spec = ModelSpec::LstmAttention(stoker_artifact::LstmAttentionSpec {
+            hidden: 8,
+            layers: 2,
+            attention: 4,
+            instance_norm,
+            linear_skip: true,
+            ..Default::default()
+        });
+        (Model::new(&spec, &shape, &Device::flex()), shape)
+    }
+
+    #[test]
+    fn attention_weights_of_every_window_sum_to_one() {
+        let (model, shape) = lstm(false);
+        let x = Tensor::<3>::random(
+            [5, 16, 3],
+            burn::tensor::Distribution::Default,
+            &Device::flex(),
+        );
+        assert_eq!(model.forward(x.clone()).dims(), [5, shape.outputs()]);
+        let weights = model.attention(x).expect("the LSTM has attention");
+        assert_eq!(weights.dims(), [5, 16]);
+        let sums: Vec<f32> = batch::to_host(weights.clone().sum_dim(1));
+        assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
+        assert!(batch::to_host(weights).iter().all(|&w| w > 0.0));
+    }
+
+    #[test]
+    fn instance_norm_makes_the_forecast_follow_level_and_scale() {
+        let (model, _) = lstm(true);
+        let device = Device::flex();
+        let x = Tensor::<3>::random([2, 16, 3], burn::tensor::Distribution::Default, &device);
+        let y = model.forward(x.clone());
+        let moved = model.forward(x * 3.0 + 10.0);
+        (y * 3.0 + 10.0)
+            .into_data()
+            .assert_approx_eq::<f32>(&moved.into_data(), burn::tensor::Tolerance::absolute(1e-3));
     }
 }

@@ -1,0 +1,156 @@
+//! LSTM with additive temporal attention: a stack of LSTMs reads the window, attention weights
+//! each step's hidden state (score_t = vᵀ·tanh(W·h_t), softmax over time), and the context
+//! joined with the last hidden state feeds a linear head. Optional instance normalisation and a
+//! linear skip path (see `LstmAttentionSpec`).
+
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, Lstm, LstmConfig};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use stoker_artifact::LstmAttentionSpec;
+
+use crate::InputShape;
+
+#[derive(Module, Debug)]
+pub struct LstmAttention {
+    layers: Vec<Lstm>,
+    score_w: Linear,
+    score_v: Linear,
+    dropout: Dropout,
+    head: Linear,
+    skip: Option<Linear>,
+    instance_norm: bool,
+    recurrent_len: usize,
+    output_len: usize,
+    targets: Vec<usize>,
+}
+
+/// Prediction [B, output_len × targets] and attention weights [B, recurrent_len].
+pub struct Explained {
+    pub output: Tensor<2>,
+    pub attention: Tensor<2>,
+}
+
+impl LstmAttention {
+    pub fn new(spec: &LstmAttentionSpec, shape: &InputShape, device: &Device) -> Self {
+        let input_len = shape.window.input_len;
+        let recurrent_len = match spec.recurrent_len {
+            0 => input_len,
+            r => r.min(input_len),
+        };
+        let layers = (0..spec.layers)
+            .map(|i| {
+                let d_in = if i == 0 { shape.features } else { spec.hidden };
+                LstmConfig::new(d_in, spec.hidden, true).init(device)
+            })
+            .collect();
+        Self {
+            layers,
+            score_w: LinearConfig::new(spec.hidden, spec.attention).init(device),
+            score_v: LinearConfig::new(spec.attention, 1)
+                .with_bias(false)
+                .init(device),
+            dropout: DropoutConfig::new(spec.dropout).init(),
+            head: LinearConfig::new(2 * spec.hidden, shape.outputs()).init(device),
+            skip: spec
+                .linear_skip
+                .then(|| LinearConfig::new(input_len, shape.window.output_len).init(device)),
+            instance_norm: spec.instance_norm,
+            recurrent_len,
+            output_len: shape.window.output_len,
+            targets: shape.targets.clone(),
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<2> {
+        self.explain(x).output
+    }
+
+    /// Sets the linear skip to `fit` and the recurrent head to zero (see `ridge_init`).
+    pub fn with_linear_start(mut self, fit: &crate::ridge::LinearFit) -> Self {
+        let Some(skip) = self.skip.take() else {
+            return self;
+        };
+        let device = skip.weight.device();
+        let (s, l) = (self.output_len, fit.weight.len() / self.output_len);
+        // burn's Linear holds its weight as [inputs, outputs].
+        let mut weight = vec![0f32; l * s];
+        for k in 0..s {
+            for i in 0..l {
+                weight[i * s + k] = fit.weight[k * l + i];
+            }
+        }
+        let data = |v: Vec<f32>, shape: Vec<usize>| burn::tensor::TensorData::new(v, shape);
+        let mut skip = skip;
+        skip.weight = Param::from_tensor(Tensor::from_data(data(weight, vec![l, s]), &device));
+        skip.bias = Some(Param::from_tensor(Tensor::from_data(
+            data(fit.bias.clone(), vec![s]),
+            &device,
+        )));
+        self.skip = Some(skip);
+        let dims = self.head.weight.dims();
+        self.head.weight = Param::from_tensor(Tensor::zeros(dims, &device));
+        if let Some(bias) = &self.head.bias {
+            let dims = bias.dims();
+            self.head.bias = Some(Param::from_tensor(Tensor::zeros(dims, &device)));
+        }
+        self
+    }
+
+    /// [B, L, F] → prediction and attention weights.
+    pub fn explain(&self, x: Tensor<3>) -> Explained {
+        let [batch, len, features] = x.dims();
+        let device = x.device();
+        let targets = Tensor::<1, Int>::from_data(
+            burn::tensor::TensorData::new(
+                self.targets.iter().map(|&t| t as i64).collect(),
+                [self.targets.len()],
+            ),
+            &device,
+        );
+        let (x, scale) = if self.instance_norm {
+            let mean = x.clone().mean_dim(1);
+            let std = (x.clone().var(1) + 1e-5).sqrt();
+            ((x - mean.clone()) / std.clone(), Some((mean, std)))
+        } else {
+            (x, None)
+        };
+
+        let mut h = x
+            .clone()
+            .slice([0..batch, len - self.recurrent_len..len, 0..features]);
+        for layer in &self.layers {
+            h = layer.forward(h, None).0;
+        }
+        let [_, steps, hidden] = h.dims();
+        let scores = self
+            .score_v
+            .forward(self.score_w.forward(h.clone()).tanh())
+            .reshape([batch, steps]);
+        let attention = softmax(scores, 1);
+        let context = (h.clone() * attention.clone().reshape([batch, steps, 1]))
+            .sum_dim(1)
+            .reshape([batch, hidden]);
+        let last = h
+            .slice([0..batch, steps - 1..steps, 0..hidden])
+            .reshape([batch, hidden]);
+        let joined = self.dropout.forward(Tensor::cat(vec![context, last], 1));
+        let v = self.targets.len();
+        let mut y = self
+            .head
+            .forward(joined)
+            .reshape([batch, self.output_len, v]);
+        if let Some(skip) = &self.skip {
+            // Channel-independent: the same map from the input window to the outputs per target.
+            let series = x.select(2, targets.clone()).swap_dims(1, 2);
+            y = y + skip.forward(series).swap_dims(1, 2);
+        }
+        if let Some((mean, std)) = scale {
+            y = y * std.select(2, targets.clone()) + mean.select(2, targets);
+        }
+        Explained {
+            output: y.reshape([batch, self.output_len * v]),
+            attention,
+        }
+    }
+}
