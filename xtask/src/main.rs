@@ -85,6 +85,7 @@ fn run_all(args: &RunArgs) -> Result<()> {
         epochs: args.epochs,
         batch_size: None,
         lr: None,
+        accumulate: None,
     })?;
     run_predict(&PredictArgs {
         task,

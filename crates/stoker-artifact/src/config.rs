@@ -111,6 +111,9 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     /// Loss on normalised targets.
     pub loss: LossKind,
+    /// Split every batch into this many micro-batches and accumulate their gradients: the same
+    /// update as one batch of `batch_size`, with the activation memory of `batch_size / K`.
+    pub accumulate: usize,
 }
 
 impl Default for TrainConfig {
@@ -123,6 +126,7 @@ impl Default for TrainConfig {
             lr_decay: 1.0,
             grad_clip: 0.0,
             loss: LossKind::Mse,
+            accumulate: 1,
         }
     }
 }
@@ -182,6 +186,7 @@ impl TaskConfig {
             ("data.shard_rows", self.data.shard_rows),
             ("train.epochs", self.train.epochs),
             ("train.batch_size", self.train.batch_size),
+            ("train.accumulate", self.train.accumulate),
             ("predict.batch_size", self.predict.batch_size),
         ];
         for (key, value) in positive {

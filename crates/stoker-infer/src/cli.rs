@@ -44,17 +44,25 @@ pub fn run_predict(args: &PredictArgs) -> Result<(ForecastMetrics, PathBuf)> {
         device,
     })?;
     let path = layout.predict_dir().join(PREDICT_METRICS_FILE);
+    let m = &metrics;
+    let errors = if m.unit == "normalised" {
+        format!(
+            "MSE {:.4}, MAE {:.4} (repeat-last-value MSE {:.4})",
+            m.mse, m.mae, m.repeat_mse
+        )
+    } else {
+        format!(
+            "RMSE {:.3} {u}, MAE {:.3} {u} (persistence RMSE {:.3}, MAE {:.3})",
+            m.rmse,
+            m.mae,
+            m.persistence_rmse,
+            m.persistence_mae,
+            u = m.unit
+        )
+    };
     println!(
-        "{} windows of the {} split: RMSE {:.3} {u}, MAE {:.3} {u} (persistence RMSE {:.3}, MAE {:.3}); {:.0} windows/s; checkpoint {}",
-        metrics.windows,
-        metrics.split,
-        metrics.rmse,
-        metrics.mae,
-        metrics.persistence_rmse,
-        metrics.persistence_mae,
-        metrics.infer_samples_per_s,
-        metrics.checkpoint,
-        u = metrics.unit,
+        "{} windows of the {} split: {errors}; {:.0} windows/s; checkpoint {}",
+        m.windows, m.split, m.infer_samples_per_s, m.checkpoint
     );
     println!("{}", path.display());
     Ok((metrics, path))

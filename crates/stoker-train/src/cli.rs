@@ -28,6 +28,9 @@ pub struct TrainArgs {
     /// Overrides `train.lr`.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Overrides `train.accumulate`: gradient accumulation over K micro-batches per batch.
+    #[arg(long)]
+    pub accumulate: Option<usize>,
 }
 
 pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
@@ -36,6 +39,7 @@ pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
     config.train.epochs = args.epochs.unwrap_or(config.train.epochs);
     config.train.batch_size = args.batch_size.unwrap_or(config.train.batch_size);
     config.train.lr = args.lr.unwrap_or(config.train.lr);
+    config.train.accumulate = args.accumulate.unwrap_or(config.train.accumulate);
     let device = parse_device(&args.device).map_err(|e| anyhow!(e))?;
     let layout = args.task.layout();
     let summary = train(&TrainRequest {

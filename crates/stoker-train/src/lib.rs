@@ -25,4 +25,5 @@
 pub mod cli;
 pub mod loader;
 pub mod progress;
+pub mod step;
 pub mod trainer;

@@ -7,21 +7,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use burn::grad_clipping::GradientClippingConfig;
-use burn::nn::loss::{HuberLossConfig, MseLoss, Reduction};
+use burn::optim::AdamConfig;
 use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use stoker_artifact::layout::{BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_LOG_FILE, SUMMARY_FILE};
 use stoker_artifact::run::CHECKPOINT_VERSION;
 use stoker_artifact::{
-    CheckpointMeta, EpochRecord, LossKind, PreparedData, RunSummary, Split, TaskConfig, WindowSpec,
-    atomic,
+    CheckpointMeta, EpochRecord, PreparedData, RunSummary, Split, TaskConfig, WindowSpec, atomic,
 };
 use stoker_zoo::batch::{inputs_tensor, targets_tensor};
 use stoker_zoo::{InputShape, Model, checkpoint};
 
 use crate::loader::{epoch_order, for_each_batch};
 use crate::progress::Progress;
+use crate::step::batch_gradients;
 
 #[derive(Debug, Clone)]
 pub struct TrainRequest {
@@ -122,23 +121,17 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
             t.batch_size,
             PREFETCH,
             |batch| -> Result<()> {
-                let x = inputs_tensor(
-                    batch.inputs,
-                    [batch.len, window.input_len, shape.features],
+                let len = batch.len;
+                let (grads, loss) = batch_gradients(
+                    &model,
+                    &batch,
+                    window,
+                    shape.features,
+                    t.accumulate,
+                    t.loss,
                     &device,
                 );
-                let y = targets_tensor(batch.targets, batch.len, &device);
-                let pred = model.forward(x);
-                let loss = match t.loss {
-                    LossKind::Mse => MseLoss::new().forward(pred, y, Reduction::Mean),
-                    LossKind::Huber => {
-                        HuberLossConfig::new(1.0)
-                            .init()
-                            .forward(pred, y, Reduction::Mean)
-                    }
-                };
-                loss_sum = loss_sum.clone() + loss.clone().detach() * batch.len as f32;
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                loss_sum = loss_sum.clone() + loss * len as f32;
                 model = optim.step(lr, model.clone(), grads);
                 step += 1;
                 progress
