@@ -114,6 +114,10 @@ pub struct TrainConfig {
     /// Split every batch into this many micro-batches and accumulate their gradients: the same
     /// update as one batch of `batch_size`, with the activation memory of `batch_size / K`.
     pub accumulate: usize,
+    /// Loader threads gathering batches from the window store.
+    pub workers: usize,
+    /// Batches each loader thread may hold ready ahead of the training step.
+    pub prefetch: usize,
 }
 
 impl Default for TrainConfig {
@@ -127,6 +131,8 @@ impl Default for TrainConfig {
             grad_clip: 0.0,
             loss: LossKind::Mse,
             accumulate: 1,
+            workers: 2,
+            prefetch: 4,
         }
     }
 }
@@ -187,6 +193,8 @@ impl TaskConfig {
             ("train.epochs", self.train.epochs),
             ("train.batch_size", self.train.batch_size),
             ("train.accumulate", self.train.accumulate),
+            ("train.workers", self.train.workers),
+            ("train.prefetch", self.train.prefetch),
             ("predict.batch_size", self.predict.batch_size),
         ];
         for (key, value) in positive {

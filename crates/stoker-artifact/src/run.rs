@@ -83,7 +83,31 @@ pub struct RunSummary {
     pub samples_per_s: f64,
     /// Fraction of step time spent waiting for the next batch.
     pub data_stall_fraction: f64,
+    /// Micro-batches per optimizer step; the effective batch is `batch_size`.
+    pub accumulate: usize,
+    pub step_time: StepTime,
+    /// Device utilisation over the run, % of capacity (process CPU use on the CPU device).
+    pub utilisation_mean_percent: f64,
+    pub utilisation_std_percent: f64,
+    /// Peak memory, bytes (process resident set on the CPU device).
+    pub peak_memory_bytes: u64,
+    pub diagnosis: Diagnosis,
     pub seconds: f64,
+}
+
+/// Where the training steps' time went, summed over the run (seconds, measured at the host).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepTime {
+    pub data_wait_s: f64,
+    pub compute_s: f64,
+    pub optimizer_s: f64,
+}
+
+/// What bounds the run, and the knob to turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diagnosis {
+    pub bound: String,
+    pub advice: String,
 }
 
 impl RunSummary {

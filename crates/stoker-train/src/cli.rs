@@ -50,16 +50,35 @@ pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
         device,
         device_name: args.device.clone(),
     })?;
-    println!(
-        "trained {} ({} parameters) for {} epochs: best val loss {:.5} at epoch {}, {:.0} samples/s, data stall {:.1} % → {}",
-        summary.model,
-        summary.parameters,
-        summary.epochs,
-        summary.best_val_loss,
-        summary.best_epoch,
-        summary.samples_per_s,
-        summary.data_stall_fraction * 100.0,
-        layout.train_dir().join(SUMMARY_FILE).display()
-    );
+    print_summary(&summary, &layout.train_dir().join(SUMMARY_FILE));
     Ok(summary)
+}
+
+/// The run summary as people read it at the end of training.
+pub fn print_summary(s: &RunSummary, path: &std::path::Path) {
+    let t = &s.step_time;
+    let total = (t.data_wait_s + t.compute_s + t.optimizer_s).max(1e-12);
+    println!(
+        "trained {} ({} parameters, {}) for {} epochs on {}: best val loss {:.5} at epoch {}",
+        s.model, s.parameters, s.precision, s.epochs, s.device, s.best_val_loss, s.best_epoch
+    );
+    println!(
+        "  {:.0} samples/s, batch {} ({} micro-batch{}); step time: data wait {:.1} %, forward+backward {:.1} %, optimizer {:.1} %",
+        s.samples_per_s,
+        s.batch_size,
+        s.accumulate,
+        if s.accumulate == 1 { "" } else { "es" },
+        100.0 * t.data_wait_s / total,
+        100.0 * t.compute_s / total,
+        100.0 * t.optimizer_s / total,
+    );
+    println!(
+        "  utilisation {:.0} ± {:.0} %, peak memory {:.0} MiB; bound by {}: {}",
+        s.utilisation_mean_percent,
+        s.utilisation_std_percent,
+        s.peak_memory_bytes as f64 / (1 << 20) as f64,
+        s.diagnosis.bound,
+        s.diagnosis.advice
+    );
+    println!("  → {}", path.display());
 }

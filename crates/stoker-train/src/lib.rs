@@ -23,7 +23,9 @@
 //! ```
 
 pub mod cli;
+pub mod diagnosis;
 pub mod loader;
+pub mod monitor;
 pub mod progress;
 pub mod step;
 pub mod trainer;

@@ -1,8 +1,14 @@
-//! Batches for one epoch, gathered from the memory-mapped store on a background thread into a
-//! bounded queue, so the training step rarely waits for data.
+//! The loader: batches gathered from the memory-mapped window store by worker threads into
+//! bounded queues, so the training step rarely waits for data.
+//!
+//! Workers live as long as the [`Loader`] (across epochs and evaluations). Worker `w` gathers
+//! batches `w, w+N, w+2N, …` of a pass into its own queue of depth `prefetch`; the consumer takes
+//! batch `i` from queue `i mod N`, so batches arrive in order — the order of a pass is fixed by
+//! (seed, epoch) alone, whatever the thread timing.
 
-use std::sync::mpsc::sync_channel;
-use std::thread;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
@@ -38,34 +44,93 @@ pub fn gather(data: &PreparedData, starts: &[usize], spec: WindowSpec) -> HostBa
     }
 }
 
-/// Runs `consume` over the batches of `order`, with up to `prefetch` batches gathered ahead.
-/// Returns the time spent waiting for batches (the data stall).
-pub fn for_each_batch<E>(
-    data: &PreparedData,
-    spec: WindowSpec,
-    order: &[usize],
+/// One pass over `order` in batches, as a worker sees it.
+struct Job {
+    order: Arc<Vec<usize>>,
     batch_size: usize,
+    spec: WindowSpec,
+    out: SyncSender<HostBatch>,
+}
+
+pub struct Loader {
+    jobs: Vec<Sender<Job>>,
+    handles: Vec<JoinHandle<()>>,
     prefetch: usize,
-    mut consume: impl FnMut(HostBatch) -> Result<(), E>,
-) -> Result<Duration, E> {
-    thread::scope(|scope| {
-        let (tx, rx) = sync_channel(prefetch.max(1));
-        scope.spawn(move || {
-            for chunk in order.chunks(batch_size) {
-                if tx.send(gather(data, chunk, spec)).is_err() {
-                    break; // the consumer stopped early
+}
+
+impl Loader {
+    pub fn new(data: Arc<PreparedData>, workers: usize, prefetch: usize) -> Self {
+        let workers = workers.max(1);
+        let (mut jobs, mut handles) = (Vec::new(), Vec::new());
+        for w in 0..workers {
+            let (tx, rx) = channel::<Job>();
+            let data = data.clone();
+            handles.push(thread::spawn(move || {
+                for job in rx {
+                    let batches = job.order.chunks(job.batch_size).skip(w).step_by(workers);
+                    for chunk in batches {
+                        if job.out.send(gather(&data, chunk, job.spec)).is_err() {
+                            break; // the consumer ended the pass early
+                        }
+                    }
                 }
-            }
-        });
+            }));
+            jobs.push(tx);
+        }
+        Self {
+            jobs,
+            handles,
+            prefetch: prefetch.max(1),
+        }
+    }
+
+    /// Runs `consume` over the batches of `order`, in order. Returns the time spent waiting for
+    /// batches (the data stall).
+    pub fn for_each_batch<E>(
+        &self,
+        order: Vec<usize>,
+        batch_size: usize,
+        spec: WindowSpec,
+        mut consume: impl FnMut(HostBatch) -> Result<(), E>,
+    ) -> Result<Duration, E> {
+        let order = Arc::new(order);
+        let n_batches = order.len().div_ceil(batch_size);
+        let queues: Vec<Receiver<HostBatch>> = self
+            .jobs
+            .iter()
+            .map(|jobs| {
+                let (out, rx) = sync_channel(self.prefetch);
+                let job = Job {
+                    order: order.clone(),
+                    batch_size,
+                    spec,
+                    out,
+                };
+                jobs.send(job)
+                    .expect("loader workers live as long as the loader");
+                rx
+            })
+            .collect();
         let mut waited = Duration::ZERO;
-        loop {
+        for i in 0..n_batches {
             let t = Instant::now();
-            let Ok(batch) = rx.recv() else { break };
+            let batch = queues[i % queues.len()]
+                .recv()
+                .expect("a worker delivers every batch of its share");
             waited += t.elapsed();
             consume(batch)?;
         }
         Ok(waited)
-    })
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        self.jobs.clear(); // closes the job channels: workers finish
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -82,5 +147,100 @@ mod tests {
         let mut sorted = a.clone();
         sorted.sort();
         assert_eq!(sorted, windows);
+    }
+
+    fn store(dir: &std::path::Path) -> Arc<PreparedData> {
+        use stoker_artifact::manifest::*;
+        use stoker_artifact::{Feature, FeatureKind};
+        let path = dir.join("windows.bin");
+        let mut w = stoker_artifact::WindowStoreWriter::create(&path, 1).unwrap();
+        for t in 0..200 {
+            w.push_row(
+                &[t as f32],
+                t,
+                stoker_artifact::INPUT_OK | stoker_artifact::TARGET_OK,
+            )
+            .unwrap();
+        }
+        w.finish().unwrap();
+        let window = WindowSpec {
+            input_len: 3,
+            horizon: 1,
+            output_len: 1,
+        };
+        let manifest = DatasetManifest {
+            format_version: MANIFEST_VERSION,
+            source_kind: "test".into(),
+            sources: vec![],
+            features: vec![Feature {
+                name: "t".into(),
+                kind: FeatureKind::Numeric,
+                mean: 0.0,
+                std: 1.0,
+            }],
+            targets: vec![0],
+            target_unit: "x".into(),
+            metric_scale: MetricScale::Raw,
+            window,
+            splits: Splits {
+                train: 0..200,
+                val: 0..0,
+                test: 0..0,
+            },
+            rows: 200,
+            time_step_seconds: 1,
+            store_file: "windows.bin".into(),
+            shards: vec![],
+            quality: QualityReport::default(),
+        };
+        manifest.save(dir).unwrap();
+        Arc::new(PreparedData::open(dir).unwrap())
+    }
+
+    #[test]
+    fn batches_arrive_in_order_whatever_the_worker_count_and_workers_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = store(dir.path());
+        let spec = data.manifest.window;
+        let order = epoch_order(&data.windows(stoker_artifact::Split::Train, spec), 1, 1);
+        let first_inputs = |loader: &Loader| {
+            let mut seen = Vec::new();
+            loader
+                .for_each_batch(order.clone(), 7, spec, |b| -> Result<(), ()> {
+                    seen.extend(b.inputs.chunks(3).map(|w| w[0] as usize));
+                    Ok(())
+                })
+                .unwrap();
+            seen
+        };
+        for workers in [1, 3, 4] {
+            let loader = Loader::new(data.clone(), workers, 2);
+            // Two passes on the same workers, both complete and in order.
+            assert_eq!(first_inputs(&loader), order);
+            assert_eq!(first_inputs(&loader), order);
+        }
+    }
+
+    #[test]
+    fn a_pass_ended_early_does_not_block_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = store(dir.path());
+        let spec = data.manifest.window;
+        let order: Vec<usize> = (0..150).collect();
+        let loader = Loader::new(data, 2, 1);
+        let mut n = 0;
+        let stopped = loader.for_each_batch(order.clone(), 10, spec, |_| {
+            n += 1;
+            if n == 3 { Err("stop") } else { Ok(()) }
+        });
+        assert_eq!(stopped, Err("stop"));
+        let mut count = 0;
+        loader
+            .for_each_batch(order, 10, spec, |b| -> Result<(), ()> {
+                count += b.len;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(count, 150);
     }
 }

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
@@ -11,14 +12,16 @@ use burn::optim::AdamConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::prelude::*;
 use stoker_artifact::layout::{BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_LOG_FILE, SUMMARY_FILE};
-use stoker_artifact::run::CHECKPOINT_VERSION;
+use stoker_artifact::run::{CHECKPOINT_VERSION, StepTime};
 use stoker_artifact::{
     CheckpointMeta, EpochRecord, PreparedData, RunSummary, Split, TaskConfig, WindowSpec, atomic,
 };
 use stoker_zoo::batch::{inputs_tensor, targets_tensor};
 use stoker_zoo::{InputShape, Model, checkpoint};
 
-use crate::loader::{epoch_order, for_each_batch};
+use crate::diagnosis::diagnose;
+use crate::loader::{Loader, epoch_order};
+use crate::monitor::Monitor;
 use crate::progress::Progress;
 use crate::step::batch_gradients;
 
@@ -32,12 +35,9 @@ pub struct TrainRequest {
     pub device_name: String,
 }
 
-/// Batches gathered ahead of the training step.
-const PREFETCH: usize = 4;
-
 pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     let cfg = &req.config;
-    let data = PreparedData::open(&req.data_dir)?;
+    let data = Arc::new(PreparedData::open(&req.data_dir)?);
     let manifest = &data.manifest;
     let window = cfg.window();
     let train_windows = data.windows(Split::Train, window);
@@ -92,9 +92,11 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     let mut records: Vec<EpochRecord> = Vec::new();
     // The starting point competes too: a warm-started model may already beat what training
     // reaches, and best-on-validation should then keep it.
+    let loader = Loader::new(data.clone(), t.workers, t.prefetch);
     let initial_val = evaluate_mse(
         &model.valid(),
-        &data,
+        &loader,
+        shape.features,
         window,
         &val_windows,
         cfg.predict.batch_size,
@@ -107,43 +109,41 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     )?;
     eprintln!("epoch 0: val loss {initial_val:.5} (initial)");
     let (mut best_val, mut best_epoch, mut step) = (initial_val, 0, 0u64);
-    let mut stall = Duration::ZERO;
+    let mut time = StepTime::default();
+    let monitor = Monitor::start(Duration::from_millis(500));
     for epoch in 1..=t.epochs {
         let epoch_start = Instant::now();
         let lr = t.lr * t.lr_decay.powi(epoch as i32 - 1);
         let order = epoch_order(&train_windows, cfg.seed, epoch);
         progress.start_epoch(epoch, t.epochs, order.len().div_ceil(t.batch_size) as u64);
         let mut loss_sum = Tensor::<1>::zeros([1], &device);
-        let waited = for_each_batch(
-            &data,
-            window,
-            &order,
-            t.batch_size,
-            PREFETCH,
-            |batch| -> Result<()> {
-                let len = batch.len;
-                let (grads, loss) = batch_gradients(
-                    &model,
-                    &batch,
-                    window,
-                    shape.features,
-                    t.accumulate,
-                    t.loss,
-                    &device,
-                );
-                loss_sum = loss_sum.clone() + loss * len as f32;
-                model = optim.step(lr, model.clone(), grads);
-                step += 1;
-                progress
-                    .step((step % 50 == 0).then(|| loss_sum.clone().into_scalar::<f32>() as f64));
-                Ok(())
-            },
-        )?;
-        stall += waited;
-        let train_loss = loss_sum.into_scalar::<f32>() as f64 / order.len() as f64;
+        let waited = loader.for_each_batch(order, t.batch_size, window, |batch| -> Result<()> {
+            let len = batch.len;
+            let compute_start = Instant::now();
+            let (grads, loss) = batch_gradients(
+                &model,
+                &batch,
+                window,
+                shape.features,
+                t.accumulate,
+                t.loss,
+                &device,
+            );
+            loss_sum = loss_sum.clone() + loss * len as f32;
+            let optimizer_start = Instant::now();
+            time.compute_s += (optimizer_start - compute_start).as_secs_f64();
+            model = optim.step(lr, model.clone(), grads);
+            time.optimizer_s += optimizer_start.elapsed().as_secs_f64();
+            step += 1;
+            progress.step((step % 50 == 0).then(|| loss_sum.clone().into_scalar::<f32>() as f64));
+            Ok(())
+        })?;
+        time.data_wait_s += waited.as_secs_f64();
+        let train_loss = loss_sum.into_scalar::<f32>() as f64 / train_windows.len() as f64;
         let val_loss = evaluate_mse(
             &model.valid(),
-            &data,
+            &loader,
+            shape.features,
             window,
             &val_windows,
             cfg.predict.batch_size,
@@ -171,7 +171,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
             train_loss,
             val_loss,
             lr,
-            samples_per_s: order.len() as f64 / seconds,
+            samples_per_s: train_windows.len() as f64 / seconds,
             seconds,
         };
         progress.finish_epoch(&format!(
@@ -185,6 +185,8 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     }
 
     let seconds = started.elapsed().as_secs_f64();
+    let utilisation = monitor.finish();
+    let step_seconds = time.data_wait_s + time.compute_s + time.optimizer_s;
     let summary = RunSummary {
         task: req.task.clone(),
         model: cfg.model.kind().into(),
@@ -201,7 +203,13 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         final_train_loss: records.last().map_or(f64::NAN, |r| r.train_loss),
         samples_per_s: (train_windows.len() * t.epochs) as f64
             / records.iter().map(|r| r.seconds).sum::<f64>(),
-        data_stall_fraction: stall.as_secs_f64() / seconds,
+        data_stall_fraction: time.data_wait_s / step_seconds.max(1e-12),
+        accumulate: t.accumulate,
+        diagnosis: diagnose(&time, &utilisation, t.batch_size),
+        step_time: time,
+        utilisation_mean_percent: utilisation.mean_percent,
+        utilisation_std_percent: utilisation.std_percent,
+        peak_memory_bytes: utilisation.peak_rss_bytes,
         seconds,
     };
     atomic::write_json(&req.out_dir.join(SUMMARY_FILE), &summary)?;
@@ -212,7 +220,8 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
 /// gradients.
 pub fn evaluate_mse(
     model: &Model,
-    data: &PreparedData,
+    loader: &Loader,
+    features: usize,
     window: WindowSpec,
     windows: &[usize],
     batch_size: usize,
@@ -222,15 +231,12 @@ pub fn evaluate_mse(
         .into_iter()
         .next()
         .expect("model has a device");
-    let features = data.manifest.features.len();
     let mut sum = Tensor::<1>::zeros([1], &device);
     let mut count = 0usize;
-    let _ = for_each_batch(
-        data,
-        window,
-        windows,
+    let _ = loader.for_each_batch(
+        windows.to_vec(),
         batch_size,
-        PREFETCH,
+        window,
         |batch| -> Result<(), ()> {
             count += batch.targets.len();
             let x = inputs_tensor(

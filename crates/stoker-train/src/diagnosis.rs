@@ -1,0 +1,88 @@
+//! What bounds a run and which knob to turn — the usual "why is my GPU idle" table, applied to
+//! the run's own measurements.
+
+use stoker_artifact::run::{Diagnosis, StepTime};
+
+use crate::monitor::Utilisation;
+
+/// Data stall above this share of step time means the loader bounds the run.
+const STALL_LIMIT: f64 = 0.05;
+/// The optimizer step above this share of step time means steps are too small.
+const OPTIMIZER_LIMIT: f64 = 0.3;
+/// Device utilisation below this (% of capacity) with no stall means the host is the limit.
+const IDLE_LIMIT: f64 = 50.0;
+
+pub fn diagnose(time: &StepTime, util: &Utilisation, batch_size: usize) -> Diagnosis {
+    let total = (time.data_wait_s + time.compute_s + time.optimizer_s).max(1e-12);
+    let stall = time.data_wait_s / total;
+    let optimizer = time.optimizer_s / total;
+    let (bound, advice) = if stall > STALL_LIMIT {
+        (
+            "data loading",
+            format!(
+                "the step waited for data {:.0} % of the time: raise train.workers and train.prefetch",
+                stall * 100.0
+            ),
+        )
+    } else if optimizer > OPTIMIZER_LIMIT {
+        (
+            "optimizer / host synchronisation",
+            format!(
+                "the optimizer step takes {:.0} % of step time: raise batch_size (now {batch_size}) so each update carries more samples",
+                optimizer * 100.0
+            ),
+        )
+    } else if util.samples > 0 && util.mean_percent < IDLE_LIMIT {
+        (
+            "host synchronisation",
+            format!(
+                "the device is busy only {:.0} % of the time with no data stall: raise batch_size (now {batch_size}) to give each kernel more work",
+                util.mean_percent
+            ),
+        )
+    } else {
+        (
+            "compute",
+            "the data pipeline keeps up and the device is busy: go faster with a lower precision (bf16-mixed) or a larger batch".into(),
+        )
+    };
+    Diagnosis {
+        bound: bound.into(),
+        advice,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time(data: f64, compute: f64, optimizer: f64) -> StepTime {
+        StepTime {
+            data_wait_s: data,
+            compute_s: compute,
+            optimizer_s: optimizer,
+        }
+    }
+
+    fn busy(p: f64) -> Utilisation {
+        Utilisation {
+            mean_percent: p,
+            std_percent: 1.0,
+            samples: 10,
+            peak_rss_bytes: 1,
+        }
+    }
+
+    #[test]
+    fn each_bound_is_named_with_its_knob() {
+        let d = diagnose(&time(3.0, 6.0, 1.0), &busy(90.0), 64);
+        assert_eq!(d.bound, "data loading");
+        assert!(d.advice.contains("workers"));
+        let d = diagnose(&time(0.0, 5.0, 5.0), &busy(90.0), 64);
+        assert!(d.bound.starts_with("optimizer") && d.advice.contains("batch_size"));
+        let d = diagnose(&time(0.0, 9.0, 1.0), &busy(20.0), 64);
+        assert_eq!(d.bound, "host synchronisation");
+        let d = diagnose(&time(0.0, 9.0, 1.0), &busy(95.0), 64);
+        assert_eq!(d.bound, "compute");
+    }
+}
