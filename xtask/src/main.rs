@@ -86,6 +86,7 @@ fn run_all(args: &RunArgs) -> Result<()> {
         batch_size: None,
         lr: None,
         accumulate: None,
+        resume: false,
     })?;
     run_predict(&PredictArgs {
         task,

@@ -163,6 +163,7 @@ pub fn run_sweep(args: &SweepArgs) -> Result<PathBuf> {
             out_dir: run_dir.join("train"),
             device: device.clone(),
             device_name: args.device.clone(),
+            resume: false,
         })?;
         outcomes.push(Outcome {
             label,

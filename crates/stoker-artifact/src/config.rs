@@ -118,6 +118,79 @@ pub struct TrainConfig {
     pub workers: usize,
     /// Batches each loader thread may hold ready ahead of the training step.
     pub prefetch: usize,
+    /// How often to evaluate on the validation split ("1 epoch", "500 steps").
+    pub eval_interval: Interval,
+    /// How often to write a resumable checkpoint ("1 epoch", "200 steps").
+    pub checkpoint_interval: Interval,
+    /// Stop after this many evaluations without a better validation loss (0 = never).
+    pub patience: usize,
+    /// Resumable checkpoints kept on disk (the newest ones).
+    pub keep_last: usize,
+}
+
+/// "N epoch(s)" or "N step(s)".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Interval {
+    pub every: usize,
+    pub unit: IntervalUnit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntervalUnit {
+    Epochs,
+    Steps,
+}
+
+impl Interval {
+    pub fn epochs(every: usize) -> Self {
+        Self {
+            every,
+            unit: IntervalUnit::Epochs,
+        }
+    }
+
+    /// Whether the interval falls at the end of `epoch` / after optimizer step `step`.
+    pub fn at_epoch_end(&self, epoch: usize) -> bool {
+        self.unit == IntervalUnit::Epochs && epoch.is_multiple_of(self.every)
+    }
+
+    pub fn at_step(&self, step: u64) -> bool {
+        self.unit == IntervalUnit::Steps && step.is_multiple_of(self.every as u64)
+    }
+}
+
+impl TryFrom<String> for Interval {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let bad = || format!("`{text}`: expected \"N epochs\" or \"N steps\" with N > 0");
+        let mut parts = text.split_whitespace();
+        let every: usize = parts
+            .next()
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > 0)
+            .ok_or_else(bad)?;
+        let unit = match parts.next() {
+            Some("epoch" | "epochs") => IntervalUnit::Epochs,
+            Some("step" | "steps") => IntervalUnit::Steps,
+            _ => return Err(bad()),
+        };
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Self { every, unit })
+    }
+}
+
+impl From<Interval> for String {
+    fn from(i: Interval) -> String {
+        let unit = match i.unit {
+            IntervalUnit::Epochs => "epochs",
+            IntervalUnit::Steps => "steps",
+        };
+        format!("{} {unit}", i.every)
+    }
 }
 
 impl Default for TrainConfig {
@@ -133,6 +206,10 @@ impl Default for TrainConfig {
             accumulate: 1,
             workers: 2,
             prefetch: 4,
+            eval_interval: Interval::epochs(1),
+            checkpoint_interval: Interval::epochs(1),
+            patience: 0,
+            keep_last: 2,
         }
     }
 }
@@ -195,6 +272,7 @@ impl TaskConfig {
             ("train.accumulate", self.train.accumulate),
             ("train.workers", self.train.workers),
             ("train.prefetch", self.train.prefetch),
+            ("train.keep_last", self.train.keep_last),
             ("predict.batch_size", self.predict.batch_size),
         ];
         for (key, value) in positive {
@@ -261,6 +339,24 @@ mod tests {
             assert!(msg.starts_with("bad.toml:"), "{msg}");
             assert!(msg.contains(typo.split(' ').next().unwrap()), "{msg}");
         }
+    }
+
+    #[test]
+    fn intervals_parse_in_epochs_or_steps() {
+        let text = format!(
+            "{MINIMAL}\n[train]\neval_interval = \"200 steps\"\ncheckpoint_interval = \"2 epochs\"\n"
+        );
+        let c = TaskConfig::parse(&text, Path::new("c.toml")).unwrap();
+        assert!(c.train.eval_interval.at_step(400) && !c.train.eval_interval.at_step(300));
+        assert!(
+            c.train.checkpoint_interval.at_epoch_end(4)
+                && !c.train.checkpoint_interval.at_epoch_end(3)
+        );
+        let bad = format!("{MINIMAL}\n[train]\neval_interval = \"often\"\n");
+        let msg = TaskConfig::parse(&bad, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("often") && msg.contains("N epochs"), "{msg}");
     }
 
     #[test]

@@ -34,7 +34,10 @@ pub mod run;
 pub mod table;
 pub mod window_store;
 
-pub use config::{CheckpointChoice, DataConfig, LossKind, SourceConfig, TaskConfig, TrainConfig};
+pub use config::{
+    CheckpointChoice, DataConfig, Interval, IntervalUnit, LossKind, SourceConfig, TaskConfig,
+    TrainConfig,
+};
 pub use error::{ArtifactError, Result};
 pub use layout::ArtifactLayout;
 pub use manifest::{DatasetManifest, Feature, FeatureKind, MetricScale, Split, Splits, WindowSpec};

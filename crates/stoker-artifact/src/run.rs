@@ -52,6 +52,46 @@ impl CheckpointMeta {
     }
 }
 
+pub const TRAIN_STATE_VERSION: u32 = 1;
+
+/// `train/state.json`: where a run stands, written last at every resumable checkpoint so that it
+/// only ever names files that are complete.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub format_version: u32,
+    /// The epoch in progress (1-based) and how many of its batches are done.
+    pub epoch: usize,
+    pub batches_done: usize,
+    pub step: u64,
+    /// Sum over the finished batches of this epoch of (batch mean loss × batch size).
+    pub epoch_loss_sum: f64,
+    pub best_val_loss: f64,
+    pub best_epoch: usize,
+    pub evals_since_best: usize,
+    pub records: Vec<EpochRecord>,
+    pub step_time: StepTime,
+    /// Weights and optimizer state of this checkpoint, relative to `train/`.
+    pub weights: String,
+    pub optimizer: String,
+    /// SHA-256 of the manifest of the data being trained on.
+    pub manifest_sha256: String,
+}
+
+impl TrainState {
+    pub fn load(path: &Path) -> Result<Self> {
+        let state: Self = atomic::read_json(path)?;
+        if state.format_version != TRAIN_STATE_VERSION {
+            return Err(ArtifactError::Version {
+                path: path.into(),
+                field: "format_version",
+                found: state.format_version,
+                expected: TRAIN_STATE_VERSION,
+            });
+        }
+        Ok(state)
+    }
+}
+
 /// One line of `train/metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {

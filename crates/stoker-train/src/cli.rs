@@ -31,6 +31,9 @@ pub struct TrainArgs {
     /// Overrides `train.accumulate`: gradient accumulation over K micro-batches per batch.
     #[arg(long)]
     pub accumulate: Option<usize>,
+    /// Continue the run in `train/` from its newest resumable checkpoint.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
@@ -49,6 +52,7 @@ pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
         out_dir: layout.train_dir(),
         device,
         device_name: args.device.clone(),
+        resume: args.resume,
     })?;
     print_summary(&summary, &layout.train_dir().join(SUMMARY_FILE));
     Ok(summary)

@@ -17,6 +17,7 @@
 //!     out_dir: "artifacts/pm25-cnn2d/train".into(),
 //!     device: Device::flex(),
 //!     device_name: "cpu".into(),
+//!     resume: false,
 //! })?;
 //! println!("best validation loss {}", summary.best_val_loss);
 //! # Ok::<(), anyhow::Error>(())
@@ -27,5 +28,6 @@ pub mod diagnosis;
 pub mod loader;
 pub mod monitor;
 pub mod progress;
+pub mod resume;
 pub mod step;
 pub mod trainer;

@@ -36,6 +36,14 @@ impl Progress {
         }
     }
 
+    /// A line printed above the bar (or plainly), mid-epoch.
+    pub fn message(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
     /// Ends the epoch with its summary line, on the terminal or as a plain line.
     pub fn finish_epoch(&mut self, line: &str) {
         if let Some(bar) = self.bar.take() {

@@ -1,5 +1,6 @@
-//! The training loop, written out: batch → forward → loss → backward → optimizer step, then
-//! validation, checkpoints and one metrics line per epoch.
+//! The training loop, written out: batch → forward → loss → backward → optimizer step; then, at
+//! the configured intervals, validation (best checkpoint, early stopping) and resumable
+//! checkpoints; one metrics line per evaluation.
 
 use std::fs;
 use std::path::PathBuf;
@@ -8,13 +9,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use burn::grad_clipping::GradientClippingConfig;
-use burn::optim::AdamConfig;
 use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, ModuleOptimizer};
 use burn::prelude::*;
 use stoker_artifact::layout::{BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_LOG_FILE, SUMMARY_FILE};
-use stoker_artifact::run::{CHECKPOINT_VERSION, StepTime};
+use stoker_artifact::run::{CHECKPOINT_VERSION, StepTime, TRAIN_STATE_VERSION, TrainState};
 use stoker_artifact::{
-    CheckpointMeta, EpochRecord, PreparedData, RunSummary, Split, TaskConfig, WindowSpec, atomic,
+    CheckpointMeta, EpochRecord, PreparedData, RunSummary, Split, TaskConfig, TrainConfig,
+    WindowSpec, atomic,
 };
 use stoker_zoo::batch::{inputs_tensor, targets_tensor};
 use stoker_zoo::{InputShape, Model, checkpoint};
@@ -23,6 +25,7 @@ use crate::diagnosis::diagnose;
 use crate::loader::{Loader, epoch_order};
 use crate::monitor::Monitor;
 use crate::progress::Progress;
+use crate::resume;
 use crate::step::batch_gradients;
 
 #[derive(Debug, Clone)]
@@ -33,19 +36,40 @@ pub struct TrainRequest {
     pub out_dir: PathBuf,
     pub device: Device,
     pub device_name: String,
+    /// Continue from the newest resumable checkpoint in `out_dir`.
+    pub resume: bool,
+}
+
+fn optimizer(t: &TrainConfig) -> ModuleOptimizer {
+    AdamConfig::new()
+        .with_weight_decay(
+            (t.weight_decay > 0.0).then(|| WeightDecayConfig::new(t.weight_decay as f32)),
+        )
+        .with_grad_clipping(
+            (t.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(t.grad_clip as f32)),
+        )
+        .init()
+}
+
+/// The backend RNG (dropout) is reseeded from (seed, step) before every step, so a resumed run
+/// draws exactly what the uninterrupted run would have.
+fn step_seed(seed: u64, step: u64) -> u64 {
+    seed ^ step.wrapping_add(1).wrapping_mul(0x2545_F491_4F6C_DD1D)
 }
 
 pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     let cfg = &req.config;
+    let t = &cfg.train;
     let data = Arc::new(PreparedData::open(&req.data_dir)?);
-    let manifest = &data.manifest;
     let window = cfg.window();
     let train_windows = data.windows(Split::Train, window);
     let val_windows = data.windows(Split::Val, window);
     ensure!(
         !train_windows.is_empty() && !val_windows.is_empty(),
-        "{}: no train or validation windows",
-        data.dir.display()
+        "{}: no train or validation windows for input_len {} / output_len {}",
+        data.dir.display(),
+        window.input_len,
+        window.output_len
     );
     fs::create_dir_all(&req.out_dir)
         .with_context(|| format!("{}: cannot create", req.out_dir.display()))?;
@@ -54,25 +78,11 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     let device = req.device.clone().autodiff();
     let shape = InputShape {
         window,
-        features: manifest.features.len(),
-        targets: manifest.targets.clone(),
+        features: data.manifest.features.len(),
+        targets: data.manifest.targets.clone(),
     };
-    let mut model = Model::new(&cfg.model, &shape, &device).warm_start(
-        &cfg.model,
-        &data.store,
-        &train_windows,
-        window,
-    );
-    let t = &cfg.train;
-    let mut optim = AdamConfig::new()
-        .with_weight_decay(
-            (t.weight_decay > 0.0).then(|| WeightDecayConfig::new(t.weight_decay as f32)),
-        )
-        .with_grad_clipping(
-            (t.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(t.grad_clip as f32)),
-        )
-        .init();
-
+    let mut model = Model::new(&cfg.model, &shape, &device);
+    let mut optim = optimizer(t);
     let meta_for = |epoch: usize, step: u64, val_loss: f64, name: &str| CheckpointMeta {
         format_version: CHECKPOINT_VERSION,
         model: cfg.model.clone(),
@@ -86,38 +96,123 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         precision: "f32".into(),
         weights: format!("{name}.bpk"),
     };
+    let loader = Loader::new(data.clone(), t.workers, t.prefetch);
+    // Mid-epoch evaluations cannot share the training pass's workers.
+    let eval_loader = Loader::new(data.clone(), 1, t.prefetch);
+    let evaluate = |model: &Model| {
+        evaluate_mse(
+            &model.valid(),
+            &eval_loader,
+            shape.features,
+            window,
+            &val_windows,
+            cfg.predict.batch_size,
+        )
+    };
+
+    let mut state = if req.resume {
+        let (m, o, s) = resume::load(&req.out_dir, model, optim, &data.manifest_sha256)?;
+        (model, optim) = (m, o);
+        eprintln!("resuming at epoch {}, step {}", s.epoch, s.step);
+        s
+    } else {
+        model = model.warm_start(&cfg.model, &data.store, &train_windows, window);
+        // The starting point competes too: a warm-started model may already beat what training
+        // reaches, and best-on-validation then keeps it.
+        let initial = evaluate(&model);
+        checkpoint::save(
+            &req.out_dir,
+            BEST_CHECKPOINT,
+            &model,
+            &meta_for(0, 0, initial, BEST_CHECKPOINT),
+        )?;
+        eprintln!("epoch 0: val loss {initial:.5} (initial)");
+        TrainState {
+            format_version: TRAIN_STATE_VERSION,
+            epoch: 1,
+            batches_done: 0,
+            step: 0,
+            epoch_loss_sum: 0.0,
+            best_val_loss: initial,
+            best_epoch: 0,
+            evals_since_best: 0,
+            records: Vec::new(),
+            step_time: StepTime::default(),
+            weights: String::new(),
+            optimizer: String::new(),
+            manifest_sha256: data.manifest_sha256.clone(),
+        }
+    };
 
     let started = Instant::now();
-    let mut progress = Progress::new();
-    let mut records: Vec<EpochRecord> = Vec::new();
-    // The starting point competes too: a warm-started model may already beat what training
-    // reaches, and best-on-validation should then keep it.
-    let loader = Loader::new(data.clone(), t.workers, t.prefetch);
-    let initial_val = evaluate_mse(
-        &model.valid(),
-        &loader,
-        shape.features,
-        window,
-        &val_windows,
-        cfg.predict.batch_size,
-    );
-    checkpoint::save(
-        &req.out_dir,
-        BEST_CHECKPOINT,
-        &model,
-        &meta_for(0, 0, initial_val, BEST_CHECKPOINT),
-    )?;
-    eprintln!("epoch 0: val loss {initial_val:.5} (initial)");
-    let (mut best_val, mut best_epoch, mut step) = (initial_val, 0, 0u64);
-    let mut time = StepTime::default();
     let monitor = Monitor::start(Duration::from_millis(500));
-    for epoch in 1..=t.epochs {
+    let mut progress = Progress::new();
+    let batches_per_epoch = train_windows.len().div_ceil(t.batch_size);
+    let mut stop = false;
+    while state.epoch <= t.epochs && !stop {
+        let epoch = state.epoch;
         let epoch_start = Instant::now();
         let lr = t.lr * t.lr_decay.powi(epoch as i32 - 1);
         let order = epoch_order(&train_windows, cfg.seed, epoch);
-        progress.start_epoch(epoch, t.epochs, order.len().div_ceil(t.batch_size) as u64);
+        let rest = order[(state.batches_done * t.batch_size).min(order.len())..].to_vec();
+        progress.start_epoch(
+            epoch,
+            t.epochs,
+            (batches_per_epoch - state.batches_done) as u64,
+        );
         let mut loss_sum = Tensor::<1>::zeros([1], &device);
-        let waited = loader.for_each_batch(order, t.batch_size, window, |batch| -> Result<()> {
+        let record = |state: &mut TrainState,
+                      model: &Model,
+                      loss_sum: &Tensor<1>,
+                      seconds: f64|
+         -> Result<(bool, String)> {
+            let val_loss = evaluate(model);
+            let done = state.batches_done.max(1);
+            let samples = (done * t.batch_size).min(train_windows.len());
+            let train_loss = (state.epoch_loss_sum
+                + f64::from(loss_sum.clone().into_scalar::<f32>()))
+                / samples as f64;
+            let improved = val_loss < state.best_val_loss;
+            if improved {
+                (
+                    state.best_val_loss,
+                    state.best_epoch,
+                    state.evals_since_best,
+                ) = (val_loss, epoch, 0);
+                checkpoint::save(
+                    &req.out_dir,
+                    BEST_CHECKPOINT,
+                    model,
+                    &meta_for(epoch, state.step, val_loss, BEST_CHECKPOINT),
+                )?;
+            } else {
+                state.evals_since_best += 1;
+            }
+            let r = EpochRecord {
+                epoch,
+                step: state.step,
+                train_loss,
+                val_loss,
+                lr,
+                samples_per_s: samples as f64 / seconds.max(1e-9),
+                seconds,
+            };
+            let line = format!(
+                "epoch {epoch}/{} step {}: train loss {train_loss:.5}, val loss {val_loss:.5}{}, {:.0} samples/s",
+                t.epochs,
+                state.step,
+                if improved { " (best)" } else { "" },
+                r.samples_per_s
+            );
+            state.records.push(r);
+            write_metrics_log(&req.out_dir, &state.records)?;
+            Ok((t.patience > 0 && state.evals_since_best >= t.patience, line))
+        };
+        let waited = loader.for_each_batch(rest, t.batch_size, window, |batch| -> Result<()> {
+            if stop {
+                return Ok(());
+            }
+            req.device.seed(step_seed(cfg.seed, state.step));
             let len = batch.len;
             let compute_start = Instant::now();
             let (grads, loss) = batch_gradients(
@@ -131,61 +226,66 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
             );
             loss_sum = loss_sum.clone() + loss * len as f32;
             let optimizer_start = Instant::now();
-            time.compute_s += (optimizer_start - compute_start).as_secs_f64();
+            state.step_time.compute_s += (optimizer_start - compute_start).as_secs_f64();
             model = optim.step(lr, model.clone(), grads);
-            time.optimizer_s += optimizer_start.elapsed().as_secs_f64();
-            step += 1;
-            progress.step((step % 50 == 0).then(|| loss_sum.clone().into_scalar::<f32>() as f64));
+            state.step_time.optimizer_s += optimizer_start.elapsed().as_secs_f64();
+            state.step += 1;
+            state.batches_done += 1;
+            progress.step(None);
+            if t.eval_interval.at_step(state.step) {
+                let seconds = epoch_start.elapsed().as_secs_f64();
+                let line;
+                (stop, line) = record(&mut state, &model, &loss_sum, seconds)?;
+                progress.message(&line);
+            }
+            if t.checkpoint_interval.at_step(state.step) {
+                state.epoch_loss_sum += f64::from(
+                    std::mem::replace(&mut loss_sum, Tensor::zeros([1], &device))
+                        .into_scalar::<f32>(),
+                );
+                resume::save(&req.out_dir, &model, &optim, &mut state, t.keep_last)?;
+            }
             Ok(())
         })?;
-        time.data_wait_s += waited.as_secs_f64();
-        let train_loss = loss_sum.into_scalar::<f32>() as f64 / train_windows.len() as f64;
-        let val_loss = evaluate_mse(
-            &model.valid(),
-            &loader,
-            shape.features,
-            window,
-            &val_windows,
-            cfg.predict.batch_size,
-        );
-        let seconds = epoch_start.elapsed().as_secs_f64();
+        state.step_time.data_wait_s += waited.as_secs_f64();
+        if !stop && t.eval_interval.at_epoch_end(epoch) {
+            let seconds = epoch_start.elapsed().as_secs_f64();
+            let line;
+            (stop, line) = record(&mut state, &model, &loss_sum, seconds)?;
+            progress.finish_epoch(&line);
+        } else {
+            progress.finish_epoch(&format!(
+                "epoch {epoch}/{} done at step {}",
+                t.epochs, state.step
+            ));
+        }
+        state.epoch += 1;
+        state.batches_done = 0;
+        state.epoch_loss_sum = 0.0;
+        let last_val = state
+            .records
+            .last()
+            .map_or(state.best_val_loss, |r| r.val_loss);
         checkpoint::save(
             &req.out_dir,
             LAST_CHECKPOINT,
             &model,
-            &meta_for(epoch, step, val_loss, LAST_CHECKPOINT),
+            &meta_for(epoch, state.step, last_val, LAST_CHECKPOINT),
         )?;
-        let improved = val_loss < best_val;
-        if improved {
-            (best_val, best_epoch) = (val_loss, epoch);
-            checkpoint::save(
-                &req.out_dir,
-                BEST_CHECKPOINT,
-                &model,
-                &meta_for(epoch, step, val_loss, BEST_CHECKPOINT),
-            )?;
+        if t.checkpoint_interval.at_epoch_end(epoch) || stop || state.epoch > t.epochs {
+            resume::save(&req.out_dir, &model, &optim, &mut state, t.keep_last)?;
         }
-        let record = EpochRecord {
-            epoch,
-            step,
-            train_loss,
-            val_loss,
-            lr,
-            samples_per_s: train_windows.len() as f64 / seconds,
-            seconds,
-        };
-        progress.finish_epoch(&format!(
-            "epoch {epoch}/{}: train loss {train_loss:.5}, val loss {val_loss:.5}{}, {:.0} samples/s, {seconds:.1}s",
-            t.epochs,
-            if improved { " (best)" } else { "" },
-            record.samples_per_s
-        ));
-        records.push(record);
-        write_metrics_log(&req.out_dir, &records)?;
+        if stop {
+            eprintln!(
+                "early stop: no better validation loss in {} evaluations",
+                t.patience
+            );
+        }
     }
 
     let seconds = started.elapsed().as_secs_f64();
     let utilisation = monitor.finish();
+    let time = state.step_time.clone();
     let step_seconds = time.data_wait_s + time.compute_s + time.optimizer_s;
     let summary = RunSummary {
         task: req.task.clone(),
@@ -193,16 +293,15 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         device: req.device_name.clone(),
         precision: "f32".into(),
         parameters: model.num_params(),
-        epochs: t.epochs,
-        steps: step,
+        epochs: state.epoch - 1,
+        steps: state.step,
         batch_size: t.batch_size,
         train_windows: train_windows.len(),
         val_windows: val_windows.len(),
-        best_epoch,
-        best_val_loss: best_val,
-        final_train_loss: records.last().map_or(f64::NAN, |r| r.train_loss),
-        samples_per_s: (train_windows.len() * t.epochs) as f64
-            / records.iter().map(|r| r.seconds).sum::<f64>(),
+        best_epoch: state.best_epoch,
+        best_val_loss: state.best_val_loss,
+        final_train_loss: state.records.last().map_or(f64::NAN, |r| r.train_loss),
+        samples_per_s: state.step as f64 * t.batch_size as f64 / step_seconds.max(1e-9),
         data_stall_fraction: time.data_wait_s / step_seconds.max(1e-12),
         accumulate: t.accumulate,
         diagnosis: diagnose(&time, &utilisation, t.batch_size),
