@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use stoker_cli::TaskArgs;
 use stoker_data::cli::{PrepareArgs, SynthArgs, run_prepare, run_synth};
 use stoker_infer::cli::{PredictArgs, run_predict};
-use stoker_train::cli::{TrainArgs, run_train};
+use stoker_train::cli::{TrainArgs, TuneArgs, run_train, run_tune};
 
 mod sweep;
 use sweep::{SweepArgs, run_sweep};
@@ -41,6 +41,8 @@ enum Command {
     Synth(SynthArgs),
     /// Train every combination of a parameter grid; rank by validation loss.
     Sweep(SweepArgs),
+    /// Probe batch sizes with real training steps; write <config>.tuned.toml and the table.
+    Tune(TuneArgs),
 }
 
 #[derive(Args)]
@@ -137,5 +139,6 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo(&args),
         Command::Synth(args) => run_synth(&args).map(drop),
         Command::Sweep(args) => run_sweep(&args).map(drop),
+        Command::Tune(args) => run_tune(&args).map(drop),
     })
 }

@@ -1,13 +1,18 @@
 //! The train stage's command line, shared by its binary and `cargo xtask train`.
 
-use anyhow::{Result, anyhow};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow};
 use clap::Args;
-use stoker_artifact::RunSummary;
 use stoker_artifact::layout::SUMMARY_FILE;
+use stoker_artifact::{PreparedData, RunSummary, TaskConfig, atomic};
 use stoker_cli::TaskArgs;
 use stoker_zoo::device::parse_device;
 
 use crate::trainer::{TrainRequest, train};
+use crate::tune::{TuneReport, TuneRequest, tune};
 
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
@@ -22,9 +27,9 @@ pub struct TrainArgs {
     /// Overrides `train.epochs`.
     #[arg(long)]
     pub epochs: Option<usize>,
-    /// Overrides `train.batch_size`.
+    /// Overrides `train.batch_size`; `auto` probes candidates first (see `cargo xtask tune`).
     #[arg(long)]
-    pub batch_size: Option<usize>,
+    pub batch_size: Option<BatchSize>,
     /// Overrides `train.lr`.
     #[arg(long)]
     pub lr: Option<f64>,
@@ -40,10 +45,29 @@ pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
     let mut config = args.task.load_config()?;
     config.seed = args.seed.unwrap_or(config.seed);
     config.train.epochs = args.epochs.unwrap_or(config.train.epochs);
-    config.train.batch_size = args.batch_size.unwrap_or(config.train.batch_size);
+    let device = parse_device(&args.device).map_err(|e| anyhow!(e))?;
+    match args.batch_size {
+        Some(BatchSize::Fixed(b)) => config.train.batch_size = b,
+        Some(BatchSize::Auto) => {
+            let data = Arc::new(PreparedData::open(&args.task.layout().data_dir())?);
+            let report = tune(&TuneRequest {
+                config: &config,
+                data,
+                device: device.clone(),
+                candidates: DEFAULT_CANDIDATES.to_vec(),
+                steps: DEFAULT_STEPS,
+                headroom: DEFAULT_HEADROOM,
+            })?;
+            eprintln!(
+                "--batch-size auto: chose {} ({})",
+                report.chosen, report.rule
+            );
+            config.train.batch_size = report.chosen;
+        }
+        None => {}
+    }
     config.train.lr = args.lr.unwrap_or(config.train.lr);
     config.train.accumulate = args.accumulate.unwrap_or(config.train.accumulate);
-    let device = parse_device(&args.device).map_err(|e| anyhow!(e))?;
     let layout = args.task.layout();
     let summary = train(&TrainRequest {
         config,
@@ -85,4 +109,131 @@ pub fn print_summary(s: &RunSummary, path: &std::path::Path) {
         s.diagnosis.advice
     );
     println!("  → {}", path.display());
+}
+
+/// `--batch-size N` or `--batch-size auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    Fixed(usize),
+    Auto,
+}
+
+impl FromStr for BatchSize {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            n => n
+                .parse()
+                .ok()
+                .filter(|&b| b > 0)
+                .map(Self::Fixed)
+                .ok_or_else(|| format!("`{n}`: expected a batch size > 0 or `auto`")),
+        }
+    }
+}
+
+pub const DEFAULT_CANDIDATES: [usize; 9] = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
+pub const DEFAULT_STEPS: usize = 10;
+pub const DEFAULT_HEADROOM: f64 = 0.8;
+
+#[derive(Debug, Clone, Args)]
+pub struct TuneArgs {
+    #[command(flatten)]
+    pub task: TaskArgs,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Candidate batch sizes, comma-separated, probed smallest first.
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_CANDIDATES)]
+    pub candidates: Vec<usize>,
+    /// Timed training steps per candidate (after two warm-up steps).
+    #[arg(long, default_value_t = DEFAULT_STEPS)]
+    pub steps: usize,
+    /// Fraction of available memory a candidate may use.
+    #[arg(long, default_value_t = DEFAULT_HEADROOM)]
+    pub headroom: f64,
+    /// Scale the learning rate with the batch size: none, linear (lr·b/b₀) or sqrt (lr·√(b/b₀)).
+    #[arg(long, default_value = "none")]
+    pub lr_scaling: LrScaling,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LrScaling {
+    None,
+    Linear,
+    Sqrt,
+}
+
+/// Probes batch sizes, then writes `<config>.tuned.toml` beside the config and the measured
+/// table to `artifacts/<task>/tune.json`. Returns the tuned config's path.
+pub fn run_tune(args: &TuneArgs) -> Result<PathBuf> {
+    let config = args.task.load_config()?;
+    let device = parse_device(&args.device).map_err(|e| anyhow!(e))?;
+    let layout = args.task.layout();
+    let data = Arc::new(PreparedData::open(&layout.data_dir())?);
+    let report = tune(&TuneRequest {
+        config: &config,
+        data,
+        device,
+        candidates: args.candidates.clone(),
+        steps: args.steps,
+        headroom: args.headroom,
+    })?;
+    let ratio = report.chosen as f64 / config.train.batch_size as f64;
+    let lr = match args.lr_scaling {
+        LrScaling::None => config.train.lr,
+        LrScaling::Linear => config.train.lr * ratio,
+        LrScaling::Sqrt => config.train.lr * ratio.sqrt(),
+    };
+    let tuned = tuned_path(&args.task.config);
+    write_tuned(&args.task.config, &tuned, &report, lr)?;
+    atomic::write_json(&layout.root().join("tune.json"), &report)?;
+    println!("{:>8} {:>12} {:>10}", "batch", "samples/s", "peak MiB");
+    for p in &report.probes {
+        println!(
+            "{:>8} {:>12.0} {:>10.0}{}",
+            p.batch_size,
+            p.samples_per_s,
+            p.peak_memory_bytes as f64 / 1048576.0,
+            if p.batch_size == report.chosen {
+                "  ← chosen"
+            } else {
+                ""
+            }
+        );
+    }
+    println!("batch {} (lr {lr}) → {}", report.chosen, tuned.display());
+    Ok(tuned)
+}
+
+/// `configs/pm25-cnn2d.toml` → `configs/pm25-cnn2d.tuned.toml`.
+pub fn tuned_path(config: &Path) -> PathBuf {
+    config.with_file_name(format!("{}.tuned.toml", TaskConfig::name_of(config)))
+}
+
+fn write_tuned(base: &Path, out: &Path, report: &TuneReport, lr: f64) -> Result<()> {
+    let text = std::fs::read_to_string(base)
+        .with_context(|| format!("{}: cannot read", base.display()))?;
+    let mut value: toml::Value =
+        toml::from_str(&text).with_context(|| format!("{}: not TOML", base.display()))?;
+    let root = value.as_table_mut().context("config is not a table")?;
+    let train = root
+        .entry("train")
+        .or_insert_with(|| toml::Value::Table(Default::default()))
+        .as_table_mut()
+        .context("`train` is not a table")?;
+    train.insert(
+        "batch_size".into(),
+        toml::Value::Integer(report.chosen as i64),
+    );
+    train.insert("lr".into(), toml::Value::Float(lr));
+    let header = format!(
+        "# Tuned from {} by `cargo xtask tune`: {}.\n# Measured table: artifacts/<task>/tune.json.\n",
+        base.display(),
+        report.rule
+    );
+    let body = toml::to_string(&value)?;
+    atomic::write_bytes(out, format!("{header}{body}").as_bytes())?;
+    Ok(())
 }

@@ -31,3 +31,4 @@ pub mod progress;
 pub mod resume;
 pub mod step;
 pub mod trainer;
+pub mod tune;

@@ -40,7 +40,7 @@ pub struct TrainRequest {
     pub resume: bool,
 }
 
-fn optimizer(t: &TrainConfig) -> ModuleOptimizer {
+pub fn optimizer(t: &TrainConfig) -> ModuleOptimizer {
     AdamConfig::new()
         .with_weight_decay(
             (t.weight_decay > 0.0).then(|| WeightDecayConfig::new(t.weight_decay as f32)),
