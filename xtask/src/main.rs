@@ -88,6 +88,7 @@ fn run_all(args: &RunArgs) -> Result<()> {
         batch_size: None,
         lr: None,
         accumulate: None,
+        precision: None,
         resume: false,
     })?;
     run_predict(&PredictArgs {

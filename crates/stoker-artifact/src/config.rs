@@ -126,6 +126,40 @@ pub struct TrainConfig {
     pub patience: usize,
     /// Resumable checkpoints kept on disk (the newest ones).
     pub keep_last: usize,
+    /// Compute precision: f32 master weights and optimizer state always; the mixed modes run
+    /// matmul / conv / LSTM-gate ops in the low type.
+    pub precision: Precision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    F32,
+    Bf16Mixed,
+    F16Mixed,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16Mixed => "bf16-mixed",
+            Precision::F16Mixed => "f16-mixed",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16-mixed" => Ok(Self::Bf16Mixed),
+            "f16-mixed" => Ok(Self::F16Mixed),
+            other => Err(format!("`{other}`: expected f32, bf16-mixed or f16-mixed")),
+        }
+    }
 }
 
 /// "N epoch(s)" or "N step(s)".
@@ -210,6 +244,7 @@ impl Default for TrainConfig {
             checkpoint_interval: Interval::epochs(1),
             patience: 0,
             keep_last: 2,
+            precision: Precision::F32,
         }
     }
 }

@@ -35,8 +35,8 @@ pub mod table;
 pub mod window_store;
 
 pub use config::{
-    CheckpointChoice, DataConfig, Interval, IntervalUnit, LossKind, SourceConfig, TaskConfig,
-    TrainConfig,
+    CheckpointChoice, DataConfig, Interval, IntervalUnit, LossKind, Precision, SourceConfig,
+    TaskConfig, TrainConfig,
 };
 pub use error::{ArtifactError, Result};
 pub use layout::ArtifactLayout;

@@ -111,6 +111,8 @@ pub struct RunSummary {
     pub model: String,
     pub device: String,
     pub precision: String,
+    /// Optimizer steps skipped by f16 loss scaling (non-finite gradients).
+    pub skipped_steps: u64,
     pub parameters: usize,
     pub epochs: usize,
     pub steps: u64,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use stoker_artifact::layout::SUMMARY_FILE;
-use stoker_artifact::{PreparedData, RunSummary, TaskConfig, atomic};
+use stoker_artifact::{Precision, PreparedData, RunSummary, TaskConfig, atomic};
 use stoker_cli::TaskArgs;
 use stoker_zoo::device::parse_device;
 
@@ -36,6 +36,9 @@ pub struct TrainArgs {
     /// Overrides `train.accumulate`: gradient accumulation over K micro-batches per batch.
     #[arg(long)]
     pub accumulate: Option<usize>,
+    /// Overrides `train.precision`: f32, bf16-mixed or f16-mixed.
+    #[arg(long)]
+    pub precision: Option<Precision>,
     /// Continue the run in `train/` from its newest resumable checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -68,6 +71,7 @@ pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
     }
     config.train.lr = args.lr.unwrap_or(config.train.lr);
     config.train.accumulate = args.accumulate.unwrap_or(config.train.accumulate);
+    config.train.precision = args.precision.unwrap_or(config.train.precision);
     let layout = args.task.layout();
     let summary = train(&TrainRequest {
         config,

@@ -6,14 +6,15 @@ use burn::nn::loss::{HuberLossConfig, MseLoss, Reduction};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use stoker_artifact::{LossKind, WindowSpec};
-use stoker_zoo::Model;
 use stoker_zoo::batch::{inputs_tensor, targets_tensor};
+use stoker_zoo::{Autocast, Model};
 
 use crate::loader::HostBatch;
 
 /// Gradients and the (detached) mean loss of `batch`, computed as `accumulate` micro-batches.
 /// Each micro-batch's mean loss is weighted by its share of the batch, so the sum is the
 /// batch's mean loss whatever the split.
+#[allow(clippy::too_many_arguments)]
 pub fn batch_gradients(
     model: &Model,
     batch: &HostBatch,
@@ -21,6 +22,8 @@ pub fn batch_gradients(
     features: usize,
     accumulate: usize,
     loss_kind: LossKind,
+    ac: &Autocast,
+    loss_scale: f32,
     device: &Device,
 ) -> (GradientsParams, Tensor<1>) {
     let micro = batch.len.div_ceil(accumulate.max(1));
@@ -38,7 +41,7 @@ pub fn batch_gradients(
         let n = ys.len() / y_stride;
         let x = inputs_tensor(xs.to_vec(), [n, window.input_len, features], device);
         let y = targets_tensor(ys.to_vec(), n, device);
-        let pred = model.forward(x);
+        let pred = model.forward_with(x, ac);
         let loss = match loss_kind {
             LossKind::Mse => MseLoss::new().forward(pred, y, Reduction::Mean),
             LossKind::Huber => HuberLossConfig::new(1.0)
@@ -46,9 +49,77 @@ pub fn batch_gradients(
                 .forward(pred, y, Reduction::Mean),
         } * (n as f32 / batch.len as f32);
         loss_sum = loss_sum + loss.clone().detach();
-        accumulator.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
+        let scaled = if loss_scale == 1.0 {
+            loss
+        } else {
+            loss * loss_scale
+        };
+        accumulator.accumulate(model, GradientsParams::from_grads(scaled.backward(), model));
     }
     (accumulator.grads(), loss_sum)
+}
+
+/// Dynamic loss scaling for f16: the loss is multiplied by `scale` before backward so small
+/// gradients survive f16; gradients are divided back before the step. A non-finite gradient
+/// skips the step and halves the scale; 2 000 clean steps in a row double it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossScaler {
+    pub scale: f32,
+    clean_steps: usize,
+    pub skipped: u64,
+}
+
+impl Default for LossScaler {
+    fn default() -> Self {
+        Self {
+            scale: 65_536.0,
+            clean_steps: 0,
+            skipped: 0,
+        }
+    }
+}
+
+const GROWTH_INTERVAL: usize = 2_000;
+
+impl LossScaler {
+    /// Unscales `grads` in place; false when a gradient is not finite (skip this step).
+    pub fn unscale(&mut self, model: &Model, grads: &mut GradientsParams) -> bool {
+        struct Unscale<'a> {
+            grads: &'a mut GradientsParams,
+            inv: f32,
+            finite: Option<Tensor<1, Bool>>,
+        }
+        impl ModuleVisitor for Unscale<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if let Some(g) = self.grads.remove::<D>(param.id) {
+                    let g = g * self.inv;
+                    let ok = g.clone().is_finite().all();
+                    self.finite = Some(match self.finite.take() {
+                        Some(all) => all.bool_and(ok),
+                        None => ok,
+                    });
+                    self.grads.register(param.id, g);
+                }
+            }
+        }
+        let mut v = Unscale {
+            grads,
+            inv: 1.0 / self.scale,
+            finite: None,
+        };
+        model.visit(&mut v);
+        let finite = v.finite.is_none_or(|f| f.into_scalar::<bool>());
+        if finite {
+            self.clean_steps += 1;
+            if self.clean_steps == GROWTH_INTERVAL {
+                (self.scale, self.clean_steps) = (self.scale * 2.0, 0);
+            }
+        } else {
+            (self.scale, self.clean_steps) = (self.scale * 0.5, 0);
+            self.skipped += 1;
+        }
+        finite
+    }
 }
 
 /// Every parameter's gradient, flattened, in visiting order (for tests and diagnostics).
@@ -106,13 +177,32 @@ mod tests {
                 .collect(),
             len,
         };
-        let (full, full_loss) =
-            batch_gradients(&model, &batch, window, 4, 1, LossKind::Mse, &device);
+        let f32 = Autocast::F32;
+        let (full, full_loss) = batch_gradients(
+            &model,
+            &batch,
+            window,
+            4,
+            1,
+            LossKind::Mse,
+            &f32,
+            1.0,
+            &device,
+        );
         let full = flat_gradients(&model, &full);
         assert!(!full.is_empty());
         for k in [2, 4, 5] {
-            let (acc, acc_loss) =
-                batch_gradients(&model, &batch, window, 4, k, LossKind::Mse, &device);
+            let (acc, acc_loss) = batch_gradients(
+                &model,
+                &batch,
+                window,
+                4,
+                k,
+                LossKind::Mse,
+                &f32,
+                1.0,
+                &device,
+            );
             let acc = flat_gradients(&model, &acc);
             assert_eq!(acc.len(), full.len());
             for (a, f) in acc.iter().zip(&full) {
@@ -129,5 +219,98 @@ mod tests {
             );
             assert!((l1 - l2).abs() <= 1e-5 * l1.abs(), "loss {l1} vs {l2}");
         }
+    }
+
+    #[test]
+    fn loss_scaler_unscales_skips_overflow_and_grows() {
+        let device = Device::flex().autodiff();
+        let window = WindowSpec {
+            input_len: 4,
+            horizon: 1,
+            output_len: 1,
+        };
+        let shape = InputShape {
+            window,
+            features: 2,
+            targets: vec![0],
+        };
+        let spec = ModelSpec::Cnn2d(Cnn2dSpec {
+            channels: vec![2],
+            hidden: 4,
+            ..Default::default()
+        });
+        let model = Model::new(&spec, &shape, &device);
+        let batch = || HostBatch {
+            inputs: (0..16).map(|i| i as f32 / 16.0).collect(),
+            targets: vec![1.0, -1.0],
+            len: 2,
+        };
+        let f32 = Autocast::F32;
+        let (plain, _) = batch_gradients(
+            &model,
+            &batch(),
+            window,
+            2,
+            1,
+            LossKind::Mse,
+            &f32,
+            1.0,
+            &device,
+        );
+        let mut scaler = LossScaler::default();
+        let (mut scaled, _) = batch_gradients(
+            &model,
+            &batch(),
+            window,
+            2,
+            1,
+            LossKind::Mse,
+            &f32,
+            scaler.scale,
+            &device,
+        );
+        assert!(scaler.unscale(&model, &mut scaled));
+        for (a, b) in flat_gradients(&model, &plain)
+            .iter()
+            .zip(flat_gradients(&model, &scaled))
+        {
+            for (x, y) in a.iter().zip(&b) {
+                assert!((x - y).abs() <= 1e-4 * x.abs().max(1e-3), "{x} vs {y}");
+            }
+        }
+        // A scale that overflows f32 gives infinite gradients: the step is skipped, scale halves.
+        let mut huge = LossScaler {
+            scale: f32::MAX,
+            ..LossScaler::default()
+        };
+        let (mut inf, _) = batch_gradients(
+            &model,
+            &batch(),
+            window,
+            2,
+            1,
+            LossKind::Mse,
+            &f32,
+            huge.scale,
+            &device,
+        );
+        assert!(!huge.unscale(&model, &mut inf));
+        assert_eq!((huge.skipped, huge.scale), (1, f32::MAX / 2.0));
+        let mut growing = LossScaler::default();
+        for _ in 0..GROWTH_INTERVAL {
+            let (mut g, _) = batch_gradients(
+                &model,
+                &batch(),
+                window,
+                2,
+                1,
+                LossKind::Mse,
+                &f32,
+                growing.scale,
+                &device,
+            );
+            assert!(growing.unscale(&model, &mut g));
+        }
+        assert_eq!(growing.scale, 131_072.0);
     }
 }

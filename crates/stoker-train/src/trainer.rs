@@ -15,18 +15,18 @@ use burn::prelude::*;
 use stoker_artifact::layout::{BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_LOG_FILE, SUMMARY_FILE};
 use stoker_artifact::run::{CHECKPOINT_VERSION, StepTime, TRAIN_STATE_VERSION, TrainState};
 use stoker_artifact::{
-    CheckpointMeta, EpochRecord, PreparedData, RunSummary, Split, TaskConfig, TrainConfig,
-    WindowSpec, atomic,
+    CheckpointMeta, EpochRecord, Precision, PreparedData, RunSummary, Split, TaskConfig,
+    TrainConfig, WindowSpec, atomic,
 };
 use stoker_zoo::batch::{inputs_tensor, targets_tensor};
-use stoker_zoo::{InputShape, Model, checkpoint};
+use stoker_zoo::{Autocast, InputShape, Model, checkpoint};
 
 use crate::diagnosis::diagnose;
 use crate::loader::{Loader, epoch_order};
 use crate::monitor::Monitor;
 use crate::progress::Progress;
 use crate::resume;
-use crate::step::batch_gradients;
+use crate::step::{LossScaler, batch_gradients};
 
 #[derive(Debug, Clone)]
 pub struct TrainRequest {
@@ -93,7 +93,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         epoch,
         step,
         val_loss,
-        precision: "f32".into(),
+        precision: t.precision.name().into(),
         weights: format!("{name}.bpk"),
     };
     let loader = Loader::new(data.clone(), t.workers, t.prefetch);
@@ -144,6 +144,9 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         }
     };
 
+    let autocast = Autocast::new(t.precision);
+    // f16 needs loss scaling; bf16 has f32's exponent range and does not.
+    let mut scaler = (t.precision == Precision::F16Mixed).then(LossScaler::default);
     let started = Instant::now();
     let monitor = Monitor::start(Duration::from_millis(500));
     let mut progress = Progress::new();
@@ -215,19 +218,27 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
             req.device.seed(step_seed(cfg.seed, state.step));
             let len = batch.len;
             let compute_start = Instant::now();
-            let (grads, loss) = batch_gradients(
+            let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
+            let (mut grads, loss) = batch_gradients(
                 &model,
                 &batch,
                 window,
                 shape.features,
                 t.accumulate,
                 t.loss,
+                &autocast,
+                scale,
                 &device,
             );
             loss_sum = loss_sum.clone() + loss * len as f32;
             let optimizer_start = Instant::now();
             state.step_time.compute_s += (optimizer_start - compute_start).as_secs_f64();
-            model = optim.step(lr, model.clone(), grads);
+            let finite = scaler
+                .as_mut()
+                .is_none_or(|s| s.unscale(&model, &mut grads));
+            if finite {
+                model = optim.step(lr, model.clone(), grads);
+            }
             state.step_time.optimizer_s += optimizer_start.elapsed().as_secs_f64();
             state.step += 1;
             state.batches_done += 1;
@@ -291,7 +302,8 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         task: req.task.clone(),
         model: cfg.model.kind().into(),
         device: req.device_name.clone(),
-        precision: "f32".into(),
+        precision: t.precision.name().into(),
+        skipped_steps: scaler.as_ref().map_or(0, |s| s.skipped),
         parameters: model.num_params(),
         epochs: state.epoch - 1,
         steps: state.step,

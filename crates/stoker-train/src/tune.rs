@@ -9,7 +9,7 @@ use anyhow::{Result, ensure};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use stoker_artifact::{PreparedData, Split, TaskConfig};
-use stoker_zoo::{InputShape, Model};
+use stoker_zoo::{Autocast, InputShape, Model};
 
 use crate::loader::{Loader, epoch_order};
 use crate::step::batch_gradients;
@@ -99,6 +99,8 @@ fn probe(
             shape.features,
             1,
             cfg.train.loss,
+            &Autocast::new(cfg.train.precision),
+            1.0,
             &device,
         );
         model = optim.step(cfg.train.lr, model.clone(), grads);

@@ -7,6 +7,7 @@ use burn::prelude::*;
 use stoker_artifact::Cnn2dSpec;
 
 use crate::InputShape;
+use crate::precision::Autocast;
 
 #[derive(Module, Debug)]
 pub struct Cnn2d {
@@ -43,10 +44,11 @@ impl Cnn2d {
         }
     }
 
-    /// [B, L, F] → [B, outputs].
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<2> {
+    /// [B, L, F] → [B, outputs]; with mixed precision the weights are already cast and every
+    /// op here runs in the low type.
+    pub fn forward(&self, x: Tensor<3>, ac: &Autocast) -> Tensor<2> {
         let [batch, len, features] = x.dims();
-        let mut h = x.reshape([batch, 1, len, features]);
+        let mut h = ac.low(x).reshape([batch, 1, len, features]);
         for conv in &self.convs {
             h = self.activation.forward(conv.forward(h));
         }
@@ -54,6 +56,6 @@ impl Cnn2d {
         let h = self
             .activation
             .forward(self.hidden.forward(self.dropout.forward(h)));
-        self.head.forward(h)
+        ac.full(self.head.forward(h))
     }
 }

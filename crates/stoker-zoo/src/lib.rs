@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod cnn2d;
 pub mod device;
 pub mod lstm_attention;
+pub mod precision;
 pub mod ridge;
 
 use burn::prelude::*;
@@ -29,6 +30,7 @@ use stoker_artifact::{ModelSpec, WindowSpec};
 
 pub use cnn2d::Cnn2d;
 pub use lstm_attention::LstmAttention;
+pub use precision::Autocast;
 
 /// What a model sees and predicts: windows of `features` columns, and which columns are targets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,10 +56,10 @@ pub enum Forecaster {
 }
 
 impl Forecaster {
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<2> {
+    pub fn forward(&self, x: Tensor<3>, ac: &Autocast) -> Tensor<2> {
         match self {
-            Forecaster::Cnn2d(m) => m.forward(x),
-            Forecaster::LstmAttention(m) => m.forward(x),
+            Forecaster::Cnn2d(m) => m.forward(x, ac),
+            Forecaster::LstmAttention(m) => m.forward(x, ac),
         }
     }
 }
@@ -91,8 +93,13 @@ impl Model {
 
     /// [B, L, F] normalised inputs → [B, output_len × targets] normalised predictions.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<2> {
+        self.forward_with(x, &Autocast::F32)
+    }
+
+    /// `forward` under a precision policy: weights cast once per call, output in f32.
+    pub fn forward_with(&self, x: Tensor<3>, ac: &Autocast) -> Tensor<2> {
         let last = self.residual.then(|| self.last_targets(&x));
-        let y = self.net.forward(x);
+        let y = ac.weights(self.net.clone()).forward(x, ac);
         match last {
             Some(last) => y + last,
             None => y,
@@ -127,7 +134,7 @@ impl Model {
     /// Attention weights over the input steps [B, steps], for models that have them.
     pub fn attention(&self, x: Tensor<3>) -> Option<Tensor<2>> {
         match &self.net {
-            Forecaster::LstmAttention(m) => Some(m.explain(x).attention),
+            Forecaster::LstmAttention(m) => Some(m.explain(x, &Autocast::F32).attention),
             Forecaster::Cnn2d(_) => None,
         }
     }
@@ -185,7 +192,8 @@ mod tests {
         });
         let model = Model::new(&spec, &shape(), &device);
         let x = Tensor::<3>::random([2, 24, 11], burn::tensor::Distribution::Default, &device);
-        let skip = (model.forward(x.clone()) - model.net.forward(x.clone())).into_data();
+        let skip =
+            (model.forward(x.clone()) - model.net.forward(x.clone(), &Autocast::F32)).into_data();
         let last = x.slice([0..2, 23..24, 0..1]).reshape([2, 1]).into_data();
         skip.assert_approx_eq::<f32>(&last, burn::tensor::Tolerance::default());
     }
@@ -237,5 +245,39 @@ mod tests {
         (y * 3.0 + 10.0)
             .into_data()
             .assert_approx_eq::<f32>(&moved.into_data(), burn::tensor::Tolerance::absolute(1e-3));
+    }
+
+    #[test]
+    fn bf16_mixed_forward_tracks_f32_and_trains_the_f32_masters() {
+        let device = Device::flex().autodiff();
+        let ac = Autocast::new(stoker_artifact::Precision::Bf16Mixed);
+        let cnn = Model::new(&ModelSpec::Cnn2d(Cnn2dSpec::default()), &shape(), &device);
+        let (lstm, lstm_shape) = lstm(true);
+        for (model, shape) in [(cnn, shape()), (lstm.train(), lstm_shape)] {
+            let x = Tensor::<3>::random(
+                [4, shape.window.input_len, shape.features],
+                burn::tensor::Distribution::Default,
+                &device,
+            );
+            let full = model.forward(x.clone());
+            let mixed = model.forward_with(x, &ac);
+            assert_eq!(mixed.dtype(), burn::tensor::DType::F32);
+            let (f, m) = (batch::to_host(full.clone()), batch::to_host(mixed.clone()));
+            let scale = f.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-3);
+            let worst = f
+                .iter()
+                .zip(&m)
+                .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+            assert!(
+                worst <= 0.05 * scale,
+                "bf16 output off by {worst} (scale {scale})"
+            );
+            let grads = mixed.square().mean().backward();
+            let grads = burn::optim::GradientsParams::from_grads(grads, &model);
+            assert!(
+                !grads.is_empty(),
+                "gradients must reach the f32 master weights"
+            );
+        }
     }
 }

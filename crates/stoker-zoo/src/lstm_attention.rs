@@ -10,6 +10,7 @@ use burn::tensor::activation::softmax;
 use stoker_artifact::LstmAttentionSpec;
 
 use crate::InputShape;
+use crate::precision::Autocast;
 
 #[derive(Module, Debug)]
 pub struct LstmAttention {
@@ -62,8 +63,8 @@ impl LstmAttention {
         }
     }
 
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<2> {
-        self.explain(x).output
+    pub fn forward(&self, x: Tensor<3>, ac: &Autocast) -> Tensor<2> {
+        self.explain(x, ac).output
     }
 
     /// Sets the linear skip to `fit` and the recurrent head to zero (see `ridge_init`).
@@ -97,8 +98,9 @@ impl LstmAttention {
         self
     }
 
-    /// [B, L, F] → prediction and attention weights.
-    pub fn explain(&self, x: Tensor<3>) -> Explained {
+    /// [B, L, F] → prediction and attention weights. Normalisation and the softmax run in f32;
+    /// the LSTMs, the attention projections and the linear maps in the autocast type.
+    pub fn explain(&self, x: Tensor<3>, ac: &Autocast) -> Explained {
         let [batch, len, features] = x.dims();
         let device = x.device();
         let targets = Tensor::<1, Int>::from_data(
@@ -116,19 +118,22 @@ impl LstmAttention {
             (x, None)
         };
 
+        let x = ac.low(x);
         let mut h = x
             .clone()
             .slice([0..batch, len - self.recurrent_len..len, 0..features]);
         for layer in &self.layers {
-            h = layer.forward(h, None).0;
+            // burn's Lstm writes its outputs into an f32 buffer, so it cannot run in a low type.
+            let layer = ac.fallback(layer.clone(), "burn's Lstm layer");
+            h = ac.low(layer.forward(ac.full(h), None).0);
         }
         let [_, steps, hidden] = h.dims();
         let scores = self
             .score_v
             .forward(self.score_w.forward(h.clone()).tanh())
             .reshape([batch, steps]);
-        let attention = softmax(scores, 1);
-        let context = (h.clone() * attention.clone().reshape([batch, steps, 1]))
+        let attention = softmax(ac.full(scores), 1);
+        let context = (h.clone() * ac.low(attention.clone()).reshape([batch, steps, 1]))
             .sum_dim(1)
             .reshape([batch, hidden]);
         let last = h
@@ -145,6 +150,7 @@ impl LstmAttention {
             let series = x.select(2, targets.clone()).swap_dims(1, 2);
             y = y + skip.forward(series).swap_dims(1, 2);
         }
+        let mut y = ac.full(y);
         if let Some((mean, std)) = scale {
             y = y * std.select(2, targets.clone()) + mean.select(2, targets);
         }

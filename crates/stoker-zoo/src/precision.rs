@@ -1,0 +1,81 @@
+//! Mixed precision, one mechanism for every model: f32 master weights are cast to the low type
+//! for the forward (the cast is differentiable, so gradients reach the f32 masters), the models
+//! cast activations to the low type before matmul / conv / LSTM ops and back to f32 before
+//! softmax, normalisation and the loss.
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::prelude::*;
+use burn::tensor::FloatDType;
+use stoker_artifact::Precision;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Autocast {
+    low: Option<FloatDType>,
+}
+
+impl Autocast {
+    pub const F32: Self = Self { low: None };
+
+    pub fn new(precision: Precision) -> Self {
+        Self {
+            low: match precision {
+                Precision::F32 => None,
+                Precision::Bf16Mixed => Some(FloatDType::BF16),
+                Precision::F16Mixed => Some(FloatDType::F16),
+            },
+        }
+    }
+
+    pub fn is_mixed(&self) -> bool {
+        self.low.is_some()
+    }
+
+    /// An activation entering a matmul / conv / recurrent op.
+    pub fn low<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
+        match self.low {
+            Some(dtype) => t.cast(dtype),
+            None => t,
+        }
+    }
+
+    /// An activation leaving for a precision-sensitive op (softmax, normalisation, loss).
+    pub fn full<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
+        match self.low {
+            Some(_) => t.cast(FloatDType::F32),
+            None => t,
+        }
+    }
+
+    /// Runs an op that lacks low-precision support in f32: its (already cast) weights go back
+    /// to f32 and `what` is logged once per process.
+    pub fn fallback<M: Module>(&self, module: M, what: &str) -> M {
+        static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+        if !self.is_mixed() {
+            return module;
+        }
+        let mut logged = LOGGED.lock().unwrap_or_else(|e| e.into_inner());
+        if !logged.iter().any(|w| w == what) {
+            eprintln!("note: {what} runs in f32 under mixed precision (no low-precision support)");
+            logged.push(what.to_string());
+        }
+        Self {
+            low: Some(FloatDType::F32),
+        }
+        .weights(module)
+    }
+
+    /// The module with every float parameter cast to the low type (differentiably).
+    pub fn weights<M: Module>(&self, module: M) -> M {
+        struct Cast(FloatDType);
+        impl ModuleMapper for Cast {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let dtype = self.0;
+                param.map(|t| t.cast(dtype))
+            }
+        }
+        match self.low {
+            Some(dtype) => module.map(&mut Cast(dtype)),
+            None => module,
+        }
+    }
+}
