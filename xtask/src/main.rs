@@ -11,7 +11,9 @@ use stoker_data::cli::{PrepareArgs, SynthArgs, run_prepare, run_synth};
 use stoker_infer::cli::{PredictArgs, run_predict};
 use stoker_train::cli::{TrainArgs, TuneArgs, run_train, run_tune};
 
+mod bench;
 mod sweep;
+use bench::{BenchArgs, run_bench};
 use sweep::{SweepArgs, run_sweep};
 
 #[derive(Parser)]
@@ -43,6 +45,8 @@ enum Command {
     Sweep(SweepArgs),
     /// Probe batch sizes with real training steps; write <config>.tuned.toml and the table.
     Tune(TuneArgs),
+    /// Throughput of every zoo model, the loader and prepare; --json writes the figures.
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -141,5 +145,6 @@ fn main() -> ExitCode {
         Command::Synth(args) => run_synth(&args).map(drop),
         Command::Sweep(args) => run_sweep(&args).map(drop),
         Command::Tune(args) => run_tune(&args).map(drop),
+        Command::Bench(args) => run_bench(&args),
     })
 }

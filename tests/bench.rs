@@ -1,0 +1,29 @@
+//! `cargo xtask bench --quick`: the harness runs end to end and writes the documented JSON keys.
+//! (The figures themselves come from the full run, never from tests.)
+
+mod common;
+
+use common::*;
+
+#[test]
+fn quick_bench_writes_every_documented_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let o = xtask(
+        &["bench", "--quick", "--json", json.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    for model in ["cnn2d", "lstm_attention"] {
+        for precision in ["f32", "bf16-mixed"] {
+            for key in ["train_samples_per_s", "infer_samples_per_s"] {
+                let x = v[model][precision][key].as_f64().unwrap_or(0.0);
+                assert!(x > 0.0, "{model}/{precision}/{key} = {x}");
+            }
+        }
+    }
+    assert!(v["loader"]["windows_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["prepare"]["peak_rss_mb"].as_f64().unwrap() > 0.0);
+}

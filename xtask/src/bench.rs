@@ -1,0 +1,360 @@
+//! `cargo xtask bench`: training-step and batched-inference throughput of every zoo model on its
+//! reference shape in f32 and bf16-mixed, loader throughput beside a plain memcpy of the same
+//! bytes, and prepare throughput and peak memory on a generated CSV of 20 million rows.
+//! Figures are medians of repeated runs after warm-up.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use burn::prelude::*;
+use clap::Args;
+use serde_json::{Value, json};
+use stoker_artifact::{
+    Cnn2dSpec, LossKind, LstmAttentionSpec, ModelSpec, Precision, PreparedData, Split, WindowSpec,
+};
+use stoker_train::loader::{HostBatch, Loader};
+use stoker_train::step::batch_gradients;
+use stoker_train::trainer::optimizer;
+use stoker_zoo::{Autocast, InputShape, Model};
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Also write the figures as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Small sizes and few repeats: checks the harness, not the machine.
+    #[arg(long)]
+    pub quick: bool,
+    /// Rows of the generated CSV for the prepare benchmark.
+    #[arg(long, default_value_t = 20_000_000)]
+    pub prepare_rows: usize,
+}
+
+struct Reference {
+    key: &'static str,
+    spec: ModelSpec,
+    shape: InputShape,
+    batch: usize,
+}
+
+fn references() -> Vec<Reference> {
+    let window = |input_len, output_len| WindowSpec {
+        input_len,
+        horizon: 1,
+        output_len,
+    };
+    vec![
+        Reference {
+            key: "cnn2d",
+            spec: ModelSpec::Cnn2d(Cnn2dSpec::default()),
+            shape: InputShape {
+                window: window(24, 1),
+                features: 11,
+                targets: vec![0],
+            },
+            batch: 512,
+        },
+        Reference {
+            key: "lstm_attention",
+            spec: ModelSpec::LstmAttention(LstmAttentionSpec::default()),
+            shape: InputShape {
+                window: window(96, 96),
+                features: 7,
+                targets: (0..7).collect(),
+            },
+            batch: 256,
+        },
+    ]
+}
+
+fn random_batch(shape: &InputShape, len: usize) -> HostBatch {
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    HostBatch {
+        inputs: (0..len * shape.window.input_len * shape.features)
+            .map(|_| next())
+            .collect(),
+        targets: (0..len * shape.outputs()).map(|_| next()).collect(),
+        len,
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Median samples/s of `repeats` timed runs of `steps` calls each, after one warm-up run.
+fn throughput(
+    samples_per_call: usize,
+    steps: usize,
+    repeats: usize,
+    mut call: impl FnMut(),
+) -> f64 {
+    for _ in 0..steps.min(3) {
+        call();
+    }
+    median(
+        (0..repeats)
+            .map(|_| {
+                let t = Instant::now();
+                for _ in 0..steps {
+                    call();
+                }
+                (steps * samples_per_call) as f64 / t.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+fn bench_model(r: &Reference, precision: Precision, quick: bool) -> (f64, f64) {
+    let (steps, repeats) = if quick { (2, 1) } else { (10, 5) };
+    let device = Device::flex();
+    let ad = device.clone().autodiff();
+    let ac = Autocast::new(precision);
+    let batch = random_batch(&r.shape, r.batch);
+    let mut model = Model::new(&r.spec, &r.shape, &ad);
+    let mut optim = optimizer(&Default::default());
+    let train = throughput(r.batch, steps, repeats, || {
+        let (grads, loss) = batch_gradients(
+            &model,
+            &batch,
+            r.shape.window,
+            r.shape.features,
+            1,
+            LossKind::Mse,
+            &ac,
+            1.0,
+            &ad,
+        );
+        model = optim.step(1e-4, model.clone(), grads);
+        let _ = loss.into_scalar::<f32>(); // one sync per step, as the trainer's loss read
+    });
+    let valid = model.valid();
+    let dims = [r.batch, r.shape.window.input_len, r.shape.features];
+    let infer = throughput(r.batch, steps, repeats, || {
+        let x = stoker_zoo::batch::inputs_tensor(batch.inputs.clone(), dims, &device);
+        let _ = stoker_zoo::batch::to_host(valid.forward_with(x, &ac));
+    });
+    (train, infer)
+}
+
+fn bench_loader(dir: &Path, quick: bool) -> Result<Value> {
+    let csv = dir.join("loader.csv");
+    stoker_data::synthetic::write_pm25_csv(
+        &csv,
+        &stoker_data::synthetic::SyntheticSpec {
+            start_year: 2010,
+            years: 3,
+            seed: 1,
+        },
+    )?;
+    let config = dir.join("loader.toml");
+    std::fs::write(
+        &config,
+        "[data]\ninput_len = 24\nsource = { kind = \"pm25\", val_start_year = 2011, test_start_year = 2012 }\n[model]\nkind = \"cnn2d\"\n",
+    )?;
+    let data_dir = dir.join("loader-data");
+    stoker_data::prepare::prepare(&stoker_data::prepare::PrepareRequest {
+        config: stoker_artifact::TaskConfig::load(&config)?,
+        input: csv,
+        out_dir: data_dir.clone(),
+    })?;
+    let data = Arc::new(PreparedData::open(&data_dir)?);
+    let spec = data.manifest.window;
+    let windows = data.windows(Split::Train, spec);
+    let order: Vec<usize> = windows
+        .iter()
+        .copied()
+        .cycle()
+        .take(if quick { 20_000 } else { 400_000 })
+        .collect();
+    let bytes_per_window = (spec.input_len * data.store.cols() * 4) as f64;
+    let loader = Loader::new(data.clone(), 2, 4);
+    let t = Instant::now();
+    loader
+        .for_each_batch(order.clone(), 512, spec, |b| -> Result<(), ()> {
+            std::hint::black_box(&b.inputs);
+            Ok(())
+        })
+        .ok();
+    let loader_s = t.elapsed().as_secs_f64();
+    // The same bytes by plain memcpy, one window at a time into a reused buffer.
+    let mut buffer = vec![0f32; 512 * spec.input_len * data.store.cols()];
+    let t = Instant::now();
+    for chunk in order.chunks(512) {
+        for (i, &s) in chunk.iter().enumerate() {
+            let w = data.store.window(s, spec);
+            buffer[i * w.len()..(i + 1) * w.len()].copy_from_slice(w);
+        }
+        std::hint::black_box(&buffer);
+    }
+    let memcpy_s = t.elapsed().as_secs_f64();
+    let n = order.len() as f64;
+    Ok(json!({
+        "windows_per_s": n / loader_s,
+        "gb_per_s": n * bytes_per_window / loader_s / 1e9,
+        "memcpy_gb_per_s": n * bytes_per_window / memcpy_s / 1e9,
+        "workers": 2,
+        "batch": 512,
+    }))
+}
+
+/// A PM2.5-format CSV of `rows` hourly rows, streamed to disk (cheap deterministic values).
+fn big_csv(path: &Path, rows: usize) -> Result<()> {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
+        && path.with_extension("rows").exists()
+        && std::fs::read_to_string(path.with_extension("rows"))?.trim() == rows.to_string()
+    {
+        return Ok(());
+    }
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    writeln!(
+        out,
+        "No,year,month,day,hour,pm2.5,DEWP,TEMP,PRES,cbwd,Iws,Is,Ir"
+    )?;
+    let start = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
+    let wind = ["NE", "NW", "SE", "cv"];
+    let mut t = start;
+    for i in 0..rows {
+        use chrono::{Datelike, Timelike};
+        let v = (i * 7919 % 1000) as f32;
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{:.2},0,0",
+            i + 1,
+            t.year(),
+            t.month(),
+            t.day(),
+            t.hour(),
+            v * 0.3,
+            (v * 0.01) - 5.0,
+            (v * 0.02) - 3.0,
+            1000.0 + v * 0.02,
+            wind[i / 37 % 4],
+            v * 0.05
+        )?;
+        t += chrono::Duration::hours(1);
+    }
+    out.flush()?;
+    std::fs::write(path.with_extension("rows"), rows.to_string())?;
+    Ok(())
+}
+
+fn bench_prepare(dir: &Path, rows: usize) -> Result<Value> {
+    let csv = dir.join("big.csv");
+    big_csv(&csv, rows)?;
+    let years = (rows / 8766).max(3) as i32;
+    let config = dir.join("prepare.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[data]\ninput_len = 24\nsource = {{ kind = \"pm25\", val_start_year = {}, test_start_year = {} }}\n[model]\nkind = \"cnn2d\"\n",
+            2000 + years * 8 / 10,
+            2000 + years * 9 / 10
+        ),
+    )?;
+    let t = Instant::now();
+    let mut child = Command::new(std::env::current_exe()?)
+        .args([
+            "prepare",
+            "--config",
+            config.to_str().unwrap(),
+            "--input",
+            csv.to_str().unwrap(),
+            "--artifacts",
+            dir.join("prepare-out").to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start the prepare child")?;
+    let mut peak_kb = 0u64;
+    let status = loop {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+            && let Some(kb) = s
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        {
+            peak_kb = peak_kb.max(kb);
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    anyhow::ensure!(status.success(), "prepare of the generated CSV failed");
+    let seconds = t.elapsed().as_secs_f64();
+    let csv_bytes = std::fs::metadata(&csv)?.len() as f64;
+    Ok(json!({
+        "rows": rows,
+        "seconds": seconds,
+        "rows_per_s": rows as f64 / seconds,
+        "mb_per_s": csv_bytes / seconds / 1e6,
+        "csv_mb": csv_bytes / 1e6,
+        "peak_rss_mb": peak_kb as f64 / 1024.0,
+    }))
+}
+
+pub fn run_bench(args: &BenchArgs) -> Result<()> {
+    let dir = Path::new("target/bench");
+    std::fs::create_dir_all(dir)?;
+    let mut report = serde_json::Map::new();
+    println!(
+        "{:<16} {:<11} {:>16} {:>16}",
+        "model", "precision", "train samples/s", "infer samples/s"
+    );
+    for r in references() {
+        let mut per = serde_json::Map::new();
+        for precision in [Precision::F32, Precision::Bf16Mixed] {
+            let (train, infer) = bench_model(&r, precision, args.quick);
+            println!(
+                "{:<16} {:<11} {train:>16.0} {infer:>16.0}",
+                r.key,
+                precision.name()
+            );
+            per.insert(precision.name().into(), json!({"train_samples_per_s": train, "infer_samples_per_s": infer, "batch": r.batch}));
+        }
+        report.insert(r.key.into(), Value::Object(per));
+    }
+    println!("{:<16} not in the zoo yet", "multiband_anc");
+    let loader = bench_loader(dir, args.quick)?;
+    println!(
+        "loader: {:.0} windows/s, {:.2} GB/s (plain memcpy of the same bytes: {:.2} GB/s)",
+        loader["windows_per_s"].as_f64().unwrap_or(0.0),
+        loader["gb_per_s"].as_f64().unwrap_or(0.0),
+        loader["memcpy_gb_per_s"].as_f64().unwrap_or(0.0)
+    );
+    report.insert("loader".into(), loader);
+    let rows = if args.quick {
+        200_000
+    } else {
+        args.prepare_rows
+    };
+    let prepare = bench_prepare(dir, rows)?;
+    println!(
+        "prepare: {rows} rows in {:.1}s ({:.0} rows/s, {:.0} MB/s of CSV), peak RSS {:.0} MB",
+        prepare["seconds"].as_f64().unwrap_or(0.0),
+        prepare["rows_per_s"].as_f64().unwrap_or(0.0),
+        prepare["mb_per_s"].as_f64().unwrap_or(0.0),
+        prepare["peak_rss_mb"].as_f64().unwrap_or(0.0)
+    );
+    report.insert("prepare".into(), prepare);
+    if let Some(path) = &args.json {
+        stoker_artifact::atomic::write_json(path, &Value::Object(report))?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}
