@@ -12,7 +12,7 @@ const OPTIMIZER_LIMIT: f64 = 0.3;
 /// Device utilisation below this (% of capacity) with no stall means the host is the limit.
 const IDLE_LIMIT: f64 = 50.0;
 
-pub fn diagnose(time: &StepTime, util: &Utilisation, batch_size: usize) -> Diagnosis {
+pub fn diagnose(time: &StepTime, util: &Utilisation, batch_size: usize, mixed: bool) -> Diagnosis {
     let total = (time.data_wait_s + time.compute_s + time.optimizer_s).max(1e-12);
     let stall = time.data_wait_s / total;
     let optimizer = time.optimizer_s / total;
@@ -43,7 +43,11 @@ pub fn diagnose(time: &StepTime, util: &Utilisation, batch_size: usize) -> Diagn
     } else {
         (
             "compute",
-            "the data pipeline keeps up and the device is busy: go faster with a lower precision (bf16-mixed) or a larger batch".into(),
+            if mixed {
+                "the data pipeline keeps up and the device is busy: a larger batch or a faster device is what is left".into()
+            } else {
+                "the data pipeline keeps up and the device is busy: go faster with a lower precision (bf16-mixed) or a larger batch".into()
+            },
         )
     };
     Diagnosis {
@@ -75,14 +79,17 @@ mod tests {
 
     #[test]
     fn each_bound_is_named_with_its_knob() {
-        let d = diagnose(&time(3.0, 6.0, 1.0), &busy(90.0), 64);
+        let d = diagnose(&time(3.0, 6.0, 1.0), &busy(90.0), 64, false);
         assert_eq!(d.bound, "data loading");
         assert!(d.advice.contains("workers"));
-        let d = diagnose(&time(0.0, 5.0, 5.0), &busy(90.0), 64);
+        let d = diagnose(&time(0.0, 5.0, 5.0), &busy(90.0), 64, false);
         assert!(d.bound.starts_with("optimizer") && d.advice.contains("batch_size"));
-        let d = diagnose(&time(0.0, 9.0, 1.0), &busy(20.0), 64);
+        let d = diagnose(&time(0.0, 9.0, 1.0), &busy(20.0), 64, false);
         assert_eq!(d.bound, "host synchronisation");
-        let d = diagnose(&time(0.0, 9.0, 1.0), &busy(95.0), 64);
+        let d = diagnose(&time(0.0, 9.0, 1.0), &busy(95.0), 64, false);
         assert_eq!(d.bound, "compute");
+        assert!(d.advice.contains("bf16"));
+        let d = diagnose(&time(0.0, 9.0, 1.0), &busy(95.0), 64, true);
+        assert!(!d.advice.contains("bf16"), "already mixed: {}", d.advice);
     }
 }

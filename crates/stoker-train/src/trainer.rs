@@ -316,7 +316,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         samples_per_s: state.step as f64 * t.batch_size as f64 / step_seconds.max(1e-9),
         data_stall_fraction: time.data_wait_s / step_seconds.max(1e-12),
         accumulate: t.accumulate,
-        diagnosis: diagnose(&time, &utilisation, t.batch_size),
+        diagnosis: diagnose(&time, &utilisation, t.batch_size, autocast.is_mixed()),
         step_time: time,
         utilisation_mean_percent: utilisation.mean_percent,
         utilisation_std_percent: utilisation.std_percent,
