@@ -6,35 +6,6 @@ mod common;
 use common::*;
 use stoker_artifact::{DatasetManifest, ForecastMetrics};
 
-/// A smooth multivariate hourly series with daily cycles, `date` first, as ETT files are.
-fn ett_csv(dir: &std::path::Path, rows: usize) -> std::path::PathBuf {
-    let path = dir.join("plant.csv");
-    let mut text = String::from("date,load_a,load_b,temp_x,temp_y,oil\n");
-    let start = chrono::NaiveDate::from_ymd_opt(2020, 3, 1)
-        .unwrap()
-        .and_hms_opt(0, 0, 0)
-        .unwrap();
-    for i in 0..rows {
-        let t = start + chrono::Duration::hours(i as i64);
-        let d = std::f64::consts::TAU * i as f64 / 24.0;
-        let vals = [
-            d.sin() * 5.0 + 10.0,
-            d.cos() * 2.0,
-            (d * 0.5).sin() + i as f64 * 0.001,
-            (d + 1.0).sin(),
-            20.0 + d.sin() * 3.0 + (i % 7) as f64 * 0.1,
-        ];
-        let cells: Vec<String> = vals.iter().map(|v| format!("{v:.3}")).collect();
-        text.push_str(&format!(
-            "{},{}\n",
-            t.format("%Y-%m-%d %H:%M:%S"),
-            cells.join(",")
-        ));
-    }
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 #[test]
 fn ett_format_with_other_columns_runs_the_whole_pipeline() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,168 @@
+//! The GPU path on wgpu (in CI: Mesa's lavapipe, a real Vulkan implementation on the CPU).
+//! Built only with `--features wgpu`; skipped with a message when no adapter is found.
+
+#![cfg(feature = "wgpu")]
+
+mod common;
+
+use burn::prelude::*;
+use common::*;
+use stoker_artifact::{Cnn2dSpec, LossKind, LstmAttentionSpec, ModelSpec, WindowSpec};
+use stoker_train::loader::HostBatch;
+use stoker_train::step::batch_gradients;
+use stoker_train::trainer::optimizer;
+use stoker_zoo::{Autocast, InputShape, Model};
+
+fn wgpu() -> Option<Device> {
+    let probe = std::panic::catch_unwind(|| {
+        let device = stoker_zoo::device::parse_device("wgpu").ok()?;
+        Tensor::<1>::ones([4], &device)
+            .sum()
+            .into_scalar::<f32>()
+            .eq(&4.0)
+            .then_some(device)
+    });
+    match probe {
+        Ok(Some(device)) => Some(device),
+        _ => {
+            eprintln!("skipped: no wgpu adapter (install mesa-vulkan-drivers for a software one)");
+            None
+        }
+    }
+}
+
+#[test]
+fn every_zoo_model_runs_end_to_end_on_wgpu() {
+    if wgpu().is_none() {
+        return;
+    }
+    // A short ETT-format series keeps lavapipe (a CPU emulating a GPU) quick.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = ett_csv(dir.path(), 700);
+    let config = |name: &str, model: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[data]\ninput = \"{}\"\ninput_len = 24\noutput_len = 12\n\
+                 source = {{ kind = \"ett\", train_rows = 400, val_rows = 150, test_rows = 150 }}\n\
+                 [model]\n{model}\n[train]\nepochs = 1\nbatch_size = 64\n",
+                csv.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let cnn = config("cnn2d", "kind = \"cnn2d\"\nchannels = [4, 8]\nhidden = 16");
+    let lstm = config(
+        "lstm",
+        "kind = \"lstm-attention\"\nhidden = 8\nlayers = 1\nattention = 4\ninstance_norm = true\nlinear_skip = true",
+    );
+    for (name, config) in [("cnn2d", cnn), ("lstm-attention", lstm)] {
+        let art = dir.path().join(name);
+        let (c, a) = (config.to_str().unwrap(), art.to_str().unwrap());
+        let o = xtask(&["prepare", "--config", c, "--artifacts", a], dir.path());
+        assert!(o.status.success(), "{name} prepare: {}", stderr(&o));
+        for stage in ["train", "predict"] {
+            let o = xtask(
+                &[stage, "--config", c, "--artifacts", a, "--device", "wgpu"],
+                dir.path(),
+            );
+            assert!(o.status.success(), "{name} {stage} on wgpu: {}", stderr(&o));
+        }
+        let metrics =
+            stoker_artifact::ForecastMetrics::load(&art.join("predict/metrics.json")).unwrap();
+        assert!(metrics.mse.is_finite(), "{name}: {metrics:?}");
+    }
+}
+
+/// Initialised once on the CPU, moved to wgpu: the first training losses agree.
+#[test]
+fn first_training_losses_match_the_cpu_from_the_same_weights() {
+    let Some(gpu) = wgpu() else { return };
+    let window = |input_len, output_len| WindowSpec {
+        input_len,
+        horizon: 1,
+        output_len,
+    };
+    let cases = [
+        (
+            ModelSpec::Cnn2d(Cnn2dSpec {
+                channels: vec![8, 16],
+                hidden: 32,
+                ..Default::default()
+            }),
+            InputShape {
+                window: window(24, 1),
+                features: 11,
+                targets: vec![0],
+            },
+        ),
+        (
+            ModelSpec::LstmAttention(LstmAttentionSpec {
+                hidden: 16,
+                layers: 2,
+                attention: 8,
+                ..Default::default()
+            }),
+            InputShape {
+                window: window(32, 8),
+                features: 3,
+                targets: vec![0, 1, 2],
+            },
+        ),
+    ];
+    for (spec, shape) in cases {
+        let (cpu, gpu) = (Device::flex().autodiff(), gpu.clone().autodiff());
+        let mut on_cpu = Model::new(&spec, &shape, &cpu);
+        // Initialised once: the CPU model's weights, loaded into a model on the GPU.
+        let mut on_gpu = Model::new(&spec, &shape, &gpu).load_record(on_cpu.clone().into_record());
+        let (mut opt_cpu, mut opt_gpu) = (
+            optimizer(&Default::default()),
+            optimizer(&Default::default()),
+        );
+        let n = 32;
+        let batch = |k: usize| HostBatch {
+            inputs: (0..n * shape.window.input_len * shape.features)
+                .map(|i| (((i + k) * 7919 % 211) as f32 / 105.0) - 1.0)
+                .collect(),
+            targets: (0..n * shape.outputs())
+                .map(|i| (((i + k) * 104_729 % 97) as f32 / 48.0) - 1.0)
+                .collect(),
+            len: n,
+        };
+        for k in 0..3 {
+            let f32 = Autocast::F32;
+            let (g_cpu, l_cpu) = batch_gradients(
+                &on_cpu,
+                &batch(k),
+                shape.window,
+                shape.features,
+                1,
+                LossKind::Mse,
+                &f32,
+                1.0,
+                &cpu,
+            );
+            let (g_gpu, l_gpu) = batch_gradients(
+                &on_gpu,
+                &batch(k),
+                shape.window,
+                shape.features,
+                1,
+                LossKind::Mse,
+                &f32,
+                1.0,
+                &gpu,
+            );
+            let (a, b) = (l_cpu.into_scalar::<f32>(), l_gpu.into_scalar::<f32>());
+            assert!(
+                (a - b).abs() <= 1e-3 * a.abs().max(1e-6),
+                "{} step {k}: cpu {a} vs wgpu {b}",
+                spec.kind()
+            );
+            on_cpu = opt_cpu.step(1e-3, on_cpu, g_cpu);
+            on_gpu = opt_gpu.step(1e-3, on_gpu, g_gpu);
+        }
+    }
+}
