@@ -144,7 +144,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         }
     };
 
-    let autocast = Autocast::new(t.precision);
+    let autocast = Autocast::for_device(t.precision, &req.device);
     // f16 needs loss scaling; bf16 has f32's exponent range and does not.
     let mut scaler = (t.precision == Precision::F16Mixed).then(LossScaler::default);
     let started = Instant::now();
@@ -302,7 +302,12 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         task: req.task.clone(),
         model: cfg.model.kind().into(),
         device: req.device_name.clone(),
-        precision: t.precision.name().into(),
+        precision: if autocast.is_mixed() {
+            t.precision.name()
+        } else {
+            "f32"
+        }
+        .into(),
         skipped_steps: scaler.as_ref().map_or(0, |s| s.skipped),
         parameters: model.num_params(),
         epochs: state.epoch - 1,

@@ -26,6 +26,22 @@ impl Autocast {
         }
     }
 
+    /// The policy `precision` asks for, or f32 with a message when `device` cannot compute in
+    /// the low type (wgpu adapters without shader-f16, WGSL without bf16).
+    pub fn for_device(precision: Precision, device: &Device) -> Self {
+        let wanted = Self::new(precision);
+        match wanted.low {
+            Some(dtype) if !device.supports_dtype(dtype) => {
+                eprintln!(
+                    "note: the device does not support {dtype:?}: {} falls back to f32",
+                    precision.name()
+                );
+                Self::F32
+            }
+            _ => wanted,
+        }
+    }
+
     pub fn is_mixed(&self) -> bool {
         self.low.is_some()
     }
