@@ -51,13 +51,7 @@ batch_size = 32
         dir.path(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    for stage in ["train", "predict"] {
-        let o = xtask(
-            &[stage, "--config", config, "--artifacts", art_s],
-            dir.path(),
-        );
-        assert!(o.status.success(), "{stage}: {}", stderr(&o));
-    }
+    run_stages(dir.path(), config, art_s, &["train", "predict"], &[]);
     let manifest = DatasetManifest::load(&art.join("data")).unwrap();
     assert_eq!(manifest.targets, vec![0, 1, 2, 3, 4]);
     assert_eq!(manifest.features[4].name, "oil");

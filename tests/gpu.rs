@@ -63,13 +63,13 @@ fn every_zoo_model_runs_end_to_end_on_wgpu() {
         let (c, a) = (config.to_str().unwrap(), art.to_str().unwrap());
         let o = xtask(&["prepare", "--config", c, "--artifacts", a], dir.path());
         assert!(o.status.success(), "{name} prepare: {}", stderr(&o));
-        for stage in ["train", "predict"] {
-            let o = xtask(
-                &[stage, "--config", c, "--artifacts", a, "--device", "wgpu"],
-                dir.path(),
-            );
-            assert!(o.status.success(), "{name} {stage} on wgpu: {}", stderr(&o));
-        }
+        run_stages(
+            dir.path(),
+            c,
+            a,
+            &["train", "predict"],
+            &["--device", "wgpu"],
+        );
         let metrics =
             stoker_artifact::ForecastMetrics::load(&art.join("predict/metrics.json")).unwrap();
         assert!(metrics.mse.is_finite(), "{name}: {metrics:?}");

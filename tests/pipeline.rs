@@ -79,13 +79,7 @@ fn predict_refuses_weights_trained_on_other_data() {
     let config = tiny_config(dir.path(), &csv, 2011, 2012);
     let art = dir.path().join("art");
     let (config_s, art_s) = (config.to_str().unwrap(), art.to_str().unwrap());
-    for stage in ["prepare", "train"] {
-        let o = xtask(
-            &[stage, "--config", config_s, "--artifacts", art_s],
-            dir.path(),
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-    }
+    run_stages(dir.path(), config_s, art_s, &["prepare", "train"], &[]);
     // Re-prepare with another split: the manifest changes, the weights do not.
     let other = tiny_config(dir.path(), &csv, 2011, 2012);
     let text = std::fs::read_to_string(&other)

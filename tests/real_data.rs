@@ -16,13 +16,13 @@ fn pm25_protocol_on_the_real_file() {
     let config = tiny_config(dir.path(), &csv, 2013, 2014);
     let art = dir.path().join("art");
     let (config, art_s) = (config.to_str().unwrap(), art.to_str().unwrap());
-    for stage in ["prepare", "train", "predict"] {
-        let o = xtask(
-            &[stage, "--config", config, "--artifacts", art_s],
-            dir.path(),
-        );
-        assert!(o.status.success(), "{stage}: {}", stderr(&o));
-    }
+    run_stages(
+        dir.path(),
+        config,
+        art_s,
+        &["prepare", "train", "predict"],
+        &[],
+    );
     let manifest = DatasetManifest::load(&art.join("data")).unwrap();
     assert_eq!(manifest.rows, 43_824);
     assert_eq!(
@@ -76,13 +76,7 @@ fn etth1_protocol_on_the_real_file() {
         dir.path(),
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    for stage in ["train", "predict"] {
-        let o = xtask(
-            &[stage, "--config", config, "--artifacts", art_s],
-            dir.path(),
-        );
-        assert!(o.status.success(), "{stage}: {}", stderr(&o));
-    }
+    run_stages(dir.path(), config, art_s, &["train", "predict"], &[]);
     let manifest = DatasetManifest::load(&art.join("data")).unwrap();
     assert_eq!(manifest.rows, 17_420);
     assert_eq!(

@@ -61,19 +61,13 @@ fn sweep_best_config_reproduces_its_validation_loss() {
     // Retrain the best config on its own: same seed, same data → same validation loss.
     let best_path = sweep.join("best.toml");
     let again = dir.path().join("again");
-    for stage in ["prepare", "train"] {
-        let o = xtask(
-            &[
-                stage,
-                "--config",
-                best_path.to_str().unwrap(),
-                "--artifacts",
-                again.to_str().unwrap(),
-            ],
-            dir.path(),
-        );
-        assert!(o.status.success(), "{stage}: {}", stderr(&o));
-    }
+    run_stages(
+        dir.path(),
+        best_path.to_str().unwrap(),
+        again.to_str().unwrap(),
+        &["prepare", "train"],
+        &[],
+    );
     let retrained = RunSummary::load(&again.join("train/summary.json"))
         .unwrap()
         .best_val_loss;

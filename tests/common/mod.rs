@@ -13,6 +13,16 @@ pub fn xtask(args: &[&str], cwd: &Path) -> Output {
         .expect("xtask runs")
 }
 
+/// Runs `stages` through xtask on `config` and `artifacts` (plus `extra` flags); each must succeed.
+pub fn run_stages(cwd: &Path, config: &str, artifacts: &str, stages: &[&str], extra: &[&str]) {
+    for stage in stages {
+        let mut args = vec![*stage, "--config", config, "--artifacts", artifacts];
+        args.extend(extra);
+        let o = xtask(&args, cwd);
+        assert!(o.status.success(), "{stage} {extra:?}: {}", stderr(&o));
+    }
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

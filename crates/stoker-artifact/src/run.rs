@@ -12,6 +12,24 @@ use crate::model::ModelSpec;
 
 pub const CHECKPOINT_VERSION: u32 = 1;
 
+/// Reads a JSON artifact and refuses any `format_version` but `expected`.
+fn load_versioned<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    version: impl Fn(&T) -> u32,
+    expected: u32,
+) -> Result<T> {
+    let value: T = atomic::read_json(path)?;
+    match version(&value) {
+        found if found == expected => Ok(value),
+        found => Err(ArtifactError::Version {
+            path: path.into(),
+            field: "format_version",
+            found,
+            expected,
+        }),
+    }
+}
+
 /// Written beside each weights file; predict refuses weights whose data manifest differs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
@@ -35,16 +53,7 @@ pub struct CheckpointMeta {
 
 impl CheckpointMeta {
     pub fn load(path: &Path) -> Result<Self> {
-        let meta: Self = atomic::read_json(path)?;
-        if meta.format_version != CHECKPOINT_VERSION {
-            return Err(ArtifactError::Version {
-                path: path.into(),
-                field: "format_version",
-                found: meta.format_version,
-                expected: CHECKPOINT_VERSION,
-            });
-        }
-        Ok(meta)
+        load_versioned(path, |m: &Self| m.format_version, CHECKPOINT_VERSION)
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -79,16 +88,7 @@ pub struct TrainState {
 
 impl TrainState {
     pub fn load(path: &Path) -> Result<Self> {
-        let state: Self = atomic::read_json(path)?;
-        if state.format_version != TRAIN_STATE_VERSION {
-            return Err(ArtifactError::Version {
-                path: path.into(),
-                field: "format_version",
-                found: state.format_version,
-                expected: TRAIN_STATE_VERSION,
-            });
-        }
-        Ok(state)
+        load_versioned(path, |s: &Self| s.format_version, TRAIN_STATE_VERSION)
     }
 }
 

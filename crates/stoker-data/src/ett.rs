@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use chrono::NaiveDateTime;
 
-use crate::source::{RawRow, Source, SourceSchema, csv_error, parse_cell};
+use crate::source::{RawRow, Source, SourceSchema, csv_error, open_csv, parse_cell};
 
 const FORMATS: [&str; 3] = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M"];
 
@@ -22,18 +22,7 @@ pub struct EttReader {
 
 impl EttReader {
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-        let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(file);
-        let header = reader
-            .headers()
-            .with_context(|| format!("{}: line 1: cannot read the header", path.display()))?
-            .clone();
-        if header.iter().all(|h| h.trim().is_empty()) {
-            bail!(
-                "{}: empty file: expected a header row `date,<column>,…`",
-                path.display()
-            );
-        }
+        let (header, records) = open_csv(path, "date,<column>,…")?;
         if header.len() < 2 {
             bail!(
                 "{}: line 1: expected a timestamp column and at least one numeric column",
@@ -47,7 +36,7 @@ impl EttReader {
                 .skip(1)
                 .map(|h| h.trim().to_string())
                 .collect(),
-            records: reader.into_records(),
+            records,
             last_timestamp: None,
             data_rows: 0,
         })

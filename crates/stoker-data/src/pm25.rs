@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 
-use crate::source::{RawRow, Source, SourceSchema, csv_error, parse_cell};
+use crate::source::{RawRow, Source, SourceSchema, csv_error, open_csv, parse_cell};
 
 /// Numeric columns, in store order. `pm2.5` is the target.
 pub const NUMERIC: [&str; 7] = ["pm2.5", "DEWP", "TEMP", "PRES", "Iws", "Is", "Ir"];
@@ -33,18 +33,7 @@ pub struct Pm25Reader {
 
 impl Pm25Reader {
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-        let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(file);
-        let header = reader
-            .headers()
-            .with_context(|| format!("{}: line 1: cannot read the header", path.display()))?
-            .clone();
-        if header.is_empty() || header.iter().all(str::is_empty) {
-            bail!(
-                "{}: empty file: expected a header row `No,year,month,day,hour,pm2.5,…`",
-                path.display()
-            );
-        }
+        let (header, records) = open_csv(path, "No,year,month,day,hour,pm2.5,…")?;
         let find = |name: &str| {
             header
                 .iter()
@@ -67,7 +56,7 @@ impl Pm25Reader {
         Ok(Self {
             path: path.into(),
             wind_col: find("cbwd")?,
-            records: reader.into_records(),
+            records,
             time_cols,
             numeric_cols,
             next_timestamp: None,

@@ -88,3 +88,26 @@ pub fn csv_error(path: &std::path::Path, e: csv::Error) -> anyhow::Error {
         _ => anyhow::anyhow!("{}: line {line}: {e}", path.display()),
     }
 }
+
+/// Opens a CSV with a header row: the header and the record stream. An empty file is an error
+/// that says which header was `expected`.
+pub fn open_csv(
+    path: &std::path::Path,
+    expected: &str,
+) -> anyhow::Result<(csv::StringRecord, csv::StringRecordsIntoIter<std::fs::File>)> {
+    use anyhow::Context;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(file);
+    let header = reader
+        .headers()
+        .with_context(|| format!("{}: line 1: cannot read the header", path.display()))?
+        .clone();
+    if header.iter().all(|h| h.trim().is_empty()) {
+        anyhow::bail!(
+            "{}: empty file: expected a header row `{expected}`",
+            path.display()
+        );
+    }
+    Ok((header, reader.into_records()))
+}
