@@ -29,7 +29,6 @@ pub struct PredictRequest {
 /// Forecasts of every window, flattened window-major, then step, then target; in the metric
 /// scale (raw units or normalised).
 pub struct Forecasts {
-    pub outputs: usize,
     pub truth: Vec<f32>,
     pub prediction: Vec<f32>,
     pub persistence: Vec<f32>,
@@ -140,7 +139,6 @@ fn forecasts(
         }
     }
     let mut f = Forecasts {
-        outputs: spec.output_len * targets.len(),
         truth,
         prediction,
         persistence,
