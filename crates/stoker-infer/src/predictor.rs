@@ -99,23 +99,23 @@ fn infer(
         .expect("model has a device");
     let mut predictions = Vec::new();
     let mut attention: Option<(usize, Vec<f32>)> = None;
-    let mut inputs = Vec::new();
     for chunk in windows.chunks(batch_size) {
-        inputs.clear();
+        let mut inputs = Vec::new();
         data.store.gather_inputs(chunk, spec, &mut inputs);
         let x = inputs_tensor(
-            inputs.clone(),
+            inputs,
             [chunk.len(), spec.input_len, data.store.cols()],
             &device,
         );
-        if let Some(weights) = model.attention(x.clone()) {
+        let (output, weights) = model.forward_explained(x);
+        if let Some(weights) = weights {
             let steps = weights.dims()[1];
             attention
                 .get_or_insert_with(|| (steps, Vec::new()))
                 .1
                 .extend(to_host(weights));
         }
-        predictions.extend(to_host(model.forward(x)));
+        predictions.extend(to_host(output));
     }
     (predictions, attention)
 }

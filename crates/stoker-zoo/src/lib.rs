@@ -132,10 +132,14 @@ impl Model {
     }
 
     /// Attention weights over the input steps [B, steps], for models that have them.
-    pub fn attention(&self, x: Tensor<3>) -> Option<Tensor<2>> {
+    /// `forward` plus the attention weights of models that have them, from one forward pass.
+    pub fn forward_explained(&self, x: Tensor<3>) -> (Tensor<2>, Option<Tensor<2>>) {
         match &self.net {
-            Forecaster::LstmAttention(m) => Some(m.explain(x, &Autocast::F32).attention),
-            Forecaster::Cnn2d(_) => None,
+            Forecaster::LstmAttention(m) if !self.residual => {
+                let e = m.explain(x, &Autocast::F32);
+                (e.output, Some(e.attention))
+            }
+            _ => (self.forward(x), None),
         }
     }
 
@@ -228,7 +232,12 @@ mod tests {
             &Device::flex(),
         );
         assert_eq!(model.forward(x.clone()).dims(), [5, shape.outputs()]);
-        let weights = model.attention(x).expect("the LSTM has attention");
+        let (output, weights) = model.forward_explained(x.clone());
+        let weights = weights.expect("the LSTM has attention");
+        output.into_data().assert_approx_eq::<f32>(
+            &model.forward(x).into_data(),
+            burn::tensor::Tolerance::default(),
+        );
         assert_eq!(weights.dims(), [5, 16]);
         let sums: Vec<f32> = batch::to_host(weights.clone().sum_dim(1));
         assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
