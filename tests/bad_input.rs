@@ -170,3 +170,126 @@ fn manifest_of_another_format_version() {
         assert_eq!(before, snapshot(&f.art), "{stage} changed artifacts");
     }
 }
+
+/// A good prepared ANC artifacts directory: a synthetic 16 kHz setup (`synth --anc`) prepared
+/// with `resample = false`. `csv` holds the noise recording.
+fn anc_fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = dir.path().join("setup");
+    let o = xtask(
+        &[
+            "synth",
+            "--anc",
+            setup.to_str().unwrap(),
+            "--seconds",
+            "2",
+            "--seed",
+            "5",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "synth --anc failed: {}", stderr(&o));
+    let config = dir.path().join("anc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[data]
+output_len = 256
+source = {{ kind = "anc", primary_path = "{}", secondary_path = "{}", resample = false }}
+[model]
+kind = "multiband-anc"
+"#,
+            setup.join("primary_path.csv").display(),
+            setup.join("secondary_path.csv").display()
+        ),
+    )
+    .unwrap();
+    let art = dir.path().join("art");
+    let f = Fixture {
+        csv: setup.join("noise.wav"),
+        config,
+        art,
+        dir,
+    };
+    let o = f.run("prepare", Some(&f.csv));
+    assert!(o.status.success(), "ANC prepare failed: {}", stderr(&o));
+    f
+}
+
+/// A mono PCM WAV of `bits`-bit samples, byte by byte (hound refuses to write some of these).
+fn wav_bytes(rate: u32, bits: u16, data: &[u8]) -> Vec<u8> {
+    let block = bits / 8;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    b.extend_from_slice(&1u16.to_le_bytes()); // mono
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * u32::from(block)).to_le_bytes());
+    b.extend_from_slice(&block.to_le_bytes());
+    b.extend_from_slice(&bits.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+#[test]
+fn anc_truncated_wav_header() {
+    let f = anc_fixture();
+    let bytes = std::fs::read(&f.csv).unwrap();
+    let bad = f.dir.path().join("truncated.wav");
+    std::fs::write(&bad, &bytes[..30]).unwrap();
+    f.prepare_fails(&bad, &["truncated.wav", "not a readable WAV file"]);
+}
+
+#[test]
+fn anc_8bit_pcm() {
+    let f = anc_fixture();
+    let bad = f.dir.path().join("pcm8.wav");
+    let samples: Vec<u8> = (0..16_000u32).map(|i| (128 + (i % 64)) as u8).collect();
+    std::fs::write(&bad, wav_bytes(16_000, 8, &samples)).unwrap();
+    f.prepare_fails(
+        &bad,
+        &["pcm8.wav: 8-bit PCM is not supported, convert to 16-bit or float"],
+    );
+}
+
+#[test]
+fn anc_zero_length_file() {
+    let f = anc_fixture();
+    let bad = f.dir.path().join("empty.wav");
+    std::fs::write(&bad, "").unwrap();
+    f.prepare_fails(&bad, &["empty.wav", "empty file"]);
+}
+
+#[test]
+fn anc_rate_mismatch_without_resampling() {
+    let f = anc_fixture();
+    let other = f.dir.path().join("rec48k");
+    let o = xtask(
+        &[
+            "synth",
+            "--anc",
+            other.to_str().unwrap(),
+            "--seconds",
+            "1",
+            "--rate",
+            "48000",
+        ],
+        f.dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    f.prepare_fails(
+        &other.join("noise.wav"),
+        &[
+            "rec48k/noise.wav",
+            "48000 Hz",
+            "16000 Hz",
+            "resample = false",
+        ],
+    );
+}

@@ -16,7 +16,7 @@ fn quick_bench_writes_every_documented_key() {
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    for model in ["cnn2d", "lstm_attention"] {
+    for model in ["cnn2d", "lstm_attention", "multiband_anc"] {
         for precision in ["f32", "bf16-mixed"] {
             for key in ["train_samples_per_s", "infer_samples_per_s"] {
                 let x = v[model][precision][key].as_f64().unwrap_or(0.0);
@@ -24,6 +24,7 @@ fn quick_bench_writes_every_documented_key() {
             }
         }
     }
+    assert!(v["anc_predict"]["speedup"].as_f64().unwrap() > 0.0);
     assert!(v["loader"]["windows_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["prepare"]["peak_rss_mb"].as_f64().unwrap() > 0.0);
 }

@@ -84,6 +84,7 @@ fn first_training_losses_match_the_cpu_from_the_same_weights() {
         input_len,
         horizon: 1,
         output_len,
+        stride: 1,
     };
     let cases = [
         (
@@ -96,6 +97,7 @@ fn first_training_losses_match_the_cpu_from_the_same_weights() {
                 window: window(24, 1),
                 features: 11,
                 targets: vec![0],
+                anc: None,
             },
         ),
         (
@@ -109,6 +111,7 @@ fn first_training_losses_match_the_cpu_from_the_same_weights() {
                 window: window(32, 8),
                 features: 3,
                 targets: vec![0, 1, 2],
+                anc: None,
             },
         ),
     ];

@@ -14,7 +14,8 @@ use burn::prelude::*;
 use clap::Args;
 use serde_json::{Value, json};
 use stoker_artifact::{
-    Cnn2dSpec, LossKind, LstmAttentionSpec, ModelSpec, Precision, PreparedData, Split, WindowSpec,
+    AncSignals, Cnn2dSpec, LossKind, LstmAttentionSpec, ModelSpec, MultibandAncSpec, Precision,
+    PreparedData, Split, WindowSpec,
 };
 use stoker_train::loader::{HostBatch, Loader};
 use stoker_train::step::batch_gradients;
@@ -38,7 +39,47 @@ struct Reference {
     key: &'static str,
     spec: ModelSpec,
     shape: InputShape,
+    /// Windows per step.
     batch: usize,
+    /// Samples a window counts for: 1 for a forecast window, its error-microphone samples for
+    /// an ANC chunk.
+    samples_per_window: usize,
+}
+
+/// The ANC reference: 3 bands × 256 taps, hidden 384, one chunk of 1024 error samples per
+/// step, a 256-tap secondary path.
+fn anc_reference() -> Reference {
+    let spec = MultibandAncSpec::default();
+    let secondary: Vec<f32> = (0..256)
+        .map(|k| (-(k as f32) / 40.0).exp() * ((k as f32) * 0.3).sin())
+        .collect();
+    let chunk = 1024;
+    let window = WindowSpec {
+        input_len: spec.receptive_field() - 1 + secondary.len() - 1 + chunk,
+        horizon: 1 - chunk as isize,
+        output_len: chunk,
+        stride: chunk,
+    };
+    Reference {
+        key: "multiband_anc",
+        spec: ModelSpec::MultibandAnc(spec),
+        shape: InputShape {
+            window,
+            features: 2,
+            targets: vec![1],
+            anc: Some(AncSignals {
+                sample_rate: 16_000,
+                source_rate: 16_000,
+                secondary_path: secondary,
+                primary_taps: 512,
+                saturation: 0.0,
+                reference_rms: 1.0,
+                disturbance_rms: 1.0,
+            }),
+        },
+        batch: 1,
+        samples_per_window: chunk,
+    }
 }
 
 fn references() -> Vec<Reference> {
@@ -46,6 +87,7 @@ fn references() -> Vec<Reference> {
         input_len,
         horizon: 1,
         output_len,
+        stride: 1,
     };
     vec![
         Reference {
@@ -55,8 +97,10 @@ fn references() -> Vec<Reference> {
                 window: window(24, 1),
                 features: 11,
                 targets: vec![0],
+                anc: None,
             },
             batch: 512,
+            samples_per_window: 1,
         },
         Reference {
             key: "lstm_attention",
@@ -65,9 +109,12 @@ fn references() -> Vec<Reference> {
                 window: window(96, 96),
                 features: 7,
                 targets: (0..7).collect(),
+                anc: None,
             },
             batch: 256,
+            samples_per_window: 1,
         },
+        anc_reference(),
     ]
 }
 
@@ -124,7 +171,8 @@ fn bench_model(r: &Reference, precision: Precision, quick: bool) -> (f64, f64) {
     let batch = random_batch(&r.shape, r.batch);
     let mut model = Model::new(&r.spec, &r.shape, &ad);
     let mut optim = optimizer(&Default::default());
-    let train = throughput(r.batch, steps, repeats, || {
+    let samples = r.batch * r.samples_per_window;
+    let train = throughput(samples, steps, repeats, || {
         let (grads, loss) = batch_gradients(
             &model,
             &batch,
@@ -141,11 +189,59 @@ fn bench_model(r: &Reference, precision: Precision, quick: bool) -> (f64, f64) {
     });
     let valid = model.valid();
     let dims = [r.batch, r.shape.window.input_len, r.shape.features];
-    let infer = throughput(r.batch, steps, repeats, || {
+    // Inference counts what the forward pass yields: an ANC chunk's control samples include
+    // the secondary path's history.
+    let infer_samples = {
+        let x = stoker_zoo::batch::inputs_tensor(batch.inputs.clone(), dims, &device);
+        valid.forward(x).dims().iter().product()
+    };
+    let infer = throughput(infer_samples, steps, repeats, || {
         let x = stoker_zoo::batch::inputs_tensor(batch.inputs.clone(), dims, &device);
         let _ = stoker_zoo::batch::to_host(valid.forward_with(x, &ac));
     });
     (train, infer)
+}
+
+/// Whole-signal ANC prediction, batched against one forward pass per sample, on the reference
+/// model (random weights: speed does not depend on them).
+fn bench_anc_predict(quick: bool) -> Value {
+    let r = anc_reference();
+    let device = Device::flex();
+    let model = Model::new(&r.spec, &r.shape, &device);
+    let stoker_zoo::Forecaster::MultibandAnc(net) = &model.net else {
+        unreachable!("the ANC reference is a multiband-anc model")
+    };
+    let samples = if quick { 20_000 } else { 180_000 };
+    let per_sample_samples = if quick { 500 } else { samples };
+    let signal: Vec<f32> = (0..samples)
+        .map(|n| ((n * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let opts = |per_sample| stoker_infer::anc::AncOptions {
+        batch_size: 8192,
+        per_sample,
+        baseline_taps: 512,
+        fxnlms_step: 0.1,
+    };
+    let rate = |signal: &[f32], per_sample| {
+        let _ = stoker_infer::anc::control_signal(
+            net,
+            &signal[..signal.len().min(2_000)],
+            opts(per_sample),
+        );
+        let t = Instant::now();
+        let y = stoker_infer::anc::control_signal(net, signal, opts(per_sample));
+        assert_eq!(y.len(), signal.len());
+        signal.len() as f64 / t.elapsed().as_secs_f64()
+    };
+    let batched = rate(&signal, false);
+    let per_sample = rate(&signal[..per_sample_samples], true);
+    json!({
+        "samples": samples,
+        "batched_samples_per_s": batched,
+        "per_sample_samples": per_sample_samples,
+        "per_sample_samples_per_s": per_sample,
+        "speedup": batched / per_sample,
+    })
 }
 
 fn bench_loader(dir: &Path, quick: bool) -> Result<Value> {
@@ -325,11 +421,23 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
                 r.key,
                 precision.name()
             );
-            per.insert(precision.name().into(), json!({"train_samples_per_s": train, "infer_samples_per_s": infer, "batch": r.batch}));
+            per.insert(
+                precision.name().into(),
+                json!({"train_samples_per_s": train, "infer_samples_per_s": infer, "batch": r.batch * r.samples_per_window}),
+            );
         }
         report.insert(r.key.into(), Value::Object(per));
     }
-    println!("{:<16} not in the zoo yet", "multiband_anc");
+    let anc = bench_anc_predict(args.quick);
+    println!(
+        "ANC predict of {} samples: batched {:.0} samples/s, --per-sample {:.0} samples/s (over {} samples): {:.0}× faster batched",
+        anc["samples"],
+        anc["batched_samples_per_s"].as_f64().unwrap_or(0.0),
+        anc["per_sample_samples_per_s"].as_f64().unwrap_or(0.0),
+        anc["per_sample_samples"],
+        anc["speedup"].as_f64().unwrap_or(0.0)
+    );
+    report.insert("anc_predict".into(), anc);
     let loader = bench_loader(dir, args.quick)?;
     println!(
         "loader: {:.0} windows/s, {:.2} GB/s (plain memcpy of the same bytes: {:.2} GB/s)",

@@ -39,7 +39,7 @@ enum Command {
     Run(RunArgs),
     /// The default job: generate the embedded synthetic data set, then prepare, train, predict.
     Demo(DemoArgs),
-    /// Write the synthetic PM2.5-format series.
+    /// Write the synthetic PM2.5-format series (--out FILE), or a synthetic ANC setup (--anc DIR).
     Synth(SynthArgs),
     /// Train every combination of a parameter grid; rank by validation loss.
     Sweep(SweepArgs),
@@ -83,6 +83,7 @@ fn run_all(args: &RunArgs) -> Result<()> {
     run_prepare(&PrepareArgs {
         task: task.clone(),
         input: args.input.clone(),
+        anc: Default::default(),
     })?;
     run_train(&TrainArgs {
         task: task.clone(),
@@ -100,6 +101,7 @@ fn run_all(args: &RunArgs) -> Result<()> {
         device: args.device.clone(),
         batch_size: None,
         last: false,
+        per_sample: false,
     })?;
     Ok(())
 }
@@ -107,10 +109,11 @@ fn run_all(args: &RunArgs) -> Result<()> {
 fn demo(args: &DemoArgs) -> Result<()> {
     let started = std::time::Instant::now();
     run_synth(&SynthArgs {
-        out: DEMO_DATA.into(),
+        out: Some(DEMO_DATA.into()),
         start_year: 2010,
         years: 3,
         seed: args.data_seed,
+        anc: Default::default(),
     })?;
     let run = RunArgs {
         config: args.config.clone(),

@@ -119,6 +119,7 @@ pub fn run_sweep(args: &SweepArgs) -> Result<PathBuf> {
     run_prepare(&PrepareArgs {
         task: args.task.clone(),
         input: args.input.clone(),
+        anc: Default::default(),
     })?;
     let sweep_dir = layout.root().join("sweep");
     let combos = combinations(&args.grid)?;

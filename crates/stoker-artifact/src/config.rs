@@ -32,12 +32,15 @@ pub struct DataConfig {
     /// Raw input path used when `--input` is not given.
     #[serde(default)]
     pub input: Option<PathBuf>,
-    /// Input window length in rows.
+    /// Input window length in rows (forecasting; ANC derives it from the model's receptive
+    /// field and the secondary path).
+    #[serde(default)]
     pub input_len: usize,
     /// How many rows ahead of the last input row the first target lies (1 = next row).
     #[serde(default = "one")]
     pub horizon: usize,
-    /// Consecutive target rows predicted per window (96 for the ETT protocol).
+    /// Consecutive target rows predicted per window (96 for the ETT protocol; for ANC the
+    /// error-microphone samples in the loss of one training chunk).
     #[serde(default = "one")]
     pub output_len: usize,
     /// Rows per Parquet shard: bounds prepare's memory, whatever the input size.
@@ -84,6 +87,49 @@ pub enum SourceConfig {
         #[serde(default = "default_max_gap")]
         max_gap: usize,
     },
+    /// A noise recording (WAV) with measured primary and secondary acoustic paths, for active
+    /// noise control: d = primary * x; the first `train_fraction` of the signal trains (its
+    /// last `val_fraction` of the whole validates), the rest tests.
+    Anc(AncSourceConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AncSourceConfig {
+    /// Impulse response of the primary path (noise source → error microphone): one
+    /// coefficient per line (`#` comments) or a WAV, at `sample_rate`.
+    pub primary_path: Option<PathBuf>,
+    /// Impulse response of the secondary path (loudspeaker → error microphone), same formats.
+    pub secondary_path: Option<PathBuf>,
+    #[serde(default = "default_anc_rate")]
+    pub sample_rate: u32,
+    /// Resample recordings at another rate (anti-aliased); when false they are an error.
+    #[serde(default = "yes")]
+    pub resample: bool,
+    #[serde(default = "default_train_fraction")]
+    pub train_fraction: f64,
+    #[serde(default = "default_val_fraction")]
+    pub val_fraction: f64,
+    /// Loudspeaker saturation η between the controller output y and the secondary path:
+    /// the plant hears tanh(η·y)/η, y in units of the disturbance's train RMS (0 = linear).
+    #[serde(default)]
+    pub saturation: f64,
+}
+
+fn default_anc_rate() -> u32 {
+    16_000
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_train_fraction() -> f64 {
+    0.7
+}
+
+fn default_val_fraction() -> f64 {
+    0.1
 }
 
 fn ett_train_rows() -> usize {
@@ -260,9 +306,14 @@ pub enum LossKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PredictConfig {
+    /// Windows per inference batch (ANC: control samples per batch).
     pub batch_size: usize,
     /// Which checkpoint to evaluate.
     pub checkpoint: CheckpointChoice,
+    /// ANC baselines: taps of FxNLMS and of the offline least-squares FIR.
+    pub fxnlms_taps: usize,
+    /// ANC baselines: FxNLMS step size μ (normalised LMS, 0 < μ < 2).
+    pub fxnlms_step: f64,
 }
 
 impl Default for PredictConfig {
@@ -270,6 +321,8 @@ impl Default for PredictConfig {
         Self {
             batch_size: 2048,
             checkpoint: CheckpointChoice::Best,
+            fxnlms_taps: 512,
+            fxnlms_step: 0.1,
         }
     }
 }
@@ -297,8 +350,15 @@ impl TaskConfig {
     }
 
     fn validate(&self, path: &Path) -> Result<()> {
+        let anc = matches!(self.data.source, SourceConfig::Anc(_));
+        if anc != matches!(self.model, ModelSpec::MultibandAnc(_)) {
+            return Err(ArtifactError::invalid(
+                path,
+                "an `anc` data source goes with a `multiband-anc` model, and only with it",
+            ));
+        }
         let positive = [
-            ("data.input_len", self.data.input_len),
+            ("data.input_len", if anc { 1 } else { self.data.input_len }),
             ("data.horizon", self.data.horizon),
             ("data.output_len", self.data.output_len),
             ("data.shard_rows", self.data.shard_rows),
@@ -315,21 +375,67 @@ impl TaskConfig {
                 return Err(ArtifactError::invalid(path, format!("`{key}` must be > 0")));
             }
         }
+        if let (ModelSpec::MultibandAnc(m), SourceConfig::Anc(src)) =
+            (&self.model, &self.data.source)
+        {
+            let nyquist = f64::from(src.sample_rate) / 2.0;
+            if m.filter_taps < 3 || m.filter_taps.is_multiple_of(2) {
+                return Err(ArtifactError::invalid(
+                    path,
+                    "`model.filter_taps` must be odd and ≥ 3 (a linear-phase FIR with an integer delay)",
+                ));
+            }
+            let inside = m.band_edges.iter().all(|&f| f > 0.0 && f < nyquist);
+            let increasing = m.band_edges.windows(2).all(|w| w[0] < w[1]);
+            if !(inside && increasing) {
+                return Err(ArtifactError::invalid(
+                    path,
+                    format!("`model.band_edges` must increase strictly inside (0, {nyquist}) Hz"),
+                ));
+            }
+            if m.taps == 0 || m.hidden == 0 {
+                return Err(ArtifactError::invalid(
+                    path,
+                    "`model.taps` and `model.hidden` must be > 0",
+                ));
+            }
+        }
         if self.train.lr.is_nan() || self.train.lr <= 0.0 {
             return Err(ArtifactError::invalid(path, "`train.lr` must be > 0"));
         }
         Ok(())
     }
 
-    /// The task name: the config file's stem (`configs/pm25-cnn2d.toml` → `pm25-cnn2d`).
+    /// The window of a forecasting task (ANC's depends on the prepared secondary path: see
+    /// [`TaskConfig::window_for`]).
     pub fn window(&self) -> crate::WindowSpec {
         crate::WindowSpec {
             input_len: self.data.input_len,
-            horizon: self.data.horizon,
+            horizon: self.data.horizon as isize,
             output_len: self.data.output_len,
+            stride: 1,
         }
     }
 
+    /// The window on prepared data. An ANC chunk holds `output_len` error-microphone samples
+    /// (the targets, concurrent with the last input rows), the controller outputs whose
+    /// secondary-path history they need, and the reference history those outputs read.
+    pub fn window_for(&self, manifest: &crate::DatasetManifest) -> crate::WindowSpec {
+        match (&self.model, &manifest.anc) {
+            (ModelSpec::MultibandAnc(spec), Some(anc)) => {
+                let chunk = self.data.output_len;
+                crate::WindowSpec {
+                    input_len: spec.receptive_field() - 1 + anc.secondary_path.len() - 1 + chunk,
+                    horizon: 1 - chunk as isize,
+                    output_len: chunk,
+                    stride: chunk,
+                }
+            }
+            _ => self.window(),
+        }
+    }
+
+    /// The task name: the config file's stem (`configs/pm25-cnn2d.toml` → `pm25-cnn2d`).
     pub fn name_of(path: &Path) -> String {
         path.file_stem()
             .map(|s| s.to_string_lossy().into_owned())

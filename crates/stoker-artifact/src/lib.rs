@@ -17,7 +17,7 @@
 //! writer.finish()?;
 //!
 //! let store = WindowStore::open(&path)?;
-//! let spec = WindowSpec { input_len: 2, horizon: 1, output_len: 1 };
+//! let spec = WindowSpec { input_len: 2, horizon: 1, output_len: 1, stride: 1 };
 //! assert_eq!(store.window_starts(spec, 0..5), vec![0, 1, 2]);
 //! assert_eq!(store.window(1, spec), &[1.0, 0.5, 2.0, 0.5]); // borrowed from the map
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -35,13 +35,15 @@ pub mod table;
 pub mod window_store;
 
 pub use config::{
-    CheckpointChoice, DataConfig, Interval, IntervalUnit, LossKind, Precision, SourceConfig,
-    TaskConfig, TrainConfig,
+    AncSourceConfig, CheckpointChoice, DataConfig, Interval, IntervalUnit, LossKind, Precision,
+    SourceConfig, TaskConfig, TrainConfig,
 };
 pub use error::{ArtifactError, Result};
 pub use layout::ArtifactLayout;
-pub use manifest::{DatasetManifest, Feature, FeatureKind, MetricScale, Split, Splits, WindowSpec};
-pub use model::{Cnn2dSpec, LstmAttentionSpec, ModelSpec};
+pub use manifest::{
+    AncSignals, DatasetManifest, Feature, FeatureKind, MetricScale, Split, Splits, WindowSpec,
+};
+pub use model::{Cnn2dSpec, LstmAttentionSpec, ModelSpec, MultibandAncSpec};
 pub use prepared::PreparedData;
-pub use run::{CheckpointMeta, EpochRecord, ForecastMetrics, RunSummary};
+pub use run::{AncMetrics, BandNr, CheckpointMeta, EpochRecord, ForecastMetrics, RunSummary};
 pub use window_store::{INPUT_OK, TARGET_OK, WindowStore, WindowStoreWriter};

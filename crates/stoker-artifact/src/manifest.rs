@@ -32,6 +32,25 @@ pub struct DatasetManifest {
     pub store_file: String,
     pub shards: Vec<ShardRef>,
     pub quality: QualityReport,
+    /// The acoustic setup of an ANC dataset (columns x, d).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anc: Option<AncSignals>,
+}
+
+/// What train and predict need to know about an ANC recording besides its samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AncSignals {
+    pub sample_rate: u32,
+    /// Rate of the recording before resampling.
+    pub source_rate: u32,
+    /// Secondary path S at `sample_rate`: the error microphone hears e = d − S * g(y).
+    pub secondary_path: Vec<f32>,
+    pub primary_taps: usize,
+    /// Loudspeaker saturation η: g(y) = tanh(η·y)/η on normalised y (0 = linear).
+    pub saturation: f64,
+    /// x and d are stored divided by these (their train-split RMS); y is in units of d's.
+    pub reference_rms: f64,
+    pub disturbance_rms: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,12 +99,18 @@ pub enum MetricScale {
 
 /// How rows become (input, target) windows: inputs are rows `s .. s+input_len`; the targets are
 /// the target columns of the `output_len` rows from `s + input_len - 1 + horizon` on.
+/// A horizon ≤ 0 makes the targets concurrent with the last input rows: ANC's disturbance d(n)
+/// is heard at the same instant as the reference x(n) the controller reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowSpec {
     pub input_len: usize,
-    pub horizon: usize,
+    pub horizon: isize,
     #[serde(default = "one")]
     pub output_len: usize,
+    /// Rows between consecutive window starts (1 = every row): ANC's training chunks tile the
+    /// signal instead of overlapping almost entirely.
+    #[serde(default = "one")]
+    pub stride: usize,
 }
 
 fn one() -> usize {
@@ -94,7 +119,9 @@ fn one() -> usize {
 
 impl WindowSpec {
     pub fn first_target_row(&self, start: usize) -> usize {
-        start + self.input_len - 1 + self.horizon
+        (start + self.input_len - 1)
+            .checked_add_signed(self.horizon)
+            .expect("horizon reaches before the window's first row")
     }
 
     pub fn target_rows(&self, start: usize) -> Range<usize> {
@@ -102,9 +129,16 @@ impl WindowSpec {
         first..first + self.output_len
     }
 
-    /// Rows from a window's start to its last target row.
+    /// Rows from a window's start to its last input or target row, whichever is later.
     pub fn span(&self) -> usize {
-        self.input_len - 1 + self.horizon + self.output_len
+        self.input_len
+            .max(self.first_target_row(0) + self.output_len)
+    }
+
+    /// Rows before the first target row of a window (negative horizons make it shorter than
+    /// the input).
+    pub fn lead(&self) -> usize {
+        self.first_target_row(0)
     }
 }
 
@@ -253,6 +287,7 @@ mod tests {
             input_len: 24,
             horizon: 1,
             output_len: 1,
+            stride: 1,
         };
         assert_eq!(w.target_rows(0), 24..25);
         let multi = WindowSpec {
@@ -261,5 +296,14 @@ mod tests {
         };
         assert_eq!(multi.target_rows(2), 26..122);
         assert_eq!(multi.span(), 120);
+        // Concurrent targets: the last 8 input rows.
+        let concurrent = WindowSpec {
+            input_len: 20,
+            horizon: -7,
+            output_len: 8,
+            stride: 8,
+        };
+        assert_eq!(concurrent.target_rows(3), 15..23);
+        assert_eq!(concurrent.span(), 20);
     }
 }

@@ -13,6 +13,60 @@ pub enum ModelSpec {
     /// (score_t = vᵀ·tanh(W·h_t), softmax over time), context ⊕ last hidden state → linear head
     /// to output_len × targets. Defaults are the reference shape: hidden 128, 2 layers.
     LstmAttention(LstmAttentionSpec),
+    /// Active noise control: a fixed causal FIR filterbank splits the reference x into bands;
+    /// one MLP per band maps the band's last `taps` samples to its share of the control sample
+    /// y(n); the bands' outputs sum to y(n). Strictly causal.
+    MultibandAnc(MultibandAncSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MultibandAncSpec {
+    /// Edges between consecutive bands in Hz: n edges make n + 1 bands.
+    pub band_edges: Vec<f64>,
+    /// Length of each band-split FIR (odd: linear phase, delay (n − 1) / 2 samples).
+    pub filter_taps: usize,
+    /// Band samples each network reads (x(n − taps + 1) … x(n) of its band).
+    pub taps: usize,
+    pub hidden: usize,
+    /// Hidden layers per band network.
+    pub layers: usize,
+    /// Taps of a linear FIR on the full-band reference beside the band networks (0 = none):
+    /// the networks then learn what linear control misses.
+    pub linear_taps: usize,
+    /// Start the linear FIR at the offline least-squares controller (fitted on the train
+    /// split) and the band networks' output layers at zero.
+    pub least_squares_init: bool,
+}
+
+impl Default for MultibandAncSpec {
+    fn default() -> Self {
+        Self {
+            band_edges: vec![500.0, 2000.0],
+            filter_taps: 129,
+            taps: 256,
+            hidden: 384,
+            layers: 1,
+            linear_taps: 0,
+            least_squares_init: false,
+        }
+    }
+}
+
+impl MultibandAncSpec {
+    /// Reference samples y(n) depends on: x(n − receptive_field + 1) … x(n).
+    pub fn receptive_field(&self) -> usize {
+        self.band_receptive_field().max(self.linear_taps)
+    }
+
+    /// Reference samples the band networks read (through the filterbank).
+    pub fn band_receptive_field(&self) -> usize {
+        self.taps + self.filter_taps - 1
+    }
+
+    pub fn bands(&self) -> usize {
+        self.band_edges.len() + 1
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,6 +136,7 @@ impl ModelSpec {
         match self {
             ModelSpec::Cnn2d(_) => "cnn2d",
             ModelSpec::LstmAttention(_) => "lstm-attention",
+            ModelSpec::MultibandAnc(_) => "multiband-anc",
         }
     }
 }

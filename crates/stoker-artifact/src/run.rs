@@ -41,6 +41,9 @@ pub struct CheckpointMeta {
     pub window: WindowSpec,
     /// Indices of the targets among the input features.
     pub targets: Vec<usize>,
+    /// The acoustic plant of an ANC model (its loss and the predictor's residual need it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anc: Option<crate::AncSignals>,
     /// SHA-256 of the `manifest.json` the model was trained on.
     pub manifest_sha256: String,
     pub epoch: usize,
@@ -176,6 +179,44 @@ pub struct ForecastMetrics {
     pub repeat_mse: f64,
     pub checkpoint: String,
     pub infer_samples_per_s: f64,
+}
+
+/// `predict/metrics.json` of an ANC task: noise reduction NR = 10·log10(Σd² / Σe²) over the
+/// test split (the last 30 % by default) for the network and both linear baselines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AncMetrics {
+    pub split: String,
+    /// Samples the NR figures cover.
+    pub samples: usize,
+    pub sample_rate: u32,
+    pub nr_db: f64,
+    /// FxNLMS adapting online over the whole signal (`fxnlms_taps`, `fxnlms_step`).
+    pub fxnlms_nr_db: f64,
+    /// The offline least-squares causal FIR (`fxnlms_taps` taps), fitted on train + validation.
+    pub wiener_nr_db: f64,
+    pub fxnlms_taps: usize,
+    pub fxnlms_step: f64,
+    /// NR of the network within each band of its filterbank.
+    pub band_nr_db: Vec<BandNr>,
+    pub saturation: f64,
+    pub checkpoint: String,
+    /// Control samples computed (the whole signal) and how fast; `per-sample` or `batched`.
+    pub predicted_samples: usize,
+    pub infer_samples_per_s: f64,
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BandNr {
+    pub low_hz: f64,
+    pub high_hz: f64,
+    pub nr_db: f64,
+}
+
+impl AncMetrics {
+    pub fn load(path: &Path) -> Result<Self> {
+        atomic::read_json(path)
+    }
 }
 
 impl ForecastMetrics {

@@ -275,12 +275,13 @@ impl WindowStore {
             p
         };
         let (inputs, targets) = (prefix(INPUT_OK), prefix(TARGET_OK));
-        let lead = spec.input_len - 1 + spec.horizon;
+        let lead = spec.lead();
         let end = target_rows.end.min(self.rows);
         let Some(last_start) = end.checked_sub(spec.span()) else {
             return Vec::new();
         };
         (target_rows.start.saturating_sub(lead)..=last_start)
+            .step_by(spec.stride.max(1))
             .filter(|&s| {
                 let t = spec.target_rows(s);
                 inputs[s + spec.input_len] == inputs[s] && targets[t.end] == targets[t.start]
@@ -315,6 +316,7 @@ mod tests {
             input_len: 3,
             horizon: 1,
             output_len: 1,
+            stride: 1,
         };
         assert_eq!(store.window(2, spec), &[2.0, -2.0, 3.0, -3.0, 4.0, -4.0]);
         let w = store.window(2, spec);
@@ -338,6 +340,7 @@ mod tests {
             input_len: 2,
             horizon: 1,
             output_len: 1,
+            stride: 1,
         };
         // target 2 unobserved; windows touching row 4 dropped.
         assert_eq!(store.window_starts(spec, 0..9), vec![1, 5, 6]);

@@ -6,6 +6,10 @@
 //! the manifest (formats in `stoker-artifact`). Memory is bounded by the shard size, not the
 //! input. [`synthetic`] generates the embedded default data set.
 //!
+//! An active-noise-control source ([`anc`]) reads a WAV recording ([`wav`], resampled by
+//! [`resample`]) and the acoustic paths' impulse responses ([`impulse`]) and shares the
+//! shards, window store and manifest machinery.
+//!
 //! ```no_run
 //! use stoker_data::prepare::{prepare, PrepareRequest};
 //! use stoker_artifact::TaskConfig;
@@ -20,12 +24,16 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+pub mod anc;
 pub mod cli;
 pub mod ett;
 pub mod gapfill;
+pub mod impulse;
 pub mod pm25;
 pub mod prepare;
+pub mod resample;
 pub mod shards;
 pub mod source;
 pub mod stats;
 pub mod synthetic;
+pub mod wav;

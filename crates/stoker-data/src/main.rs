@@ -13,7 +13,8 @@ struct Cli {
 enum Command {
     /// Prepare a task's data.
     Prepare(PrepareArgs),
-    /// Write the synthetic PM2.5-format series used by the default job.
+    /// Write the synthetic PM2.5-format series used by the default job (--out FILE), or a
+    /// synthetic ANC setup (--anc DIR).
     Synth(SynthArgs),
 }
 

@@ -1,7 +1,8 @@
 //! The prepare stage, in two streaming passes over any [`Source`]:
 //! 1. raw rows → gap filling → Parquet shards, while fitting normalisation on train rows;
-//! 2. shards → normalised feature rows → window store; then the manifest.
+//! 2. shards → normalised feature rows → window store; then the manifest (`finish`).
 //!
+//! An ANC recording ([`crate::anc`]) has its own first pass and shares the second.
 //! Everything is written into a staging directory that replaces `data/` only when complete.
 
 use std::path::{Path, PathBuf};
@@ -10,10 +11,12 @@ use anyhow::{Result, bail, ensure};
 use chrono::{Datelike, Timelike};
 use stoker_artifact::atomic::StagingDir;
 use stoker_artifact::layout::STORE_FILE;
-use stoker_artifact::manifest::{MANIFEST_VERSION, QualityReport, SourceFile, Split, sha256_file};
+use stoker_artifact::manifest::{
+    MANIFEST_VERSION, QualityReport, ShardRef, SourceFile, Split, sha256_file,
+};
 use stoker_artifact::{
-    DatasetManifest, Feature, FeatureKind, INPUT_OK, MetricScale, SourceConfig, Splits, TARGET_OK,
-    TaskConfig, WindowStore, WindowStoreWriter,
+    AncSignals, DatasetManifest, Feature, FeatureKind, INPUT_OK, MetricScale, SourceConfig, Splits,
+    TARGET_OK, TaskConfig, WindowStore, WindowStoreWriter,
 };
 
 use crate::ett::EttReader;
@@ -89,10 +92,16 @@ fn plan(config: &SourceConfig, input: &Path) -> Result<Plan> {
             max_gap,
             calendar: false,
         },
+        SourceConfig::Anc(_) => unreachable!("ANC recordings are prepared by crate::anc"),
     })
 }
 
+/// Prepares the request's data: the tabular sources stream through `Pass1`, an ANC recording
+/// goes through [`crate::anc`]; both end in `finish`.
 pub fn prepare(req: &PrepareRequest) -> Result<DatasetManifest> {
+    if let SourceConfig::Anc(source) = &req.config.data.source {
+        return crate::anc::prepare_anc(req, source);
+    }
     let Plan {
         source: Source { schema, rows },
         rule,
@@ -124,17 +133,75 @@ pub fn prepare(req: &PrepareRequest) -> Result<DatasetManifest> {
     for out in filler.finish() {
         pass1.take(&out, &schema, &mut shards)?;
     }
-    let shard_refs = shards.finish()?;
+    let shards = shards.finish()?;
     let splits = pass1.splits(&req.input)?;
+    let staged = Staged {
+        sources: vec![SourceFile {
+            path: req.input.display().to_string(),
+            sha256,
+            bytes,
+        }],
+        features: feature_list(&schema, &pass1.stats, calendar),
+        calendar,
+        shards,
+        splits,
+        rows: pass1.rows,
+        quality: QualityReport {
+            missing_cells: pass1.missing_report(&schema),
+            interpolated_cells: filled,
+            unobserved_targets: pass1.unobserved_targets,
+            windows: Vec::new(),
+        },
+        time_step_seconds: None,
+        anc: None,
+        schema,
+    };
+    finish(req, staging, staged)
+}
 
-    let features = feature_list(&schema, &pass1.stats, calendar);
+/// What a source's first pass leaves in the staging directory: its rows in raw units in
+/// Parquet shards, the features (normalisation fitted on the train rows) and the splits.
+pub(crate) struct Staged {
+    pub sources: Vec<SourceFile>,
+    pub schema: SourceSchema,
+    pub features: Vec<Feature>,
+    pub calendar: bool,
+    pub shards: Vec<ShardRef>,
+    pub splits: Splits,
+    pub rows: usize,
+    /// Everything but `windows`, which [`finish`] counts.
+    pub quality: QualityReport,
+    /// `None`: the step between the first two timestamps.
+    pub time_step_seconds: Option<i64>,
+    pub anc: Option<AncSignals>,
+}
+
+/// The second pass, shared by every source: shards → normalised rows in the window store; then
+/// the window spec, the windows per split and the manifest; then the staging directory
+/// replaces `req.out_dir`.
+pub(crate) fn finish(
+    req: &PrepareRequest,
+    staging: StagingDir,
+    staged: Staged,
+) -> Result<DatasetManifest> {
+    let Staged {
+        sources,
+        schema,
+        features,
+        calendar,
+        shards,
+        splits,
+        rows,
+        mut quality,
+        time_step_seconds,
+        anc,
+    } = staged;
     let n_numeric = schema.numeric.len();
     let categories = schema.categorical.as_ref().map_or(0, |(_, c)| c.len());
-    // Pass 2: shards → normalised rows in the window store.
     let store_path = staging.path().join(STORE_FILE);
     let mut store = WindowStoreWriter::create(&store_path, features.len())?;
     let mut values = vec![0f32; features.len()];
-    for_each_row(staging.path(), &shard_refs, |row| {
+    for_each_row(staging.path(), &shards, |row| {
         let mut input_ok = true;
         for (i, &raw) in row.numeric.iter().enumerate() {
             input_ok &= !raw.is_nan();
@@ -157,39 +224,12 @@ pub fn prepare(req: &PrepareRequest) -> Result<DatasetManifest> {
     })?;
     store.finish()?;
 
-    let window = req.config.window();
     let opened = WindowStore::open(&store_path)?;
-    let windows = [Split::Train, Split::Val, Split::Test]
-        .map(|s| {
-            (
-                s.name().to_string(),
-                opened.window_starts(window, splits.rows(s)).len(),
-            )
-        })
-        .to_vec();
-    for (name, n) in &windows {
-        ensure!(
-            *n > 0,
-            "{}: the {name} split has no complete window ({} input rows, horizon {}, {} output rows)",
-            req.input.display(),
-            window.input_len,
-            window.horizon,
-            window.output_len
-        );
-    }
     let timestamps = opened.timestamps();
-    let manifest = DatasetManifest {
+    let mut manifest = DatasetManifest {
         format_version: MANIFEST_VERSION,
-        source_kind: match req.config.data.source {
-            SourceConfig::Pm25 { .. } => "pm25",
-            SourceConfig::Ett { .. } => "ett",
-        }
-        .into(),
-        sources: vec![SourceFile {
-            path: req.input.display().to_string(),
-            sha256,
-            bytes,
-        }],
+        source_kind: source_kind(&req.config.data.source).into(),
+        sources,
         features,
         targets: schema.targets.clone(),
         target_unit: schema
@@ -201,22 +241,49 @@ pub fn prepare(req: &PrepareRequest) -> Result<DatasetManifest> {
         } else {
             MetricScale::Normalised
         },
-        window,
-        rows: pass1.rows,
-        time_step_seconds: timestamps.get(1).map_or(0, |t| t - timestamps[0]),
+        window: req.config.window(),
+        rows,
+        time_step_seconds: time_step_seconds
+            .unwrap_or_else(|| timestamps.get(1).map_or(0, |t| t - timestamps[0])),
         splits,
         store_file: STORE_FILE.into(),
-        shards: shard_refs,
-        quality: QualityReport {
-            missing_cells: pass1.missing_report(&schema),
-            interpolated_cells: filled,
-            unobserved_targets: pass1.unobserved_targets,
-            windows,
-        },
+        shards,
+        quality: QualityReport::default(),
+        anc,
     };
+    // ANC's window depends on the prepared secondary path; the others' on the config alone.
+    let window = req.config.window_for(&manifest);
+    manifest.window = window;
+    quality.windows = [Split::Train, Split::Val, Split::Test]
+        .map(|s| {
+            (
+                s.name().to_string(),
+                opened.window_starts(window, manifest.splits.rows(s)).len(),
+            )
+        })
+        .to_vec();
+    for (name, n) in &quality.windows {
+        ensure!(
+            *n > 0,
+            "{}: the {name} split has no complete window ({} input rows, horizon {}, {} output rows)",
+            req.input.display(),
+            window.input_len,
+            window.horizon,
+            window.output_len
+        );
+    }
+    manifest.quality = quality;
     manifest.save(staging.path())?;
     staging.commit()?;
     Ok(manifest)
+}
+
+fn source_kind(source: &SourceConfig) -> &'static str {
+    match source {
+        SourceConfig::Pm25 { .. } => "pm25",
+        SourceConfig::Ett { .. } => "ett",
+        SourceConfig::Anc(_) => "anc",
+    }
 }
 
 struct Pass1 {

@@ -7,11 +7,14 @@
 //! southerly air, is swept out by strong north-westerlies and washed out by rain, with a
 //! morning/evening traffic cycle, a weekday effect and winter heating. About 3 % of PM2.5 values
 //! are missing in short and long runs, as in the real file.
+//!
+//! [`write_synthetic_anc`] writes a small active-noise-control setup in the formats of the real
+//! one (a noise WAV and two impulse responses as text), for tests and demos.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Result, ensure};
 use chrono::{Datelike, Duration, NaiveDate, Timelike};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -155,6 +158,117 @@ pub fn write_pm25_csv(path: &Path, spec: &SyntheticSpec) -> Result<usize> {
     Ok(hours)
 }
 
+/// File names [`write_synthetic_anc`] writes into its directory.
+pub const ANC_NOISE_WAV: &str = "noise.wav";
+pub const ANC_PRIMARY_CSV: &str = "primary_path.csv";
+pub const ANC_SECONDARY_CSV: &str = "secondary_path.csv";
+
+/// Writes a synthetic ANC setup into `dir` (created if needed), deterministic by `seed`:
+/// - `noise.wav`: `seconds` of 16-bit mono PCM at `rate`: low-passed (coloured) noise, a
+///   little white noise and two tones (180 Hz and 560 Hz, dropped above 0.45·`rate`), peak 0.5;
+/// - `primary_path.csv`: 128 taps, a delayed decaying oscillation peaking at tap 40 plus a few
+///   weak late reflections;
+/// - `secondary_path.csv`: 32 taps peaking at tap 8.
+///
+/// The paths are text files (one coefficient per line after a `#` header) defined in taps, so
+/// they hold at whatever rate the ANC task runs. Returns the three paths (wav, primary,
+/// secondary).
+pub fn write_synthetic_anc(
+    dir: &Path,
+    seconds: f64,
+    rate: u32,
+    seed: u64,
+) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    ensure!(rate > 0, "synthetic ANC: the sample rate must be > 0");
+    let n = (seconds * f64::from(rate)).round();
+    ensure!(
+        seconds.is_finite() && n >= 1.0,
+        "synthetic ANC: {seconds} s at {rate} Hz is not a single sample"
+    );
+    let n = n as usize;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let tau = std::f64::consts::TAU;
+    let rate_hz = f64::from(rate);
+    let tones: Vec<(f64, f64, f64)> = [(180.0, 0.6), (560.0, 0.35)]
+        .into_iter()
+        .filter(|&(f, _)| f < 0.45 * rate_hz)
+        .map(|(f, a)| (f, a, tau * rng.random::<f64>()))
+        .collect();
+    // Two one-pole low-passes in cascade: most energy below a few hundred Hz, as engine and
+    // road noise have.
+    let pole = (-tau * 300.0 / rate_hz).exp();
+    let (mut lp1, mut lp2) = (0.0f64, 0.0f64);
+    let mut noise = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = i as f64 / rate_hz;
+        lp1 = pole * lp1 + (1.0 - pole) * normal(&mut rng);
+        lp2 = pole * lp2 + (1.0 - pole) * lp1;
+        let tonal: f64 = tones
+            .iter()
+            .map(|&(f, a, phase)| a * (tau * f * t + phase).sin())
+            .sum();
+        noise.push(12.0 * lp2 + 0.03 * normal(&mut rng) + tonal);
+    }
+    let peak = noise.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
+    for v in &mut noise {
+        *v *= 0.5 / peak;
+    }
+
+    let shaped = |taps: usize, peak_at: usize, rise: f64, decay: f64, omega: f64, gain: f64| {
+        (0..taps)
+            .map(|k| {
+                let t = k as f64 - peak_at as f64;
+                let envelope = if t < 0.0 {
+                    (-(t / rise).powi(2)).exp()
+                } else {
+                    (-t / decay).exp()
+                };
+                gain * envelope * (omega * t).cos()
+            })
+            .collect::<Vec<f64>>()
+    };
+    let mut primary = shaped(128, 40, 3.0, 12.0, 0.35, 0.8);
+    for _ in 0..3 {
+        let at = rng.random_range(64..124usize);
+        let amplitude = 0.05 + 0.1 * rng.random::<f64>();
+        let sign = if rng.random::<bool>() { 1.0 } else { -1.0 };
+        for (j, w) in [0.5, 1.0, 0.5].iter().enumerate() {
+            primary[at + j - 1] += sign * amplitude * w;
+        }
+    }
+    let secondary = shaped(32, 8, 2.0, 4.0, 0.6, 0.6);
+
+    let wav = dir.join(ANC_NOISE_WAV);
+    let primary_csv = dir.join(ANC_PRIMARY_CSV);
+    let secondary_csv = dir.join(ANC_SECONDARY_CSV);
+    crate::wav::write_pcm16(&wav, &noise, rate)?;
+    for (path, taps, what) in [
+        (
+            &primary_csv,
+            &primary,
+            "primary path (noise source → error microphone)",
+        ),
+        (
+            &secondary_csv,
+            &secondary,
+            "secondary path (loudspeaker → error microphone)",
+        ),
+    ] {
+        atomic::write_with(path, |out| {
+            writeln!(
+                out,
+                "# synthetic {what} impulse response, {} taps (seed {seed})",
+                taps.len()
+            )?;
+            for v in taps {
+                writeln!(out, "{v:.9e}")?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok((wav, primary_csv, secondary_csv))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,5 +308,45 @@ mod tests {
             .collect();
         let mean = pm.iter().sum::<f32>() / pm.len() as f32;
         assert!(mean > 20.0 && mean < 300.0, "mean pm = {mean}");
+    }
+
+    #[test]
+    fn synthetic_anc_is_deterministic_and_shaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        let (wav, primary, secondary) = write_synthetic_anc(&a, 0.5, 16_000, 5).unwrap();
+        write_synthetic_anc(&b, 0.5, 16_000, 5).unwrap();
+        for name in [ANC_NOISE_WAV, ANC_PRIMARY_CSV, ANC_SECONDARY_CSV] {
+            assert_eq!(
+                std::fs::read(a.join(name)).unwrap(),
+                std::fs::read(b.join(name)).unwrap()
+            );
+        }
+        let other = dir.path().join("c");
+        write_synthetic_anc(&other, 0.5, 16_000, 6).unwrap();
+        assert_ne!(
+            std::fs::read(&wav).unwrap(),
+            std::fs::read(other.join(ANC_NOISE_WAV)).unwrap()
+        );
+
+        let rec = crate::wav::read_mono(&wav).unwrap();
+        assert_eq!(
+            (rec.sample_rate, rec.channels, rec.samples.len()),
+            (16_000, 1, 8000)
+        );
+        let peak = rec.samples.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!((peak - 0.5).abs() < 1e-3, "peak {peak}");
+
+        let argmax = |taps: &[f64]| {
+            (0..taps.len())
+                .max_by(|&i, &j| taps[i].abs().total_cmp(&taps[j].abs()))
+                .unwrap()
+        };
+        let p = crate::impulse::read_impulse_response(&primary, 16_000).unwrap();
+        let s = crate::impulse::read_impulse_response(&secondary, 16_000).unwrap();
+        assert_eq!((p.len(), s.len()), (128, 32));
+        assert_eq!((argmax(&p), argmax(&s)), (40, 8));
+        let header = std::fs::read_to_string(&primary).unwrap();
+        assert!(header.starts_with("# synthetic primary path"), "{header}");
     }
 }

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use anyhow::{Result, anyhow};
 use clap::Args;
 use stoker_artifact::layout::PREDICT_METRICS_FILE;
-use stoker_artifact::{CheckpointChoice, ForecastMetrics};
+use stoker_artifact::{AncMetrics, CheckpointChoice, ForecastMetrics};
 use stoker_cli::TaskArgs;
 use stoker_zoo::device::parse_device;
 
-use crate::predictor::{PredictRequest, predict};
+use crate::predictor::{PredictRequest, Prediction, predict};
 
 #[derive(Debug, Clone, Args)]
 pub struct PredictArgs {
@@ -24,14 +24,17 @@ pub struct PredictArgs {
     /// Evaluate the `last` checkpoint instead of the configured one (`best` by default).
     #[arg(long)]
     pub last: bool,
+    /// ANC: run the controller one sample at a time (only to compare with batched prediction).
+    #[arg(long)]
+    pub per_sample: bool,
 }
 
 /// Runs predict; prints a summary and, as the last line, the path of `metrics.json`.
-pub fn run_predict(args: &PredictArgs) -> Result<(ForecastMetrics, PathBuf)> {
+pub fn run_predict(args: &PredictArgs) -> Result<(Prediction, PathBuf)> {
     let config = args.task.load_config()?;
     let device = parse_device(&args.device).map_err(|e| anyhow!(e))?;
     let layout = args.task.layout();
-    let metrics = predict(&PredictRequest {
+    let prediction = predict(&PredictRequest {
         data_dir: layout.data_dir(),
         train_dir: layout.train_dir(),
         out_dir: layout.predict_dir(),
@@ -42,9 +45,41 @@ pub fn run_predict(args: &PredictArgs) -> Result<(ForecastMetrics, PathBuf)> {
         },
         batch_size: args.batch_size.unwrap_or(config.predict.batch_size),
         device,
+        per_sample: args.per_sample,
+        fxnlms_taps: config.predict.fxnlms_taps,
+        fxnlms_step: config.predict.fxnlms_step,
     })?;
     let path = layout.predict_dir().join(PREDICT_METRICS_FILE);
-    let m = &metrics;
+    match &prediction {
+        Prediction::Forecast(m) => print_forecast(m),
+        Prediction::Anc(m) => print_anc(m),
+    }
+    println!("{}", path.display());
+    Ok((prediction, path))
+}
+
+fn print_anc(m: &AncMetrics) {
+    let bands: Vec<String> = m
+        .band_nr_db
+        .iter()
+        .map(|b| format!("{:.0}–{:.0} Hz {:.1} dB", b.low_hz, b.high_hz, b.nr_db))
+        .collect();
+    println!(
+        "noise reduction over the {} split ({} samples): network {:.2} dB, FxNLMS {:.2} dB, \
+         least-squares FIR {:.2} dB; bands: {}; {:.0} samples/s ({}); checkpoint {}",
+        m.split,
+        m.samples,
+        m.nr_db,
+        m.fxnlms_nr_db,
+        m.wiener_nr_db,
+        bands.join(", "),
+        m.infer_samples_per_s,
+        m.mode,
+        m.checkpoint
+    );
+}
+
+fn print_forecast(m: &ForecastMetrics) {
     let errors = if m.unit == "normalised" {
         format!(
             "MSE {:.4}, MAE {:.4} (repeat-last-value MSE {:.4})",
@@ -64,6 +99,4 @@ pub fn run_predict(args: &PredictArgs) -> Result<(ForecastMetrics, PathBuf)> {
         "{} windows of the {} split: {errors}; {:.0} windows/s; checkpoint {}",
         m.windows, m.split, m.infer_samples_per_s, m.checkpoint
     );
-    println!("{}", path.display());
-    Ok((metrics, path))
 }

@@ -11,10 +11,13 @@ use burn::prelude::*;
 use stoker_artifact::atomic::{self, StagingDir};
 use stoker_artifact::layout::{PREDICT_METRICS_FILE, PREDICTIONS_FILE};
 use stoker_artifact::{
-    CheckpointChoice, ForecastMetrics, MetricScale, PreparedData, Split, WindowSpec,
+    AncMetrics, CheckpointChoice, ForecastMetrics, MetricScale, ModelSpec, PreparedData, Split,
+    WindowSpec,
 };
 use stoker_zoo::batch::{inputs_tensor, to_host};
 use stoker_zoo::{Model, checkpoint};
+
+use crate::anc::AncOptions;
 
 #[derive(Debug, Clone)]
 pub struct PredictRequest {
@@ -24,6 +27,18 @@ pub struct PredictRequest {
     pub checkpoint: CheckpointChoice,
     pub batch_size: usize,
     pub device: Device,
+    /// ANC: one forward pass per control sample instead of batches (benchmark comparison).
+    pub per_sample: bool,
+    /// ANC baselines: FxNLMS / least-squares FIR taps and the FxNLMS step size.
+    pub fxnlms_taps: usize,
+    pub fxnlms_step: f64,
+}
+
+/// What predict measured: forecast errors, or an ANC task's noise reduction.
+#[derive(Debug, Clone)]
+pub enum Prediction {
+    Forecast(ForecastMetrics),
+    Anc(AncMetrics),
 }
 
 /// Forecasts of every window, flattened window-major, then step, then target; in the metric
@@ -36,7 +51,7 @@ pub struct Forecasts {
     pub attention: Option<(usize, Vec<f32>)>,
 }
 
-pub fn predict(req: &PredictRequest) -> Result<ForecastMetrics> {
+pub fn predict(req: &PredictRequest) -> Result<Prediction> {
     let data = PreparedData::open(&req.data_dir)?;
     let name = match req.checkpoint {
         CheckpointChoice::Best => stoker_artifact::layout::BEST_CHECKPOINT,
@@ -49,6 +64,25 @@ pub fn predict(req: &PredictRequest) -> Result<ForecastMetrics> {
         req.train_dir.join(format!("{name}.json")).display(),
         data.dir.join("manifest.json").display()
     );
+    if let ModelSpec::MultibandAnc(anc) = &meta.model {
+        let staging = StagingDir::new(&req.out_dir)?;
+        let metrics = crate::anc::predict(
+            &model,
+            anc,
+            &data,
+            format!("{name} (epoch {})", meta.epoch),
+            staging.path(),
+            AncOptions {
+                batch_size: req.batch_size,
+                per_sample: req.per_sample,
+                baseline_taps: req.fxnlms_taps,
+                fxnlms_step: req.fxnlms_step as f32,
+            },
+        )?;
+        atomic::write_json(&staging.path().join(PREDICT_METRICS_FILE), &metrics)?;
+        staging.commit()?;
+        return Ok(Prediction::Anc(metrics));
+    }
     let spec = meta.window;
     let windows = data.windows(Split::Test, spec);
     ensure!(
@@ -81,7 +115,7 @@ pub fn predict(req: &PredictRequest) -> Result<ForecastMetrics> {
     }
     atomic::write_json(&staging.path().join(PREDICT_METRICS_FILE), &metrics)?;
     staging.commit()?;
-    Ok(metrics)
+    Ok(Prediction::Forecast(metrics))
 }
 
 /// Batched inference: normalised predictions [windows × outputs] and attention if any.

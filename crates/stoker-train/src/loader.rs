@@ -167,6 +167,7 @@ mod tests {
             input_len: 3,
             horizon: 1,
             output_len: 1,
+            stride: 1,
         };
         let manifest = DatasetManifest {
             format_version: MANIFEST_VERSION,
@@ -192,6 +193,7 @@ mod tests {
             store_file: "windows.bin".into(),
             shards: vec![],
             quality: QualityReport::default(),
+            anc: None,
         };
         manifest.save(dir).unwrap();
         Arc::new(PreparedData::open(dir).unwrap())

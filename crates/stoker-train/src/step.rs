@@ -2,7 +2,6 @@
 //! K micro-batches of b/K give the gradients of one batch of b, with the memory of b/K.
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::nn::loss::{HuberLossConfig, MseLoss, Reduction};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use stoker_artifact::{LossKind, WindowSpec};
@@ -41,13 +40,7 @@ pub fn batch_gradients(
         let n = ys.len() / y_stride;
         let x = inputs_tensor(xs.to_vec(), [n, window.input_len, features], device);
         let y = targets_tensor(ys.to_vec(), n, device);
-        let pred = model.forward_with(x, ac);
-        let loss = match loss_kind {
-            LossKind::Mse => MseLoss::new().forward(pred, y, Reduction::Mean),
-            LossKind::Huber => HuberLossConfig::new(1.0)
-                .init()
-                .forward(pred, y, Reduction::Mean),
-        } * (n as f32 / batch.len as f32);
+        let loss = model.loss(x, y, loss_kind, ac) * (n as f32 / batch.len as f32);
         loss_sum = loss_sum + loss.clone().detach();
         let scaled = if loss_scale == 1.0 {
             loss
@@ -155,11 +148,13 @@ mod tests {
             input_len: 8,
             horizon: 1,
             output_len: 2,
+            stride: 1,
         };
         let shape = InputShape {
             window,
             features: 4,
             targets: vec![0, 1],
+            anc: None,
         };
         let spec = ModelSpec::Cnn2d(Cnn2dSpec {
             channels: vec![4, 8],
@@ -228,11 +223,13 @@ mod tests {
             input_len: 4,
             horizon: 1,
             output_len: 1,
+            stride: 1,
         };
         let shape = InputShape {
             window,
             features: 2,
             targets: vec![0],
+            anc: None,
         };
         let spec = ModelSpec::Cnn2d(Cnn2dSpec {
             channels: vec![2],

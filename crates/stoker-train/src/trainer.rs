@@ -15,7 +15,7 @@ use burn::prelude::*;
 use stoker_artifact::layout::{BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_LOG_FILE, SUMMARY_FILE};
 use stoker_artifact::run::{CHECKPOINT_VERSION, StepTime, TRAIN_STATE_VERSION, TrainState};
 use stoker_artifact::{
-    CheckpointMeta, EpochRecord, Precision, PreparedData, RunSummary, Split, TaskConfig,
+    CheckpointMeta, EpochRecord, LossKind, Precision, PreparedData, RunSummary, Split, TaskConfig,
     TrainConfig, WindowSpec, atomic,
 };
 use stoker_zoo::batch::{inputs_tensor, targets_tensor};
@@ -61,7 +61,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     let cfg = &req.config;
     let t = &cfg.train;
     let data = Arc::new(PreparedData::open(&req.data_dir)?);
-    let window = cfg.window();
+    let window = cfg.window_for(&data.manifest);
     let train_windows = data.windows(Split::Train, window);
     let val_windows = data.windows(Split::Val, window);
     ensure!(
@@ -76,10 +76,12 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
 
     req.device.seed(cfg.seed);
     let device = req.device.clone().autodiff();
-    let shape = InputShape {
-        window,
-        features: data.manifest.features.len(),
-        targets: data.manifest.targets.clone(),
+    let shape = InputShape::of(&data.manifest, window);
+    // Throughput counts what the loss sees: a window, or an ANC chunk's error samples.
+    let samples_per_window = if shape.anc.is_some() {
+        window.output_len
+    } else {
+        1
     };
     let mut model = Model::new(&cfg.model, &shape, &device);
     let mut optim = optimizer(t);
@@ -89,6 +91,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         input_features: shape.features,
         window,
         targets: shape.targets.clone(),
+        anc: shape.anc.clone(),
         manifest_sha256: data.manifest_sha256.clone(),
         epoch,
         step,
@@ -197,7 +200,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
                 train_loss,
                 val_loss,
                 lr,
-                samples_per_s: samples as f64 / seconds.max(1e-9),
+                samples_per_s: (samples * samples_per_window) as f64 / seconds.max(1e-9),
                 seconds,
             };
             let line = format!(
@@ -318,7 +321,8 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         best_epoch: state.best_epoch,
         best_val_loss: state.best_val_loss,
         final_train_loss: state.records.last().map_or(f64::NAN, |r| r.train_loss),
-        samples_per_s: state.step as f64 * t.batch_size as f64 / step_seconds.max(1e-9),
+        samples_per_s: (state.step as f64 * (t.batch_size * samples_per_window) as f64)
+            / step_seconds.max(1e-9),
         data_stall_fraction: time.data_wait_s / step_seconds.max(1e-12),
         accumulate: t.accumulate,
         diagnosis: diagnose(&time, &utilisation, t.batch_size, autocast.is_mixed()),
@@ -332,8 +336,8 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     Ok(summary)
 }
 
-/// Mean squared error on normalised targets over `windows` (every step and target), without
-/// gradients.
+/// Mean squared error on normalised targets over `windows` (every step and target; for ANC
+/// the error microphone's mean square), without gradients.
 pub fn evaluate_mse(
     model: &Model,
     loader: &Loader,
@@ -348,24 +352,23 @@ pub fn evaluate_mse(
         .next()
         .expect("model has a device");
     let mut sum = Tensor::<1>::zeros([1], &device);
-    let mut count = 0usize;
     let _ = loader.for_each_batch(
         windows.to_vec(),
         batch_size,
         window,
         |batch| -> Result<(), ()> {
-            count += batch.targets.len();
             let x = inputs_tensor(
                 batch.inputs,
                 [batch.len, window.input_len, features],
                 &device,
             );
             let y = targets_tensor(batch.targets, batch.len, &device);
-            sum = sum.clone() + (model.forward(x) - y).square().sum();
+            let mse = model.loss(x, y, LossKind::Mse, &Autocast::F32);
+            sum = sum.clone() + mse * batch.len as f32;
             Ok(())
         },
     );
-    sum.into_scalar::<f32>() as f64 / count.max(1) as f64
+    sum.into_scalar::<f32>() as f64 / windows.len().max(1) as f64
 }
 
 fn write_metrics_log(dir: &std::path::Path, records: &[EpochRecord]) -> Result<()> {

@@ -70,13 +70,9 @@ fn probe(
     batch_size: usize,
 ) -> Result<(f64, u64)> {
     let cfg = req.config;
-    let window = cfg.window();
+    let window = cfg.window_for(&req.data.manifest);
     let device = req.device.clone().autodiff();
-    let shape = InputShape {
-        window,
-        features: req.data.manifest.features.len(),
-        targets: req.data.manifest.targets.clone(),
-    };
+    let shape = InputShape::of(&req.data.manifest, window);
     let mut model = Model::new(&cfg.model, &shape, &device);
     let mut optim = optimizer(&cfg.train);
     let order: Vec<usize> = epoch_order(windows, cfg.seed, 1)
@@ -114,7 +110,9 @@ fn probe(
 
 pub fn tune(req: &TuneRequest) -> Result<TuneReport> {
     ensure!(!req.candidates.is_empty(), "no candidate batch sizes");
-    let windows = req.data.windows(Split::Train, req.config.window());
+    let windows = req
+        .data
+        .windows(Split::Train, req.config.window_for(&req.data.manifest));
     ensure!(
         !windows.is_empty(),
         "{}: no train windows",

@@ -35,6 +35,7 @@ pub fn load(dir: &Path, name: &str, device: &Device) -> Result<(Model, Checkpoin
         window: meta.window,
         features: meta.input_features,
         targets: meta.targets.clone(),
+        anc: meta.anc.clone(),
     };
     let weights = dir.join(&meta.weights);
     let model = Model::new(&meta.model, &shape, device)

@@ -10,8 +10,8 @@
 //! use stoker_zoo::{InputShape, Model};
 //!
 //! let device = Device::flex();
-//! let window = WindowSpec { input_len: 24, horizon: 1, output_len: 1 };
-//! let shape = InputShape { window, features: 11, targets: vec![0] };
+//! let window = WindowSpec { input_len: 24, horizon: 1, output_len: 1, stride: 1 };
+//! let shape = InputShape { window, features: 11, targets: vec![0], anc: None };
 //! let model = Model::new(&ModelSpec::Cnn2d(Cnn2dSpec::default()), &shape, &device);
 //! let y = model.forward(Tensor::zeros([4, 24, 11], &device));
 //! assert_eq!(y.dims(), [4, 1]);
@@ -22,25 +22,41 @@ pub mod checkpoint;
 pub mod cnn2d;
 pub mod device;
 pub mod lstm_attention;
+pub mod multiband_anc;
 pub mod precision;
 pub mod ridge;
+pub mod signal;
 
+use burn::nn::loss::{HuberLossConfig, MseLoss, Reduction};
 use burn::prelude::*;
-use stoker_artifact::{ModelSpec, WindowSpec};
+use stoker_artifact::{AncSignals, LossKind, ModelSpec, WindowSpec};
 
 pub use cnn2d::Cnn2d;
 pub use lstm_attention::LstmAttention;
+pub use multiband_anc::MultibandAnc;
 pub use precision::Autocast;
 
-/// What a model sees and predicts: windows of `features` columns, and which columns are targets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a model sees and predicts: windows of `features` columns, and which columns are targets;
+/// for ANC also the acoustic plant the loss simulates.
+#[derive(Debug, Clone, PartialEq)]
 pub struct InputShape {
     pub window: WindowSpec,
     pub features: usize,
     pub targets: Vec<usize>,
+    pub anc: Option<AncSignals>,
 }
 
 impl InputShape {
+    /// The shape of prepared data seen through `window`.
+    pub fn of(manifest: &stoker_artifact::DatasetManifest, window: WindowSpec) -> Self {
+        Self {
+            window,
+            features: manifest.features.len(),
+            targets: manifest.targets.clone(),
+            anc: manifest.anc.clone(),
+        }
+    }
+
     /// Width of a prediction: `output_len` steps × targets, step-major.
     pub fn outputs(&self) -> usize {
         self.window.output_len * self.targets.len()
@@ -53,6 +69,7 @@ impl InputShape {
 pub enum Forecaster {
     Cnn2d(Cnn2d),
     LstmAttention(LstmAttention),
+    MultibandAnc(MultibandAnc),
 }
 
 impl Forecaster {
@@ -60,6 +77,7 @@ impl Forecaster {
         match self {
             Forecaster::Cnn2d(m) => m.forward(x, ac),
             Forecaster::LstmAttention(m) => m.forward(x, ac),
+            Forecaster::MultibandAnc(m) => m.forward(x, ac),
         }
     }
 }
@@ -82,6 +100,16 @@ impl Model {
                 Forecaster::LstmAttention(LstmAttention::new(s, shape, device)),
                 false,
             ),
+            ModelSpec::MultibandAnc(s) => {
+                let plant = shape
+                    .anc
+                    .as_ref()
+                    .expect("a multiband-anc model needs ANC data (its secondary path and rate)");
+                (
+                    Forecaster::MultibandAnc(MultibandAnc::new(s, plant, device)),
+                    false,
+                )
+            }
         };
         Self {
             net,
@@ -106,6 +134,34 @@ impl Model {
         }
     }
 
+    /// The training objective on one batch, a scalar: the configured loss between forecast and
+    /// targets; for ANC the mean square of what the error microphone hears (`targets` is the
+    /// disturbance d).
+    pub fn loss(
+        &self,
+        x: Tensor<3>,
+        targets: Tensor<2>,
+        kind: LossKind,
+        ac: &Autocast,
+    ) -> Tensor<1> {
+        let output = self.forward_with(x, ac);
+        let (pred, target) = match &self.net {
+            Forecaster::MultibandAnc(m) => {
+                let e = m.residual(output, targets);
+                (e.clone(), e.zeros_like())
+            }
+            _ => (output, targets),
+        };
+        match kind {
+            LossKind::Mse => MseLoss::new().forward(pred, target, Reduction::Mean),
+            LossKind::Huber => {
+                HuberLossConfig::new(1.0)
+                    .init()
+                    .forward(pred, target, Reduction::Mean)
+            }
+        }
+    }
+
     /// Data-dependent initialisation before training (the LSTM's `ridge_init`, fitted on the
     /// windows at `starts`); other models are returned unchanged.
     pub fn warm_start(
@@ -115,6 +171,17 @@ impl Model {
         starts: &[usize],
         window: WindowSpec,
     ) -> Self {
+        if let (ModelSpec::MultibandAnc(s), Forecaster::MultibandAnc(m)) = (spec, &self.net) {
+            if !(s.least_squares_init && s.linear_taps > 0) || starts.is_empty() {
+                return self;
+            }
+            let controller = anc_least_squares(m, store, starts, window, s.linear_taps);
+            let Forecaster::MultibandAnc(m) = self.net else {
+                unreachable!()
+            };
+            let net = Forecaster::MultibandAnc(m.with_linear_start(&controller));
+            return Self { net, ..self };
+        }
         let ModelSpec::LstmAttention(s) = spec else {
             return self;
         };
@@ -159,6 +226,24 @@ impl Model {
     }
 }
 
+/// The offline least-squares causal FIR controller of `taps` taps over the rows the training
+/// windows' losses cover (columns x, d of the store).
+fn anc_least_squares(
+    model: &MultibandAnc,
+    store: &stoker_artifact::WindowStore,
+    starts: &[usize],
+    window: WindowSpec,
+    taps: usize,
+) -> Vec<f32> {
+    let end = starts.last().map_or(0, |&s| s + window.span());
+    let first = starts.first().map_or(0, |&s| window.first_target_row(s));
+    let matrix = store.rows_slice(0..end);
+    let cols = store.cols();
+    let x: Vec<f32> = matrix.iter().step_by(cols).copied().collect();
+    let d: Vec<f32> = matrix.iter().skip(1).step_by(cols).copied().collect();
+    signal::baselines::least_squares_fir(&x, &d, &model.secondary_path(), taps, first..end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,9 +255,11 @@ mod tests {
                 input_len: 24,
                 horizon: 1,
                 output_len: 1,
+                stride: 1,
             },
             features: 11,
             targets: vec![0],
+            anc: None,
         }
     }
 
@@ -208,9 +295,11 @@ mod tests {
                 input_len: 16,
                 horizon: 1,
                 output_len: 4,
+                stride: 1,
             },
             features: 3,
             targets: vec![0, 1, 2],
+            anc: None,
         };
         let spec = ModelSpec::LstmAttention(stoker_artifact::LstmAttentionSpec {
             hidden: 8,

@@ -174,6 +174,7 @@ mod tests {
             input_len: 8,
             horizon: 1,
             output_len: 1,
+            stride: 1,
         };
         let starts = store.window_starts(spec, 0..400);
         let fit = fit(&store, &starts, spec, &[0], 1e-6);

@@ -1,0 +1,272 @@
+//! ANC prediction over the whole recording: the controller runs on the full signal in batches
+//! of contiguous chunks (each chunk a view of the reference with its history), the residual
+//! e = d − S * g(y) is what the error microphone hears, and the linear baselines run on the
+//! same signals for comparison.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::prelude::*;
+use stoker_artifact::{AncMetrics, AncSignals, BandNr, MultibandAncSpec, PreparedData, Split};
+use stoker_zoo::batch::{inputs_tensor, to_host};
+use stoker_zoo::signal::baselines::{apply_controller, fxnlms, least_squares_fir};
+use stoker_zoo::signal::fir::{convolve_causal, nr_db, saturate};
+use stoker_zoo::signal::spectrum::welch_psd;
+use stoker_zoo::{Forecaster, Model, MultibandAnc};
+
+use crate::plot::{LinePlot, Series};
+
+/// Control samples per chunk of a batch: long enough that a chunk's reference history (the
+/// receptive field) is a small overhead, short enough to keep the batch's memory flat.
+const CHUNK: usize = 512;
+
+pub const RESIDUAL_WAV: &str = "residual.wav";
+pub const ANTI_NOISE_WAV: &str = "anti_noise.wav";
+pub const SPECTRUM_PNG: &str = "spectrum.png";
+
+#[derive(Debug, Clone, Copy)]
+pub struct AncOptions {
+    pub batch_size: usize,
+    /// One forward pass per control sample (only for the benchmark's comparison).
+    pub per_sample: bool,
+    pub baseline_taps: usize,
+    pub fxnlms_step: f32,
+}
+
+/// The controller's output y(n) for every sample of `reference` (normalised), from x(≤ n)
+/// only; the recording is preceded by silence.
+pub fn control_signal(model: &MultibandAnc, reference: &[f32], opts: AncOptions) -> Vec<f32> {
+    let device = model
+        .devices()
+        .into_iter()
+        .next()
+        .expect("model has a device");
+    let history = model.receptive_field() - 1;
+    let mut padded = vec![0.0; history];
+    padded.extend_from_slice(reference);
+    let (chunk, chunks_per_batch) = if opts.per_sample {
+        (1, 1)
+    } else {
+        (
+            CHUNK.min(opts.batch_size),
+            opts.batch_size.div_ceil(CHUNK).max(1),
+        )
+    };
+    let starts: Vec<usize> = (0..reference.len()).step_by(chunk).collect();
+    let mut y = Vec::with_capacity(reference.len());
+    let ac = stoker_zoo::Autocast::F32;
+    for batch in starts.chunks(chunks_per_batch) {
+        // The last chunk may be short: pad its reference so every chunk has one shape.
+        let mut inputs = Vec::with_capacity(batch.len() * (chunk + history));
+        for &s in batch {
+            let end = (s + chunk + history).min(padded.len());
+            inputs.extend_from_slice(&padded[s..end]);
+            inputs.resize(inputs.len() + (s + chunk + history - end), 0.0);
+        }
+        let x = inputs_tensor(inputs, [batch.len(), chunk + history, 1], &device);
+        y.extend(to_host(model.forward(x, &ac)));
+    }
+    y.truncate(reference.len());
+    y
+}
+
+/// Runs the controller over the whole recording; writes `residual.wav`, `anti_noise.wav` and
+/// `spectrum.png` into `out_dir` and returns the metrics (the caller writes them).
+pub fn predict(
+    model: &Model,
+    spec: &MultibandAncSpec,
+    data: &PreparedData,
+    checkpoint: String,
+    out_dir: &Path,
+    opts: AncOptions,
+) -> Result<AncMetrics> {
+    let Forecaster::MultibandAnc(net) = &model.net else {
+        anyhow::bail!("the checkpoint is not an ANC model");
+    };
+    let plant = data
+        .manifest
+        .anc
+        .as_ref()
+        .context("the prepared data has no ANC setup: re-run prepare with an anc source")?;
+    let (x, d) = columns(data);
+    let started = Instant::now();
+    let y = control_signal(net, &x, opts);
+    let seconds = started.elapsed().as_secs_f64();
+    let e = residual(plant, &d, &y);
+
+    let test = data.manifest.splits.rows(Split::Test);
+    let fit = 0..test.start;
+    let taps = opts.baseline_taps;
+    let eta = plant.saturation as f32;
+    let secondary = &plant.secondary_path;
+    let e_fxnlms = fxnlms(&x, &d, secondary, taps, opts.fxnlms_step, eta).residual;
+    let wiener = least_squares_fir(&x, &d, secondary, taps, fit);
+    let e_wiener = apply_controller(&wiener, &x, secondary, &d, eta);
+
+    let filters = net.band_filters();
+    let edges = band_edges(spec, plant.sample_rate);
+    let band_nr_db = filters
+        .iter()
+        .zip(edges)
+        .map(|(h, (low_hz, high_hz))| {
+            let (db, eb) = (convolve_causal(h, &d), convolve_causal(h, &e));
+            BandNr {
+                low_hz,
+                high_hz,
+                nr_db: nr_db(&db[test.clone()], &eb[test.clone()]),
+            }
+        })
+        .collect();
+    let metrics = AncMetrics {
+        split: Split::Test.name().into(),
+        samples: test.len(),
+        sample_rate: plant.sample_rate,
+        nr_db: nr_db(&d[test.clone()], &e[test.clone()]),
+        fxnlms_nr_db: nr_db(&d[test.clone()], &e_fxnlms[test.clone()]),
+        wiener_nr_db: nr_db(&d[test.clone()], &e_wiener[test.clone()]),
+        fxnlms_taps: taps,
+        fxnlms_step: f64::from(opts.fxnlms_step),
+        band_nr_db,
+        saturation: plant.saturation,
+        checkpoint,
+        predicted_samples: y.len(),
+        infer_samples_per_s: y.len() as f64 / seconds.max(1e-9),
+        mode: if opts.per_sample {
+            "per-sample"
+        } else {
+            "batched"
+        }
+        .into(),
+    };
+    let scale = plant.disturbance_rms as f32;
+    write_wav(&out_dir.join(RESIDUAL_WAV), &e, scale, plant.sample_rate)?;
+    write_wav(&out_dir.join(ANTI_NOISE_WAV), &y, scale, plant.sample_rate)?;
+    spectrum_png(
+        &out_dir.join(SPECTRUM_PNG),
+        &d[test.clone()],
+        &e[test],
+        plant.sample_rate,
+    )?;
+    Ok(metrics)
+}
+
+/// The reference x and disturbance d (normalised), copied out of the row-major store.
+fn columns(data: &PreparedData) -> (Vec<f32>, Vec<f32>) {
+    let matrix = data.store.matrix();
+    let cols = data.store.cols();
+    let x = matrix.iter().step_by(cols).copied().collect();
+    let d = matrix.iter().skip(1).step_by(cols).copied().collect();
+    (x, d)
+}
+
+/// e = d − S * g(y), the error microphone's signal.
+pub fn residual(plant: &AncSignals, d: &[f32], y: &[f32]) -> Vec<f32> {
+    let eta = plant.saturation as f32;
+    let heard: Vec<f32> = y.iter().map(|&v| saturate(v, eta)).collect();
+    let anti = convolve_causal(&plant.secondary_path, &heard);
+    d.iter().zip(anti).map(|(d, a)| d - a).collect()
+}
+
+/// (low, high) Hz of each band.
+fn band_edges(spec: &MultibandAncSpec, rate: u32) -> Vec<(f64, f64)> {
+    let mut bounds = vec![0.0];
+    bounds.extend(&spec.band_edges);
+    bounds.push(f64::from(rate) / 2.0);
+    bounds.windows(2).map(|w| (w[0], w[1])).collect()
+}
+
+/// A 32-bit float mono WAV in the recording's units.
+fn write_wav(path: &Path, signal: &[f32], scale: f32, rate: u32) -> Result<()> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 32,
+        sample_format: hound::SampleFormat::Float,
+    };
+    let mut writer =
+        hound::WavWriter::create(path, spec).with_context(|| format!("{}", path.display()))?;
+    for &v in signal {
+        writer.write_sample(v * scale)?;
+    }
+    writer
+        .finalize()
+        .with_context(|| format!("{}: cannot finish the WAV", path.display()))
+}
+
+/// Power spectral density (dB) of the disturbance and of the residual over the test split.
+fn spectrum_png(path: &Path, d: &[f32], e: &[f32], rate: u32) -> Result<()> {
+    let db = |x: &[f32]| -> Vec<(f64, f64)> {
+        let (freqs, power) = welch_psd(x, f64::from(rate), 1024);
+        freqs
+            .into_iter()
+            .zip(power)
+            .skip(1)
+            .map(|(f, p)| (f, 10.0 * p.max(1e-30).log10()))
+            .collect()
+    };
+    LinePlot {
+        title: "Power spectrum at the error microphone (test split)",
+        x_label: "frequency (Hz)",
+        y_label: "power (dB)",
+        series: vec![
+            Series {
+                name: "without control (d)",
+                points: db(d),
+            },
+            Series {
+                name: "with control (e)",
+                points: db(e),
+            },
+        ],
+    }
+    .write_png(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batched_control_equals_one_sample_at_a_time() {
+        let device = Device::flex();
+        let plant = AncSignals {
+            sample_rate: 16_000,
+            source_rate: 16_000,
+            secondary_path: vec![0.0, 0.6, 0.2],
+            primary_taps: 8,
+            saturation: 0.0,
+            reference_rms: 1.0,
+            disturbance_rms: 1.0,
+        };
+        let spec = MultibandAncSpec {
+            filter_taps: 9,
+            taps: 12,
+            hidden: 6,
+            ..Default::default()
+        };
+        let model = MultibandAnc::new(&spec, &plant, &device);
+        let x: Vec<f32> = (0..1_300)
+            .map(|n| ((n * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let opts = |batch_size, per_sample| AncOptions {
+            batch_size,
+            per_sample,
+            baseline_taps: 16,
+            fxnlms_step: 0.1,
+        };
+        let one_by_one = control_signal(&model, &x, opts(1, true));
+        assert_eq!(one_by_one.len(), x.len());
+        // Batches that end mid-chunk and mid-signal must not shift or drop samples.
+        for batch_size in [100, 700, 4096] {
+            let batched = control_signal(&model, &x, opts(batch_size, false));
+            assert_eq!(batched.len(), x.len());
+            for (n, (a, b)) in batched.iter().zip(&one_by_one).enumerate() {
+                assert!(
+                    (a - b).abs() < 1e-5,
+                    "batch {batch_size}, y({n}): {a} vs {b}"
+                );
+            }
+        }
+    }
+}
