@@ -175,36 +175,18 @@ fn manifest_of_another_format_version() {
 /// with `resample = false`. `csv` holds the noise recording.
 fn anc_fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let setup = dir.path().join("setup");
-    let o = xtask(
-        &[
-            "synth",
-            "--anc",
-            setup.to_str().unwrap(),
-            "--seconds",
-            "2",
-            "--seed",
-            "5",
-        ],
+    let setup = synth_anc(dir.path(), "setup");
+    let config = anc_config(
         dir.path(),
-    );
-    assert!(o.status.success(), "synth --anc failed: {}", stderr(&o));
-    let config = dir.path().join("anc.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[data]
-output_len = 256
-source = {{ kind = "anc", primary_path = "{}", secondary_path = "{}", resample = false }}
-[model]
-kind = "multiband-anc"
-"#,
-            setup.join("primary_path.csv").display(),
-            setup.join("secondary_path.csv").display()
+        None,
+        (
+            &setup.join("primary_path.csv"),
+            &setup.join("secondary_path.csv"),
         ),
-    )
-    .unwrap();
+        256,
+        ", resample = false",
+        "",
+    );
     let art = dir.path().join("art");
     let f = Fixture {
         csv: setup.join("noise.wav"),

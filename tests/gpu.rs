@@ -74,6 +74,34 @@ fn every_zoo_model_runs_end_to_end_on_wgpu() {
             stoker_artifact::ForecastMetrics::load(&art.join("predict/metrics.json")).unwrap();
         assert!(metrics.mse.is_finite(), "{name}: {metrics:?}");
     }
+    // Multiband ANC: filterbank conv, unfolded band windows, batched band matmuls and the
+    // secondary-path conv in the loss, all on the device.
+    let setup = synth_anc(dir.path(), "anc-setup");
+    let config = anc_config(
+        dir.path(),
+        Some(&setup.join("noise.wav")),
+        (
+            &setup.join("primary_path.csv"),
+            &setup.join("secondary_path.csv"),
+        ),
+        256,
+        "",
+        "filter_taps = 33\ntaps = 32\nhidden = 16\n[train]\nepochs = 1\nbatch_size = 4\n\
+         [predict]\nbatch_size = 2048\nfxnlms_taps = 64",
+    );
+    let art = dir.path().join("anc");
+    let (c, a) = (config.to_str().unwrap(), art.to_str().unwrap());
+    let o = xtask(&["prepare", "--config", c, "--artifacts", a], dir.path());
+    assert!(o.status.success(), "anc prepare: {}", stderr(&o));
+    run_stages(
+        dir.path(),
+        c,
+        a,
+        &["train", "predict"],
+        &["--device", "wgpu"],
+    );
+    let metrics = stoker_artifact::AncMetrics::load(&art.join("predict/metrics.json")).unwrap();
+    assert!(metrics.nr_db.is_finite(), "anc: {metrics:?}");
 }
 
 /// Initialised once on the CPU, moved to wgpu: the first training losses agree.

@@ -124,3 +124,50 @@ pub fn ett_csv(dir: &std::path::Path, rows: usize) -> std::path::PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// A synthetic ANC setup (`synth --anc`: noise.wav, primary_path.csv, secondary_path.csv) in
+/// `dir/name`.
+pub fn synth_anc(dir: &Path, name: &str) -> PathBuf {
+    let out = dir.join(name);
+    let o = xtask(
+        &[
+            "synth",
+            "--anc",
+            out.to_str().unwrap(),
+            "--seconds",
+            "4",
+            "--seed",
+            "5",
+        ],
+        dir,
+    );
+    assert!(o.status.success(), "synth --anc failed: {}", stderr(&o));
+    out
+}
+
+/// An ANC config at `dir/anc.toml`: the recording (if given), both paths, `source_extra` inside
+/// the source table (`", resample = false"`) and `rest` after `[model] kind` (model keys, then
+/// any further tables).
+pub fn anc_config(
+    dir: &Path,
+    input: Option<&Path>,
+    paths: (&Path, &Path),
+    chunk: usize,
+    source_extra: &str,
+    rest: &str,
+) -> PathBuf {
+    let path = dir.join("anc.toml");
+    let input = input
+        .map(|p| format!("input = \"{}\"\n", p.display()))
+        .unwrap_or_default();
+    std::fs::write(
+        &path,
+        format!(
+            "[data]\n{input}output_len = {chunk}\nsource = {{ kind = \"anc\", primary_path = \"{}\", secondary_path = \"{}\"{source_extra} }}\n[model]\nkind = \"multiband-anc\"\n{rest}\n",
+            paths.0.display(),
+            paths.1.display()
+        ),
+    )
+    .unwrap();
+    path
+}

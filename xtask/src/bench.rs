@@ -30,6 +30,9 @@ pub struct BenchArgs {
     /// Small sizes and few repeats: checks the harness, not the machine.
     #[arg(long)]
     pub quick: bool,
+    /// Run only these parts (repeatable; all by default).
+    #[arg(long, value_enum)]
+    pub only: Vec<Section>,
     /// Rows of the generated CSV for the prepare benchmark.
     #[arg(long, default_value_t = 20_000_000)]
     pub prepare_rows: usize,
@@ -404,62 +407,80 @@ fn bench_prepare(dir: &Path, rows: usize) -> Result<Value> {
     }))
 }
 
+/// The parts of the benchmark, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    Models,
+    AncPredict,
+    Loader,
+    Prepare,
+}
+
 pub fn run_bench(args: &BenchArgs) -> Result<()> {
     let dir = Path::new("target/bench");
     std::fs::create_dir_all(dir)?;
     let mut report = serde_json::Map::new();
-    println!(
-        "{:<16} {:<11} {:>16} {:>16}",
-        "model", "precision", "train samples/s", "infer samples/s"
-    );
-    for r in references() {
-        let mut per = serde_json::Map::new();
-        for precision in [Precision::F32, Precision::Bf16Mixed] {
-            let (train, infer) = bench_model(&r, precision, args.quick);
-            println!(
-                "{:<16} {:<11} {train:>16.0} {infer:>16.0}",
-                r.key,
-                precision.name()
-            );
-            per.insert(
-                precision.name().into(),
-                json!({"train_samples_per_s": train, "infer_samples_per_s": infer, "batch": r.batch * r.samples_per_window}),
-            );
+    let wanted = |s: Section| args.only.is_empty() || args.only.contains(&s);
+    if wanted(Section::Models) {
+        println!(
+            "{:<16} {:<11} {:>16} {:>16}",
+            "model", "precision", "train samples/s", "infer samples/s"
+        );
+        for r in references() {
+            let mut per = serde_json::Map::new();
+            for precision in [Precision::F32, Precision::Bf16Mixed] {
+                let (train, infer) = bench_model(&r, precision, args.quick);
+                println!(
+                    "{:<16} {:<11} {train:>16.0} {infer:>16.0}",
+                    r.key,
+                    precision.name()
+                );
+                per.insert(
+                    precision.name().into(),
+                    json!({"train_samples_per_s": train, "infer_samples_per_s": infer, "batch": r.batch * r.samples_per_window}),
+                );
+            }
+            report.insert(r.key.into(), Value::Object(per));
         }
-        report.insert(r.key.into(), Value::Object(per));
     }
-    let anc = bench_anc_predict(args.quick);
-    println!(
-        "ANC predict of {} samples: batched {:.0} samples/s, --per-sample {:.0} samples/s (over {} samples): {:.0}× faster batched",
-        anc["samples"],
-        anc["batched_samples_per_s"].as_f64().unwrap_or(0.0),
-        anc["per_sample_samples_per_s"].as_f64().unwrap_or(0.0),
-        anc["per_sample_samples"],
-        anc["speedup"].as_f64().unwrap_or(0.0)
-    );
-    report.insert("anc_predict".into(), anc);
-    let loader = bench_loader(dir, args.quick)?;
-    println!(
-        "loader: {:.0} windows/s, {:.2} GB/s (plain memcpy of the same bytes: {:.2} GB/s)",
-        loader["windows_per_s"].as_f64().unwrap_or(0.0),
-        loader["gb_per_s"].as_f64().unwrap_or(0.0),
-        loader["memcpy_gb_per_s"].as_f64().unwrap_or(0.0)
-    );
-    report.insert("loader".into(), loader);
-    let rows = if args.quick {
-        200_000
-    } else {
-        args.prepare_rows
-    };
-    let prepare = bench_prepare(dir, rows)?;
-    println!(
-        "prepare: {rows} rows in {:.1}s ({:.0} rows/s, {:.0} MB/s of CSV), peak RSS {:.0} MB",
-        prepare["seconds"].as_f64().unwrap_or(0.0),
-        prepare["rows_per_s"].as_f64().unwrap_or(0.0),
-        prepare["mb_per_s"].as_f64().unwrap_or(0.0),
-        prepare["peak_rss_mb"].as_f64().unwrap_or(0.0)
-    );
-    report.insert("prepare".into(), prepare);
+    if wanted(Section::AncPredict) {
+        let anc = bench_anc_predict(args.quick);
+        println!(
+            "ANC predict of {} samples: batched {:.0} samples/s, --per-sample {:.0} samples/s (over {} samples): {:.0}× faster batched",
+            anc["samples"],
+            anc["batched_samples_per_s"].as_f64().unwrap_or(0.0),
+            anc["per_sample_samples_per_s"].as_f64().unwrap_or(0.0),
+            anc["per_sample_samples"],
+            anc["speedup"].as_f64().unwrap_or(0.0)
+        );
+        report.insert("anc_predict".into(), anc);
+    }
+    if wanted(Section::Loader) {
+        let loader = bench_loader(dir, args.quick)?;
+        println!(
+            "loader: {:.0} windows/s, {:.2} GB/s (plain memcpy of the same bytes: {:.2} GB/s)",
+            loader["windows_per_s"].as_f64().unwrap_or(0.0),
+            loader["gb_per_s"].as_f64().unwrap_or(0.0),
+            loader["memcpy_gb_per_s"].as_f64().unwrap_or(0.0)
+        );
+        report.insert("loader".into(), loader);
+    }
+    if wanted(Section::Prepare) {
+        let rows = if args.quick {
+            200_000
+        } else {
+            args.prepare_rows
+        };
+        let prepare = bench_prepare(dir, rows)?;
+        println!(
+            "prepare: {rows} rows in {:.1}s ({:.0} rows/s, {:.0} MB/s of CSV), peak RSS {:.0} MB",
+            prepare["seconds"].as_f64().unwrap_or(0.0),
+            prepare["rows_per_s"].as_f64().unwrap_or(0.0),
+            prepare["mb_per_s"].as_f64().unwrap_or(0.0),
+            prepare["peak_rss_mb"].as_f64().unwrap_or(0.0)
+        );
+        report.insert("prepare".into(), prepare);
+    }
     if let Some(path) = &args.json {
         stoker_artifact::atomic::write_json(path, &Value::Object(report))?;
         println!("{}", path.display());
