@@ -197,3 +197,40 @@ fn first_training_losses_match_the_cpu_from_the_same_weights() {
         }
     }
 }
+
+/// burn's autotune results and compiled kernels persist on disk (cubecl's environment store,
+/// `target/environment` of the workspace the run starts in), so a second run does not tune again.
+#[test]
+fn autotune_results_are_kept_on_disk() {
+    if wgpu().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // cubecl keeps its store in the outermost Cargo workspace above the working directory.
+    std::fs::write(dir.path().join("Cargo.toml"), "[workspace]\n").unwrap();
+    let setup = synth_anc(dir.path(), "setup");
+    let config = anc_config(
+        dir.path(),
+        Some(&setup.join("noise.wav")),
+        (
+            &setup.join("primary_path.csv"),
+            &setup.join("secondary_path.csv"),
+        ),
+        256,
+        "",
+        "filter_taps = 33\ntaps = 32\nhidden = 16\n[train]\nepochs = 1\nbatch_size = 4",
+    );
+    let (c, a) = (config.to_str().unwrap(), "art");
+    run_stages(dir.path(), c, a, &["prepare"], &[]);
+    run_stages(dir.path(), c, a, &["train"], &["--device", "wgpu"]);
+    let store = dir.path().join("target/environment");
+    let entries: Vec<String> = std::fs::read_dir(&store)
+        .unwrap_or_else(|e| panic!("{}: {e}", store.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        entries.iter().any(|name| name.starts_with("default.db")),
+        "no autotune store in {}: {entries:?}",
+        store.display()
+    );
+}
