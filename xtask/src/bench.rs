@@ -194,7 +194,9 @@ fn bench_model(r: &Reference, precision: Precision, quick: bool) -> (f64, f64) {
     let dims = [r.batch, r.shape.window.input_len, r.shape.features];
     // Inference counts what the forward pass yields: an ANC chunk's control samples include
     // the secondary path's history.
-    let infer_samples = {
+    let infer_samples = if r.samples_per_window == 1 {
+        r.batch
+    } else {
         let x = stoker_zoo::batch::inputs_tensor(batch.inputs.clone(), dims, &device);
         valid.forward(x).dims().iter().product()
     };
