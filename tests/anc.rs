@@ -9,19 +9,11 @@ use stoker_artifact::AncMetrics;
 #[test]
 fn least_squares_start_reaches_the_offline_fir_and_predict_writes_its_files() {
     let dir = tempfile::tempdir().unwrap();
-    let setup = synth_anc(dir.path(), "setup");
     // The linear FIR starts at the least-squares controller; best-on-validation keeps at least
     // that, so the network's NR must land near the offline FIR's — unless x, d, S or y are
     // misaligned somewhere between prepare, the loss and predict.
-    let config = anc_config(
+    let config = synthetic_anc_task(
         dir.path(),
-        Some(&setup.join("noise.wav")),
-        (
-            &setup.join("primary_path.csv"),
-            &setup.join("secondary_path.csv"),
-        ),
-        256,
-        "",
         "filter_taps = 33\ntaps = 32\nhidden = 16\nlinear_taps = 128\nleast_squares_init = true\n\
          [train]\nepochs = 2\nbatch_size = 4\n[predict]\nfxnlms_taps = 128",
     );

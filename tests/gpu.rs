@@ -76,16 +76,8 @@ fn every_zoo_model_runs_end_to_end_on_wgpu() {
     }
     // Multiband ANC: filterbank conv, unfolded band windows, batched band matmuls and the
     // secondary-path conv in the loss, all on the device.
-    let setup = synth_anc(dir.path(), "anc-setup");
-    let config = anc_config(
+    let config = synthetic_anc_task(
         dir.path(),
-        Some(&setup.join("noise.wav")),
-        (
-            &setup.join("primary_path.csv"),
-            &setup.join("secondary_path.csv"),
-        ),
-        256,
-        "",
         "filter_taps = 33\ntaps = 32\nhidden = 16\n[train]\nepochs = 1\nbatch_size = 4\n\
          [predict]\nbatch_size = 2048\nfxnlms_taps = 64",
     );
@@ -208,16 +200,8 @@ fn autotune_results_are_kept_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     // cubecl keeps its store in the outermost Cargo workspace above the working directory.
     std::fs::write(dir.path().join("Cargo.toml"), "[workspace]\n").unwrap();
-    let setup = synth_anc(dir.path(), "setup");
-    let config = anc_config(
+    let config = synthetic_anc_task(
         dir.path(),
-        Some(&setup.join("noise.wav")),
-        (
-            &setup.join("primary_path.csv"),
-            &setup.join("secondary_path.csv"),
-        ),
-        256,
-        "",
         "filter_taps = 33\ntaps = 32\nhidden = 16\n[train]\nepochs = 1\nbatch_size = 4",
     );
     let (c, a) = (config.to_str().unwrap(), "art");

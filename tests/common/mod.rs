@@ -171,3 +171,20 @@ pub fn anc_config(
     .unwrap();
     path
 }
+
+/// A synthetic ANC setup in `dir/setup` and a config over it with 256-sample chunks; `rest`
+/// follows `[model] kind` (model keys, then further tables).
+pub fn synthetic_anc_task(dir: &Path, rest: &str) -> PathBuf {
+    let setup = synth_anc(dir, "setup");
+    anc_config(
+        dir,
+        Some(&setup.join("noise.wav")),
+        (
+            &setup.join("primary_path.csv"),
+            &setup.join("secondary_path.csv"),
+        ),
+        256,
+        "",
+        rest,
+    )
+}
