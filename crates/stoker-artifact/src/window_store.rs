@@ -226,6 +226,16 @@ impl WindowStore {
         &self.matrix()[range.start * self.cols..range.end * self.cols]
     }
 
+    /// One column over `rows`, copied out of the row-major matrix.
+    pub fn column(&self, col: usize, rows: Range<usize>) -> Vec<f32> {
+        self.rows_slice(rows)
+            .iter()
+            .skip(col)
+            .step_by(self.cols)
+            .copied()
+            .collect()
+    }
+
     pub fn value(&self, row: usize, col: usize) -> f32 {
         self.matrix()[row * self.cols + col]
     }

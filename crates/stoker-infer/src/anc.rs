@@ -153,11 +153,11 @@ pub fn predict(
 
 /// The reference x and disturbance d (normalised), copied out of the row-major store.
 fn columns(data: &PreparedData) -> (Vec<f32>, Vec<f32>) {
-    let matrix = data.store.matrix();
-    let cols = data.store.cols();
-    let x = matrix.iter().step_by(cols).copied().collect();
-    let d = matrix.iter().skip(1).step_by(cols).copied().collect();
-    (x, d)
+    let rows = 0..data.store.rows();
+    (
+        data.store.column(0, rows.clone()),
+        data.store.column(1, rows),
+    )
 }
 
 /// e = d − S * g(y), the error microphone's signal.

@@ -237,10 +237,7 @@ fn anc_least_squares(
 ) -> Vec<f32> {
     let end = starts.last().map_or(0, |&s| s + window.span());
     let first = starts.first().map_or(0, |&s| window.first_target_row(s));
-    let matrix = store.rows_slice(0..end);
-    let cols = store.cols();
-    let x: Vec<f32> = matrix.iter().step_by(cols).copied().collect();
-    let d: Vec<f32> = matrix.iter().skip(1).step_by(cols).copied().collect();
+    let (x, d) = (store.column(0, 0..end), store.column(1, 0..end));
     signal::baselines::least_squares_fir(&x, &d, &model.secondary_path(), taps, first..end)
 }
 
