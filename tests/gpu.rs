@@ -96,6 +96,76 @@ fn every_zoo_model_runs_end_to_end_on_wgpu() {
     assert!(metrics.nr_db.is_finite(), "anc: {metrics:?}");
 }
 
+/// burn's kernel fusion on (the default) and off (`--no-fusion`) train to the same losses, and
+/// fusion really ran in one and not the other (burn-fusion's log names each strategy it picks).
+#[test]
+fn fused_and_unfused_training_agree() {
+    if wgpu().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let csv = ett_csv(dir.path(), 600);
+    let config = dir.path().join("lstm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "seed = 3\n[data]\ninput = \"{}\"\ninput_len = 24\noutput_len = 12\n\
+             source = {{ kind = \"ett\", train_rows = 400, val_rows = 100, test_rows = 100 }}\n\
+             [model]\nkind = \"lstm-attention\"\nhidden = 8\nlayers = 1\nattention = 4\n\
+             [train]\nepochs = 1\nbatch_size = 64\n",
+            csv.display()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let train = |art: &str, extra: &[&str]| {
+        run_stages(dir.path(), c, art, &["prepare"], &[]);
+        let mut args = vec![
+            "train",
+            "--config",
+            c,
+            "--artifacts",
+            art,
+            "--device",
+            "wgpu",
+        ];
+        args.extend(extra);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(&args)
+            .current_dir(dir.path())
+            .env("BURN_FUSION_LOG", "basic")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "train {extra:?}: {}", stderr(&o));
+        let summary =
+            stoker_artifact::RunSummary::load(&dir.path().join(art).join("train/summary.json"))
+                .unwrap();
+        (summary, stderr(&o).matches("selected").count())
+    };
+    let (fused, fused_plans) = train("fused", &[]);
+    let (unfused, unfused_plans) = train("unfused", &["--no-fusion"]);
+    assert!(fused.fusion && !unfused.fusion, "summary flags");
+    assert!(fused_plans > 0, "fusion never ran with fusion on");
+    assert_eq!(unfused_plans, 0, "fusion ran under --no-fusion");
+    for (what, a, b) in [
+        (
+            "train loss",
+            fused.final_train_loss,
+            unfused.final_train_loss,
+        ),
+        (
+            "validation loss",
+            fused.best_val_loss,
+            unfused.best_val_loss,
+        ),
+    ] {
+        assert!(
+            (a - b).abs() <= 1e-3 * a.abs(),
+            "{what}: fused {a} vs unfused {b}"
+        );
+    }
+}
+
 /// Initialised once on the CPU, moved to wgpu: the first training losses agree.
 #[test]
 fn first_training_losses_match_the_cpu_from_the_same_weights() {

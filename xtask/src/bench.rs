@@ -17,9 +17,11 @@ use stoker_artifact::{
     AncSignals, Cnn2dSpec, LossKind, LstmAttentionSpec, ModelSpec, MultibandAncSpec, Precision,
     PreparedData, Split, WindowSpec,
 };
+use stoker_cli::DeviceArgs;
 use stoker_train::loader::{HostBatch, Loader};
 use stoker_train::step::batch_gradients;
 use stoker_train::trainer::optimizer;
+use stoker_zoo::device::open;
 use stoker_zoo::{Autocast, InputShape, Model};
 
 #[derive(Debug, Clone, Args)]
@@ -36,6 +38,9 @@ pub struct BenchArgs {
     /// Rows of the generated CSV for the prepare benchmark.
     #[arg(long, default_value_t = 20_000_000)]
     pub prepare_rows: usize,
+    /// Device of the model rows and the ANC predict figure.
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 struct Reference {
@@ -166,11 +171,20 @@ fn throughput(
     )
 }
 
-fn bench_model(r: &Reference, precision: Precision, quick: bool) -> (f64, f64) {
+/// Training and inference samples/s; None when the device cannot compute in `precision`.
+fn bench_model(
+    r: &Reference,
+    precision: Precision,
+    device: &Device,
+    quick: bool,
+) -> Option<(f64, f64)> {
     let (steps, repeats) = if quick { (2, 1) } else { (10, 5) };
-    let device = Device::flex();
+    let ac = Autocast::for_device(precision, device);
+    if ac.is_mixed() != (precision != Precision::F32) {
+        return None;
+    }
+    let device = device.clone();
     let ad = device.clone().autodiff();
-    let ac = Autocast::new(precision);
     let batch = random_batch(&r.shape, r.batch);
     let mut model = Model::new(&r.spec, &r.shape, &ad);
     let mut optim = optimizer(&Default::default());
@@ -204,15 +218,14 @@ fn bench_model(r: &Reference, precision: Precision, quick: bool) -> (f64, f64) {
         let x = stoker_zoo::batch::inputs_tensor(batch.inputs.clone(), dims, &device);
         let _ = stoker_zoo::batch::to_host(valid.forward_with(x, &ac));
     });
-    (train, infer)
+    Some((train, infer))
 }
 
 /// Whole-signal ANC prediction, batched against one forward pass per sample, on the reference
 /// model (random weights: speed does not depend on them).
-fn bench_anc_predict(quick: bool) -> Value {
+fn bench_anc_predict(device: &Device, quick: bool) -> Value {
     let r = anc_reference();
-    let device = Device::flex();
-    let model = Model::new(&r.spec, &r.shape, &device);
+    let model = Model::new(&r.spec, &r.shape, device);
     let stoker_zoo::Forecaster::MultibandAnc(net) = &model.net else {
         unreachable!("the ANC reference is a multiband-anc model")
     };
@@ -423,15 +436,23 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let mut report = serde_json::Map::new();
     let wanted = |s: Section| args.only.is_empty() || args.only.contains(&s);
+    let device = open(&args.device.device, !args.device.no_fusion).map_err(anyhow::Error::msg)?;
     if wanted(Section::Models) {
         println!(
-            "{:<16} {:<11} {:>16} {:>16}",
-            "model", "precision", "train samples/s", "infer samples/s"
+            "{:<16} {:<11} {:>16} {:>16}   (device: {})",
+            "model", "precision", "train samples/s", "infer samples/s", args.device.device
         );
         for r in references() {
             let mut per = serde_json::Map::new();
             for precision in [Precision::F32, Precision::Bf16Mixed] {
-                let (train, infer) = bench_model(&r, precision, args.quick);
+                let Some((train, infer)) = bench_model(&r, precision, &device, args.quick) else {
+                    println!(
+                        "{:<16} {:<11} not supported on this device",
+                        r.key,
+                        precision.name()
+                    );
+                    continue;
+                };
                 println!(
                     "{:<16} {:<11} {train:>16.0} {infer:>16.0}",
                     r.key,
@@ -446,7 +467,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         }
     }
     if wanted(Section::AncPredict) {
-        let anc = bench_anc_predict(args.quick);
+        let anc = bench_anc_predict(&device, args.quick);
         println!(
             "ANC predict of {} samples: batched {:.0} samples/s, --per-sample {:.0} samples/s (over {} samples): {:.0}× faster batched",
             anc["samples"],

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use stoker_cli::TaskArgs;
+use stoker_cli::{DeviceArgs, TaskArgs};
 use stoker_data::cli::{PrepareArgs, SynthArgs, run_prepare, run_synth};
 use stoker_infer::cli::{PredictArgs, run_predict};
 use stoker_train::cli::{TrainArgs, TuneArgs, run_train, run_tune};
@@ -57,8 +57,8 @@ struct RunArgs {
     input: Option<PathBuf>,
     #[arg(long)]
     artifacts: Option<PathBuf>,
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     #[arg(long)]
     seed: Option<u64>,
     #[arg(long)]
@@ -69,8 +69,8 @@ struct RunArgs {
 struct DemoArgs {
     #[arg(long, default_value = "configs/demo.toml")]
     config: PathBuf,
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     /// Seed of the generated data (the model seed is the config's).
     #[arg(long, default_value_t = 42)]
     data_seed: u64,

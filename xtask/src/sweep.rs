@@ -10,11 +10,11 @@ use arrow::array::{ArrayRef, Float64Array, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use clap::Args;
 use stoker_artifact::{TaskConfig, atomic, table};
-use stoker_cli::TaskArgs;
+use stoker_cli::{DeviceArgs, TaskArgs};
 use stoker_data::cli::{PrepareArgs, run_prepare};
 use stoker_data::prepare::{PrepareRequest, prepare};
 use stoker_train::trainer::{TrainRequest, train};
-use stoker_zoo::device::parse_device;
+use stoker_zoo::device::open;
 use toml::Value;
 
 #[derive(Debug, Clone, Args)]
@@ -28,8 +28,8 @@ pub struct SweepArgs {
     /// epochs, dropout, or any dotted config path (`model.attention`).
     #[arg(long = "grid", required = true)]
     pub grid: Vec<String>,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// Short names for the usual knobs.
@@ -115,7 +115,7 @@ pub fn run_sweep(args: &SweepArgs) -> Result<PathBuf> {
         .with_context(|| format!("{}: not TOML", args.task.config.display()))?;
     let base = args.task.load_config()?;
     let layout = args.task.layout();
-    let device = parse_device(&args.device).map_err(anyhow::Error::msg)?;
+    let device = open(&args.device.device, !args.device.no_fusion).map_err(anyhow::Error::msg)?;
     run_prepare(&PrepareArgs {
         task: args.task.clone(),
         input: args.input.clone(),
@@ -163,7 +163,7 @@ pub fn run_sweep(args: &SweepArgs) -> Result<PathBuf> {
             data_dir,
             out_dir: run_dir.join("train"),
             device: device.clone(),
-            device_name: args.device.clone(),
+            device_name: args.device.device.clone(),
             resume: false,
         })?;
         outcomes.push(Outcome {

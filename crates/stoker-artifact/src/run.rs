@@ -113,6 +113,9 @@ pub struct RunSummary {
     pub task: String,
     pub model: String,
     pub device: String,
+    /// burn's kernel fusion was on (GPU devices of a build with the `fusion` feature).
+    #[serde(default)]
+    pub fusion: bool,
     pub precision: String,
     /// Optimizer steps skipped by f16 loss scaling (non-finite gradients).
     pub skipped_steps: u64,
@@ -131,16 +134,24 @@ pub struct RunSummary {
     /// Micro-batches per optimizer step; the effective batch is `batch_size`.
     pub accumulate: usize,
     pub step_time: StepTime,
-    /// Device utilisation over the run, % of capacity (process CPU use on the CPU device).
+    /// Device utilisation over the run, % of capacity, sampled twice a second.
     pub utilisation_mean_percent: f64,
     pub utilisation_std_percent: f64,
-    /// Peak memory, bytes (process resident set on the CPU device).
+    /// Where utilisation and memory come from: `process-cpu` (the process's share of all
+    /// cores and its resident set) or `nvml` (the GPU's own counters).
+    #[serde(default)]
+    pub utilisation_source: String,
+    /// Peak memory in use, bytes, and the capacity bounding it (device or machine memory).
     pub peak_memory_bytes: u64,
+    #[serde(default)]
+    pub memory_total_bytes: Option<u64>,
     pub diagnosis: Diagnosis,
     pub seconds: f64,
 }
 
-/// Where the training steps' time went, summed over the run (seconds, measured at the host).
+/// Where the training steps' time went, summed over the run (seconds, measured at the host;
+/// on GPU devices the split between compute and optimizer comes from steps timed with the
+/// device synchronised, since the host otherwise only sees kernels being queued).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StepTime {
     pub data_wait_s: f64,

@@ -1,7 +1,7 @@
 //! # stoker-cli
 //!
-//! The flags every stage takes ([`TaskArgs`]: `--config`, `--artifacts`) and the one way a stage
-//! binary ends ([`exit`]): a one-line `error: …` on stderr and a non-zero status.
+//! The flags every stage takes ([`TaskArgs`]: `--config`, `--artifacts`; [`DeviceArgs`] where it
+//! computes: `--device`, `--no-fusion`) and the one way a stage binary ends ([`exit`]): a one-line `error: …` on stderr and a non-zero status.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +40,36 @@ impl TaskArgs {
         match &self.artifacts {
             Some(dir) => ArtifactLayout::new(dir),
             None => ArtifactLayout::for_task(&self.task()),
+        }
+    }
+}
+
+/// Where a stage computes.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceArgs {
+    /// Compute device: cpu (default), wgpu or cuda when built with that feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// GPU devices: run every op as its own kernel (burn's kernel fusion off), to compare
+    /// numerics or isolate a fusion problem.
+    #[arg(long)]
+    pub no_fusion: bool,
+}
+
+impl Default for DeviceArgs {
+    fn default() -> Self {
+        Self {
+            device: "cpu".into(),
+            no_fusion: false,
+        }
+    }
+}
+
+impl DeviceArgs {
+    pub fn on(device: &str) -> Self {
+        Self {
+            device: device.into(),
+            ..Self::default()
         }
     }
 }

@@ -6,8 +6,8 @@ use anyhow::{Result, anyhow};
 use clap::Args;
 use stoker_artifact::layout::PREDICT_METRICS_FILE;
 use stoker_artifact::{AncMetrics, CheckpointChoice, ForecastMetrics};
-use stoker_cli::TaskArgs;
-use stoker_zoo::device::parse_device;
+use stoker_cli::{DeviceArgs, TaskArgs};
+use stoker_zoo::device::open;
 
 use crate::predictor::{PredictRequest, Prediction, predict};
 
@@ -15,9 +15,8 @@ use crate::predictor::{PredictRequest, Prediction, predict};
 pub struct PredictArgs {
     #[command(flatten)]
     pub task: TaskArgs,
-    /// Compute device: cpu (default), wgpu or cuda when built with that feature.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Overrides `predict.batch_size`.
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -32,7 +31,7 @@ pub struct PredictArgs {
 /// Runs predict; prints a summary and, as the last line, the path of `metrics.json`.
 pub fn run_predict(args: &PredictArgs) -> Result<(Prediction, PathBuf)> {
     let config = args.task.load_config()?;
-    let device = parse_device(&args.device).map_err(|e| anyhow!(e))?;
+    let device = open(&args.device.device, !args.device.no_fusion).map_err(|e| anyhow!(e))?;
     let layout = args.task.layout();
     let prediction = predict(&PredictRequest {
         data_dir: layout.data_dir(),

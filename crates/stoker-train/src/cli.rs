@@ -8,8 +8,8 @@ use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use stoker_artifact::layout::SUMMARY_FILE;
 use stoker_artifact::{Precision, PreparedData, RunSummary, TaskConfig, atomic};
-use stoker_cli::TaskArgs;
-use stoker_zoo::device::parse_device;
+use stoker_cli::{DeviceArgs, TaskArgs};
+use stoker_zoo::device::open;
 
 use crate::trainer::{TrainRequest, train};
 use crate::tune::{TuneReport, TuneRequest, tune};
@@ -18,9 +18,8 @@ use crate::tune::{TuneReport, TuneRequest, tune};
 pub struct TrainArgs {
     #[command(flatten)]
     pub task: TaskArgs,
-    /// Compute device: cpu (default), wgpu or cuda when built with that feature.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Overrides `seed`.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -48,7 +47,7 @@ pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
     let mut config = args.task.load_config()?;
     config.seed = args.seed.unwrap_or(config.seed);
     config.train.epochs = args.epochs.unwrap_or(config.train.epochs);
-    let device = parse_device(&args.device).map_err(|e| anyhow!(e))?;
+    let device = open(&args.device.device, !args.device.no_fusion).map_err(|e| anyhow!(e))?;
     match args.batch_size {
         Some(BatchSize::Fixed(b)) => config.train.batch_size = b,
         Some(BatchSize::Auto) => {
@@ -79,7 +78,7 @@ pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
         data_dir: layout.data_dir(),
         out_dir: layout.train_dir(),
         device,
-        device_name: args.device.clone(),
+        device_name: args.device.device.clone(),
         resume: args.resume,
     })?;
     print_summary(&summary, &layout.train_dir().join(SUMMARY_FILE));
@@ -91,8 +90,15 @@ pub fn print_summary(s: &RunSummary, path: &std::path::Path) {
     let t = &s.step_time;
     let total = (t.data_wait_s + t.compute_s + t.optimizer_s).max(1e-12);
     println!(
-        "trained {} ({} parameters, {}) for {} epochs on {}: best val loss {:.5} at epoch {}",
-        s.model, s.parameters, s.precision, s.epochs, s.device, s.best_val_loss, s.best_epoch
+        "trained {} ({} parameters, {}) for {} epochs on {}{}: best val loss {:.5} at epoch {}",
+        s.model,
+        s.parameters,
+        s.precision,
+        s.epochs,
+        s.device,
+        if s.fusion { " (fused kernels)" } else { "" },
+        s.best_val_loss,
+        s.best_epoch
     );
     println!(
         "  {:.0} samples/s, batch {} ({} micro-batch{}); step time: data wait {:.1} %, forward+backward {:.1} %, optimizer {:.1} %",
@@ -105,9 +111,10 @@ pub fn print_summary(s: &RunSummary, path: &std::path::Path) {
         100.0 * t.optimizer_s / total,
     );
     println!(
-        "  utilisation {:.0} ± {:.0} %, peak memory {:.0} MiB; bound by {}: {}",
+        "  utilisation {:.0} ± {:.0} % ({}), peak memory {:.0} MiB; bound by {}: {}",
         s.utilisation_mean_percent,
         s.utilisation_std_percent,
+        s.utilisation_source,
         s.peak_memory_bytes as f64 / (1 << 20) as f64,
         s.diagnosis.bound,
         s.diagnosis.advice
@@ -146,8 +153,8 @@ pub const DEFAULT_HEADROOM: f64 = 0.8;
 pub struct TuneArgs {
     #[command(flatten)]
     pub task: TaskArgs,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Candidate batch sizes, comma-separated, probed smallest first.
     #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_CANDIDATES)]
     pub candidates: Vec<usize>,
@@ -173,7 +180,7 @@ pub enum LrScaling {
 /// table to `artifacts/<task>/tune.json`. Returns the tuned config's path.
 pub fn run_tune(args: &TuneArgs) -> Result<PathBuf> {
     let config = args.task.load_config()?;
-    let device = parse_device(&args.device).map_err(|e| anyhow!(e))?;
+    let device = open(&args.device.device, !args.device.no_fusion).map_err(|e| anyhow!(e))?;
     let layout = args.task.layout();
     let data = Arc::new(PreparedData::open(&layout.data_dir())?);
     let report = tune(&TuneRequest {

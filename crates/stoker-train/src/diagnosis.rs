@@ -11,12 +11,30 @@ const STALL_LIMIT: f64 = 0.05;
 const OPTIMIZER_LIMIT: f64 = 0.3;
 /// Device utilisation below this (% of capacity) with no stall means the host is the limit.
 const IDLE_LIMIT: f64 = 50.0;
+/// Peak memory above this share of capacity: the next larger batch or model will not fit.
+const MEMORY_LIMIT: f64 = 0.9;
 
 pub fn diagnose(time: &StepTime, util: &Utilisation, batch_size: usize, mixed: bool) -> Diagnosis {
     let total = (time.data_wait_s + time.compute_s + time.optimizer_s).max(1e-12);
     let stall = time.data_wait_s / total;
     let optimizer = time.optimizer_s / total;
-    let (bound, advice) = if stall > STALL_LIMIT {
+    let memory = util.memory_total_bytes.map_or(0.0, |total| {
+        util.peak_memory_bytes as f64 / total.max(1) as f64
+    });
+    let (bound, advice) = if memory > MEMORY_LIMIT {
+        (
+            "memory",
+            format!(
+                "peak memory reached {:.0} % of capacity: lower batch_size (now {batch_size}){}",
+                memory * 100.0,
+                if mixed {
+                    " or raise accumulate to keep the effective batch"
+                } else {
+                    ", or use bf16-mixed to halve activation memory"
+                }
+            ),
+        )
+    } else if stall > STALL_LIMIT {
         (
             "data loading",
             format!(
@@ -73,7 +91,9 @@ mod tests {
             mean_percent: p,
             std_percent: 1.0,
             samples: 10,
-            peak_rss_bytes: 1,
+            source: "process-cpu",
+            peak_memory_bytes: 1,
+            memory_total_bytes: Some(100),
         }
     }
 
@@ -91,5 +111,12 @@ mod tests {
         assert!(d.advice.contains("bf16"));
         let d = diagnose(&time(0.0, 9.0, 1.0), &busy(95.0), 64, true);
         assert!(!d.advice.contains("bf16"), "already mixed: {}", d.advice);
+        let full = Utilisation {
+            peak_memory_bytes: 95,
+            ..busy(95.0)
+        };
+        let d = diagnose(&time(3.0, 6.0, 1.0), &full, 64, false);
+        assert_eq!(d.bound, "memory");
+        assert!(d.advice.contains("batch_size") && d.advice.contains("bf16"));
     }
 }

@@ -27,8 +27,11 @@ pub mod cli;
 pub mod diagnosis;
 pub mod loader;
 pub mod monitor;
+#[cfg(feature = "nvml")]
+mod nvml;
 pub mod progress;
 pub mod resume;
 pub mod step;
+pub mod timing;
 pub mod trainer;
 pub mod tune;

@@ -27,6 +27,7 @@ use crate::monitor::Monitor;
 use crate::progress::Progress;
 use crate::resume;
 use crate::step::{LossScaler, batch_gradients};
+use crate::timing::PhaseClock;
 
 #[derive(Debug, Clone)]
 pub struct TrainRequest {
@@ -151,7 +152,14 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     // f16 needs loss scaling; bf16 has f32's exponent range and does not.
     let mut scaler = (t.precision == Precision::F16Mixed).then(LossScaler::default);
     let started = Instant::now();
-    let monitor = Monitor::start(Duration::from_millis(500));
+    let gpu = stoker_zoo::device::is_gpu(&req.device_name);
+    let monitor = Monitor::start(Duration::from_millis(500), gpu);
+    let mut clock = PhaseClock::new(gpu);
+    let sync = || {
+        req.device
+            .sync()
+            .map_err(|e| anyhow::anyhow!("{}: device failed: {e:?}", req.device_name))
+    };
     let mut progress = Progress::new();
     let batches_per_epoch = train_windows.len().div_ceil(t.batch_size);
     let mut stop = false;
@@ -220,6 +228,10 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
             }
             req.device.seed(step_seed(cfg.seed, state.step));
             let len = batch.len;
+            let synced = clock.synced(state.step);
+            if synced {
+                sync()?;
+            }
             let compute_start = Instant::now();
             let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
             let (mut grads, loss) = batch_gradients(
@@ -234,6 +246,9 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
                 &device,
             );
             loss_sum = loss_sum.clone() + loss * len as f32;
+            if synced {
+                sync()?;
+            }
             let optimizer_start = Instant::now();
             state.step_time.compute_s += (optimizer_start - compute_start).as_secs_f64();
             let finite = scaler
@@ -241,6 +256,13 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
                 .is_none_or(|s| s.unscale(&model, &mut grads));
             if finite {
                 model = optim.step(lr, model.clone(), grads);
+            }
+            if synced {
+                sync()?;
+                clock.record(
+                    (optimizer_start - compute_start).as_secs_f64(),
+                    optimizer_start.elapsed().as_secs_f64(),
+                );
             }
             state.step_time.optimizer_s += optimizer_start.elapsed().as_secs_f64();
             state.step += 1;
@@ -299,12 +321,13 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
 
     let seconds = started.elapsed().as_secs_f64();
     let utilisation = monitor.finish();
-    let time = state.step_time.clone();
+    let time = clock.split(state.step_time.clone());
     let step_seconds = time.data_wait_s + time.compute_s + time.optimizer_s;
     let summary = RunSummary {
         task: req.task.clone(),
         model: cfg.model.kind().into(),
         device: req.device_name.clone(),
+        fusion: gpu && stoker_zoo::device::fusion_enabled(),
         precision: if autocast.is_mixed() {
             t.precision.name()
         } else {
@@ -329,7 +352,9 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         step_time: time,
         utilisation_mean_percent: utilisation.mean_percent,
         utilisation_std_percent: utilisation.std_percent,
-        peak_memory_bytes: utilisation.peak_rss_bytes,
+        utilisation_source: utilisation.source.into(),
+        peak_memory_bytes: utilisation.peak_memory_bytes,
+        memory_total_bytes: utilisation.memory_total_bytes,
         seconds,
     };
     atomic::write_json(&req.out_dir.join(SUMMARY_FILE), &summary)?;

@@ -1,7 +1,9 @@
 //! `--device` names → burn's dispatch device. GPU backends exist only in builds with their
 //! feature; asking for one elsewhere is a clear error, not a silent fallback to the CPU.
 
+use burn::BurnConfig;
 use burn::prelude::Device;
+use burn_std::config::RuntimeConfig;
 
 /// Devices this build can run on, for messages.
 pub fn available() -> Vec<&'static str> {
@@ -13,6 +15,55 @@ pub fn available() -> Vec<&'static str> {
         devices.push("cuda");
     }
     devices
+}
+
+/// The device `name` names, with kernel fusion on or off for the process.
+pub fn open(name: &str, fusion: bool) -> Result<Device, String> {
+    if !fusion {
+        disable_fusion()?;
+    }
+    parse_device(name)
+}
+
+/// burn's kernel fusion is compiled in (it applies to the cubecl backends, not the CPU's flex).
+pub const FUSION: bool = cfg!(feature = "fusion");
+
+/// Switches kernel fusion off for this process (`--no-fusion`): every queued op then runs as
+/// its own kernel, as burn-fusion does once its exploration budget is spent — set here to 0.
+/// For comparing numerics or isolating a fusion bug; must come before any device is used.
+pub fn disable_fusion() -> Result<(), String> {
+    let mut config = toml::Value::try_from(BurnConfig::from_current_dir().override_from_env())
+        .map_err(|e| format!("burn config: {e}"))?;
+    let set = config
+        .as_table_mut()
+        .map(|t| t.entry("fusion").or_insert(toml::Table::new().into()))
+        .and_then(toml::Value::as_table_mut)
+        .map(|t| t.entry("beam_search").or_insert(toml::Table::new().into()))
+        .and_then(toml::Value::as_table_mut)
+        .map(|t| t.insert("max_explorations".into(), 0.into()));
+    let config: BurnConfig = set.ok_or("burn config: unexpected shape").and_then(|_| {
+        config
+            .try_into()
+            .map_err(|_| "burn config: unexpected shape")
+    })?;
+    if BurnConfig::try_set(config) || !fusion_enabled() {
+        Ok(())
+    } else {
+        Err(
+            "--no-fusion: burn's configuration was already read; set it before using a device"
+                .into(),
+        )
+    }
+}
+
+/// Kernel fusion is in effect for GPU devices of this process.
+pub fn fusion_enabled() -> bool {
+    FUSION && burn::runtime_config().fusion().beam_search.max_explorations != Some(0)
+}
+
+/// A GPU backend, whose work is queued: timing needs a sync, counters come from the driver.
+pub fn is_gpu(name: &str) -> bool {
+    matches!(name, "wgpu" | "cuda")
 }
 
 pub fn parse_device(name: &str) -> Result<Device, String> {
