@@ -245,9 +245,11 @@ fn bench_anc_predict(device: &Device, quick: bool) -> Value {
             net,
             &signal[..signal.len().min(2_000)],
             opts(per_sample),
-        );
+        )
+        .expect("warm-up pass");
         let t = Instant::now();
-        let y = stoker_infer::anc::control_signal(net, signal, opts(per_sample));
+        let y = stoker_infer::anc::control_signal(net, signal, opts(per_sample))
+            .expect("ANC predict pass");
         assert_eq!(y.len(), signal.len());
         signal.len() as f64 / t.elapsed().as_secs_f64()
     };

@@ -3,13 +3,14 @@
 //! e = d − S * g(y) is what the error microphone hears, and the linear baselines run on the
 //! same signals for comparison.
 
+use std::cell::Cell;
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use stoker_artifact::{AncMetrics, AncSignals, BandNr, MultibandAncSpec, PreparedData, Split};
-use stoker_zoo::batch::{inputs_tensor, to_host};
+use stoker_zoo::batch::{fitting_batch, inputs_tensor, try_to_host};
 use stoker_zoo::signal::baselines::{apply_controller, fxnlms, least_squares_fir};
 use stoker_zoo::signal::fir::{convolve_causal, nr_db, saturate};
 use stoker_zoo::signal::spectrum::welch_psd;
@@ -36,7 +37,11 @@ pub struct AncOptions {
 
 /// The controller's output y(n) for every sample of `reference` (normalised), from x(≤ n)
 /// only; the recording is preceded by silence.
-pub fn control_signal(model: &MultibandAnc, reference: &[f32], opts: AncOptions) -> Vec<f32> {
+pub fn control_signal(
+    model: &MultibandAnc,
+    reference: &[f32],
+    opts: AncOptions,
+) -> anyhow::Result<Vec<f32>> {
     let device = model
         .devices()
         .into_iter()
@@ -65,10 +70,10 @@ pub fn control_signal(model: &MultibandAnc, reference: &[f32], opts: AncOptions)
             inputs.resize(inputs.len() + (s + chunk + history - end), 0.0);
         }
         let x = inputs_tensor(inputs, [batch.len(), chunk + history, 1], &device);
-        y.extend(to_host(model.forward(x, &ac)));
+        y.extend(try_to_host(model.forward(x, &ac))?);
     }
     y.truncate(reference.len());
-    y
+    Ok(y)
 }
 
 /// Runs the controller over the whole recording; writes `residual.wav`, `anti_noise.wav` and
@@ -91,7 +96,9 @@ pub fn predict(
         .context("the prepared data has no ANC setup: re-run prepare with an anc source")?;
     let (x, d) = columns(data);
     let started = Instant::now();
-    let y = control_signal(net, &x, opts);
+    let y = fitting_batch(&Cell::new(opts.batch_size), "prediction", |batch_size| {
+        control_signal(net, &x, AncOptions { batch_size, ..opts })
+    })?;
     let seconds = started.elapsed().as_secs_f64();
     let e = residual(plant, &d, &y);
 
@@ -255,11 +262,11 @@ mod tests {
             baseline_taps: 16,
             fxnlms_step: 0.1,
         };
-        let one_by_one = control_signal(&model, &x, opts(1, true));
+        let one_by_one = control_signal(&model, &x, opts(1, true)).unwrap();
         assert_eq!(one_by_one.len(), x.len());
         // Batches that end mid-chunk and mid-signal must not shift or drop samples.
         for batch_size in [100, 700, 4096] {
-            let batched = control_signal(&model, &x, opts(batch_size, false));
+            let batched = control_signal(&model, &x, opts(batch_size, false)).unwrap();
             assert_eq!(batched.len(), x.len());
             for (n, (a, b)) in batched.iter().zip(&one_by_one).enumerate() {
                 assert!(

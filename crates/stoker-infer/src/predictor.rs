@@ -1,5 +1,6 @@
 //! Batched inference over a whole split, metrics in the target's unit, and the output files.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +15,7 @@ use stoker_artifact::{
     AncMetrics, CheckpointChoice, ForecastMetrics, MetricScale, ModelSpec, PreparedData, Split,
     WindowSpec,
 };
-use stoker_zoo::batch::{inputs_tensor, to_host};
+use stoker_zoo::batch::{fitting_batch, inputs_tensor, try_to_host};
 use stoker_zoo::{Model, checkpoint};
 
 use crate::anc::AncOptions;
@@ -48,7 +49,7 @@ pub struct Forecasts {
     pub prediction: Vec<f32>,
     pub persistence: Vec<f32>,
     /// Attention weights per window over the recurrent steps, for models that have them.
-    pub attention: Option<(usize, Vec<f32>)>,
+    pub attention: Option<Attention>,
 }
 
 pub fn predict(req: &PredictRequest) -> Result<Prediction> {
@@ -91,7 +92,10 @@ pub fn predict(req: &PredictRequest) -> Result<Prediction> {
         data.dir.display()
     );
     let started = Instant::now();
-    let (normalised, attention) = infer(&model, &data, spec, &windows, req.batch_size);
+    let (normalised, attention) =
+        fitting_batch(&Cell::new(req.batch_size), "prediction", |batch_size| {
+            infer(&model, &data, spec, &windows, batch_size)
+        })?;
     let infer_seconds = started.elapsed().as_secs_f64();
     let forecasts = forecasts(&data, spec, &windows, normalised, attention);
     let metrics = metrics(
@@ -118,6 +122,9 @@ pub fn predict(req: &PredictRequest) -> Result<Prediction> {
     Ok(Prediction::Forecast(metrics))
 }
 
+/// Attention weights of every window: (steps per window, [windows × steps]).
+type Attention = (usize, Vec<f32>);
+
 /// Batched inference: normalised predictions [windows × outputs] and attention if any.
 fn infer(
     model: &Model,
@@ -125,14 +132,14 @@ fn infer(
     spec: WindowSpec,
     windows: &[usize],
     batch_size: usize,
-) -> (Vec<f32>, Option<(usize, Vec<f32>)>) {
+) -> Result<(Vec<f32>, Option<Attention>)> {
     let device = model
         .devices()
         .into_iter()
         .next()
         .expect("model has a device");
     let mut predictions = Vec::new();
-    let mut attention: Option<(usize, Vec<f32>)> = None;
+    let mut attention: Option<Attention> = None;
     for chunk in windows.chunks(batch_size) {
         let mut inputs = Vec::new();
         data.store.gather_inputs(chunk, spec, &mut inputs);
@@ -147,11 +154,11 @@ fn infer(
             attention
                 .get_or_insert_with(|| (steps, Vec::new()))
                 .1
-                .extend(to_host(weights));
+                .extend(try_to_host(weights)?);
         }
-        predictions.extend(to_host(output));
+        predictions.extend(try_to_host(output)?);
     }
-    (predictions, attention)
+    Ok((predictions, attention))
 }
 
 fn forecasts(
@@ -159,7 +166,7 @@ fn forecasts(
     spec: WindowSpec,
     windows: &[usize],
     prediction: Vec<f32>,
-    attention: Option<(usize, Vec<f32>)>,
+    attention: Option<Attention>,
 ) -> Forecasts {
     let targets = &data.manifest.targets;
     let mut truth = Vec::with_capacity(prediction.len());

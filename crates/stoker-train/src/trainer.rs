@@ -2,6 +2,7 @@
 //! the configured intervals, validation (best checkpoint, early stopping) and resumable
 //! checkpoints; one metrics line per evaluation.
 
+use std::cell::Cell;
 use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use stoker_artifact::{
     CheckpointMeta, EpochRecord, LossKind, Precision, PreparedData, RunSummary, Split, TaskConfig,
     TrainConfig, WindowSpec, atomic,
 };
-use stoker_zoo::batch::{inputs_tensor, targets_tensor};
+use stoker_zoo::batch::{fitting_batch, inputs_tensor, targets_tensor};
 use stoker_zoo::{Autocast, InputShape, Model, checkpoint};
 
 use crate::diagnosis::diagnose;
@@ -103,15 +104,19 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     let loader = Loader::new(data.clone(), t.workers, t.prefetch);
     // Mid-epoch evaluations cannot share the training pass's workers.
     let eval_loader = Loader::new(data.clone(), 1, t.prefetch);
+    let eval_batch = Cell::new(cfg.predict.batch_size);
     let evaluate = |model: &Model| {
-        evaluate_mse(
-            &model.valid(),
-            &eval_loader,
-            shape.features,
-            window,
-            &val_windows,
-            cfg.predict.batch_size,
-        )
+        fitting_batch(&eval_batch, "evaluation", |batch_size| {
+            evaluate_mse(
+                &model.valid(),
+                &eval_loader,
+                shape.features,
+                window,
+                &val_windows,
+                batch_size,
+            )
+        })
+        .with_context(|| format!("evaluation on {}", req.device_name))
     };
 
     let mut state = if req.resume {
@@ -123,7 +128,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         model = model.warm_start(&cfg.model, &data.store, &train_windows, window);
         // The starting point competes too: a warm-started model may already beat what training
         // reaches, and best-on-validation then keeps it.
-        let initial = evaluate(&model);
+        let initial = evaluate(&model)?;
         checkpoint::save(
             &req.out_dir,
             BEST_CHECKPOINT,
@@ -180,7 +185,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
                       loss_sum: &Tensor<1>,
                       seconds: f64|
          -> Result<(bool, String)> {
-            let val_loss = evaluate(model);
+            let val_loss = evaluate(model)?;
             let done = state.batches_done.max(1);
             let samples = (done * t.batch_size).min(train_windows.len());
             let train_loss = (state.epoch_loss_sum
@@ -370,7 +375,7 @@ pub fn evaluate_mse(
     window: WindowSpec,
     windows: &[usize],
     batch_size: usize,
-) -> f64 {
+) -> Result<f64> {
     let device = model
         .devices()
         .into_iter()
@@ -393,7 +398,10 @@ pub fn evaluate_mse(
             Ok(())
         },
     );
-    sum.into_scalar::<f32>() as f64 / windows.len().max(1) as f64
+    let sum = sum
+        .try_into_scalar::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(f64::from(sum) / windows.len().max(1) as f64)
 }
 
 fn write_metrics_log(dir: &std::path::Path, records: &[EpochRecord]) -> Result<()> {
