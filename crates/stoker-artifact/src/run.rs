@@ -87,6 +87,28 @@ pub struct TrainState {
     pub optimizer: String,
     /// SHA-256 of the manifest of the data being trained on.
     pub manifest_sha256: String,
+    /// f16 runs: the dynamic loss scale, so a resumed run scales as the uninterrupted one.
+    #[serde(default)]
+    pub loss_scale: Option<LossScaleState>,
+}
+
+/// Dynamic loss scaling's state (f16-mixed).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossScaleState {
+    pub scale: f32,
+    /// Finite steps since the scale last changed.
+    pub clean_steps: usize,
+    pub skipped: u64,
+}
+
+impl Default for LossScaleState {
+    fn default() -> Self {
+        Self {
+            scale: 65_536.0,
+            clean_steps: 0,
+            skipped: 0,
+        }
+    }
 }
 
 impl TrainState {

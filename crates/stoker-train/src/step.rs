@@ -4,6 +4,7 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
+use stoker_artifact::run::LossScaleState;
 use stoker_artifact::{LossKind, WindowSpec};
 use stoker_zoo::batch::{inputs_tensor, targets_tensor};
 use stoker_zoo::{Autocast, Model};
@@ -55,21 +56,10 @@ pub fn batch_gradients(
 /// Dynamic loss scaling for f16: the loss is multiplied by `scale` before backward so small
 /// gradients survive f16; gradients are divided back before the step. A non-finite gradient
 /// skips the step and halves the scale; 2 000 clean steps in a row double it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LossScaler {
-    pub scale: f32,
-    clean_steps: usize,
-    pub skipped: u64,
-}
-
-impl Default for LossScaler {
-    fn default() -> Self {
-        Self {
-            scale: 65_536.0,
-            clean_steps: 0,
-            skipped: 0,
-        }
-    }
+    /// Kept in the resume state as is.
+    pub state: LossScaleState,
 }
 
 const GROWTH_INTERVAL: usize = 2_000;
@@ -97,19 +87,20 @@ impl LossScaler {
         }
         let mut v = Unscale {
             grads,
-            inv: 1.0 / self.scale,
+            inv: 1.0 / self.state.scale,
             finite: None,
         };
         model.visit(&mut v);
         let finite = v.finite.is_none_or(|f| f.into_scalar::<bool>());
+        let s = &mut self.state;
         if finite {
-            self.clean_steps += 1;
-            if self.clean_steps == GROWTH_INTERVAL {
-                (self.scale, self.clean_steps) = (self.scale * 2.0, 0);
+            s.clean_steps += 1;
+            if s.clean_steps == GROWTH_INTERVAL {
+                (s.scale, s.clean_steps) = (s.scale * 2.0, 0);
             }
         } else {
-            (self.scale, self.clean_steps) = (self.scale * 0.5, 0);
-            self.skipped += 1;
+            (s.scale, s.clean_steps) = (s.scale * 0.5, 0);
+            s.skipped += 1;
         }
         finite
     }
@@ -263,7 +254,7 @@ mod tests {
             1,
             LossKind::Mse,
             &f32,
-            scaler.scale,
+            scaler.state.scale,
             &device,
         );
         assert!(scaler.unscale(&model, &mut scaled));
@@ -277,8 +268,10 @@ mod tests {
         }
         // A scale that overflows f32 gives infinite gradients: the step is skipped, scale halves.
         let mut huge = LossScaler {
-            scale: f32::MAX,
-            ..LossScaler::default()
+            state: LossScaleState {
+                scale: f32::MAX,
+                ..LossScaleState::default()
+            },
         };
         let (mut inf, _) = batch_gradients(
             &model,
@@ -288,11 +281,11 @@ mod tests {
             1,
             LossKind::Mse,
             &f32,
-            huge.scale,
+            huge.state.scale,
             &device,
         );
         assert!(!huge.unscale(&model, &mut inf));
-        assert_eq!((huge.skipped, huge.scale), (1, f32::MAX / 2.0));
+        assert_eq!((huge.state.skipped, huge.state.scale), (1, f32::MAX / 2.0));
         let mut growing = LossScaler::default();
         for _ in 0..GROWTH_INTERVAL {
             let (mut g, _) = batch_gradients(
@@ -303,11 +296,11 @@ mod tests {
                 1,
                 LossKind::Mse,
                 &f32,
-                growing.scale,
+                growing.state.scale,
                 &device,
             );
             assert!(growing.unscale(&model, &mut g));
         }
-        assert_eq!(growing.scale, 131_072.0);
+        assert_eq!(growing.state.scale, 131_072.0);
     }
 }

@@ -150,12 +150,15 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
             weights: String::new(),
             optimizer: String::new(),
             manifest_sha256: data.manifest_sha256.clone(),
+            loss_scale: None,
         }
     };
 
     let autocast = Autocast::for_device(t.precision, &req.device);
     // f16 needs loss scaling; bf16 has f32's exponent range and does not.
-    let mut scaler = (t.precision == Precision::F16Mixed).then(LossScaler::default);
+    let mut scaler = (t.precision == Precision::F16Mixed).then(|| LossScaler {
+        state: state.loss_scale.unwrap_or_default(),
+    });
     let started = Instant::now();
     let gpu = stoker_zoo::device::is_gpu(&req.device_name);
     let monitor = Monitor::start(Duration::from_millis(500), gpu);
@@ -238,7 +241,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
                 sync()?;
             }
             let compute_start = Instant::now();
-            let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
+            let scale = scaler.as_ref().map_or(1.0, |s| s.state.scale);
             let (mut grads, loss) = batch_gradients(
                 &model,
                 &batch,
@@ -262,6 +265,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
             if finite {
                 model = optim.step(lr, model.clone(), grads);
             }
+            state.loss_scale = scaler.as_ref().map(|s| s.state);
             if synced {
                 sync()?;
                 clock.record(
@@ -339,7 +343,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
             "f32"
         }
         .into(),
-        skipped_steps: scaler.as_ref().map_or(0, |s| s.skipped),
+        skipped_steps: scaler.as_ref().map_or(0, |s| s.state.skipped),
         parameters: model.num_params(),
         epochs: state.epoch - 1,
         steps: state.step,
