@@ -467,6 +467,12 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
             }
             report.insert(r.key.into(), Value::Object(per));
         }
+        if stoker_zoo::device::is_gpu(&args.device.device) {
+            println!("PyTorch peers: skipped (they run on the CPU; this run is on a GPU device)");
+        } else if let Some(peers) = crate::peers::run(dir, args.quick) {
+            crate::peers::compare(&mut report, &peers);
+            report.insert("pytorch_version".into(), peers["torch_version"].clone());
+        }
     }
     if wanted(Section::AncPredict) {
         let anc = bench_anc_predict(&device, args.quick);

@@ -12,6 +12,7 @@ use stoker_infer::cli::{PredictArgs, run_predict};
 use stoker_train::cli::{TrainArgs, TuneArgs, run_train, run_tune};
 
 mod bench;
+mod peers;
 mod sweep;
 use bench::{BenchArgs, run_bench};
 use sweep::{SweepArgs, run_sweep};
