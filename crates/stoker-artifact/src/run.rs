@@ -10,7 +10,8 @@ use crate::error::{ArtifactError, Result};
 use crate::manifest::WindowSpec;
 use crate::model::ModelSpec;
 
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// 2: the LSTM layers became `StepLstm` (fused gate weights), so version-1 weights do not load.
+pub const CHECKPOINT_VERSION: u32 = 2;
 
 /// Reads a JSON artifact and refuses any `format_version` but `expected`.
 fn load_versioned<T: serde::de::DeserializeOwned>(

@@ -24,6 +24,7 @@ pub mod device;
 pub mod lstm_attention;
 pub mod multiband_anc;
 pub mod precision;
+pub mod recurrent;
 pub mod ridge;
 pub mod signal;
 

@@ -4,17 +4,18 @@
 //! linear skip path (see `LstmAttentionSpec`).
 
 use burn::module::Param;
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, Lstm, LstmConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use stoker_artifact::LstmAttentionSpec;
 
 use crate::InputShape;
 use crate::precision::Autocast;
+use crate::recurrent::StepLstm;
 
 #[derive(Module, Debug)]
 pub struct LstmAttention {
-    layers: Vec<Lstm>,
+    layers: Vec<StepLstm>,
     score_w: Linear,
     score_v: Linear,
     dropout: Dropout,
@@ -42,7 +43,7 @@ impl LstmAttention {
         let layers = (0..spec.layers)
             .map(|i| {
                 let d_in = if i == 0 { shape.features } else { spec.hidden };
-                LstmConfig::new(d_in, spec.hidden, true).init(device)
+                StepLstm::new(d_in, spec.hidden, device)
             })
             .collect();
         Self {
@@ -119,14 +120,18 @@ impl LstmAttention {
         };
 
         let x = ac.low(x);
-        let mut h = x
+        // One tensor per step through the recurrent stack (see `recurrent`).
+        let mut seq: Vec<Tensor<2>> = x
             .clone()
-            .slice([0..batch, len - self.recurrent_len..len, 0..features]);
+            .slice([0..batch, len - self.recurrent_len..len, 0..features])
+            .iter_dim(1)
+            .map(|step| step.squeeze_dim(1))
+            .collect();
         for layer in &self.layers {
-            // burn's Lstm writes its outputs into an f32 buffer, so it cannot run in a low type.
-            let layer = ac.fallback(layer.clone(), "burn's Lstm layer");
-            h = ac.low(layer.forward(ac.full(h), None).0);
+            seq = layer.forward(seq, ac);
         }
+        let last = ac.low(seq.last().expect("at least one step").clone());
+        let h = ac.low(Tensor::stack(seq, 1));
         let [_, steps, hidden] = h.dims();
         let scores = self
             .score_v
@@ -135,9 +140,6 @@ impl LstmAttention {
         let attention = softmax(ac.full(scores), 1);
         let context = (h.clone() * ac.low(attention.clone()).reshape([batch, steps, 1]))
             .sum_dim(1)
-            .reshape([batch, hidden]);
-        let last = h
-            .slice([0..batch, steps - 1..steps, 0..hidden])
             .reshape([batch, hidden]);
         let joined = self.dropout.forward(Tensor::cat(vec![context, last], 1));
         let v = self.targets.len();

@@ -62,24 +62,6 @@ impl Autocast {
         }
     }
 
-    /// Runs an op that lacks low-precision support in f32: its (already cast) weights go back
-    /// to f32 and `what` is logged once per process.
-    pub fn fallback<M: Module>(&self, module: M, what: &str) -> M {
-        static LOGGED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-        if !self.is_mixed() {
-            return module;
-        }
-        let mut logged = LOGGED.lock().unwrap_or_else(|e| e.into_inner());
-        if !logged.iter().any(|w| w == what) {
-            eprintln!("note: {what} runs in f32 under mixed precision (no low-precision support)");
-            logged.push(what.to_string());
-        }
-        Self {
-            low: Some(FloatDType::F32),
-        }
-        .weights(module)
-    }
-
     /// The module with every float parameter cast to the low type (differentiably).
     pub fn weights<M: Module>(&self, module: M) -> M {
         struct Cast(FloatDType);
