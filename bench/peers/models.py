@@ -1,95 +1,157 @@
-"""The zoo's three architectures in idiomatic PyTorch, sized as stoker's reference shapes
-(xtask/src/bench.rs). Parameter counts match stoker's except where PyTorch's nn.LSTM keeps two
-bias vectors per layer (b_ih and b_hh) where stoker keeps one: +4H per layer."""
+"""The zoo's three reference architectures in idiomatic PyTorch, layer for layer as stoker builds
+them (crates/stoker-zoo/src; spec defaults in crates/stoker-artifact/src/model.rs), so the
+stoker / PyTorch ratio compares implementations, not models. Each class states the parameter
+count the Rust model has (EXPECTED_PARAMS); run.py checks it.
+
+Mixed precision follows stoker's policy: under `torch.autocast` the convs, matmuls and the LSTM
+run in bf16, while the attention softmax, the fixed ANC filterbank and the loss stay in f32.
+"""
 
 import math
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
+
+
+def trainable_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 class Cnn2d(nn.Module):
-    """[B, 24, 11] → [B, 1]: two 3×3 convs (32, 64) with ReLU, 2×2 max-pool, dense 128, head.
-    stoker: 510 593 parameters."""
+    """cnn2d.rs, Cnn2dSpec::default(): [B, 24, 11] as a 1-channel image → Conv(1→32, 3×3, pad 1)
+    ReLU → Conv(32→64) ReLU → MaxPool 2×2 (burn's stride = kernel) → Linear(64·12·5 → 128) ReLU
+    → Linear(128 → 1). The spec's dropout is 0, i.e. the identity, so it is left out.
 
-    def __init__(self, length=24, features=11, channels=(32, 64), hidden=128, outputs=1):
+    Rust: conv1 320 + conv2 18 496 + dense 491 648 + head 129 = 510 593 (asserted in
+    stoker-zoo's lib.rs tests)."""
+
+    EXPECTED_PARAMS = 320 + 18_496 + 491_648 + 129
+
+    def __init__(self, input_len=24, features=11, channels=(32, 64), hidden=128, outputs=1):
         super().__init__()
-        convs, c_in = [], 1
-        for c in channels:
-            convs += [nn.Conv2d(c_in, c, 3, padding=1), nn.ReLU()]
-            c_in = c
-        self.convs = nn.Sequential(*convs)
-        self.hidden = nn.Linear(c_in * (length // 2) * (features // 2), hidden)
-        self.head = nn.Linear(hidden, outputs)
+        layers, c = [], 1
+        for out in channels:
+            layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU()]
+            c = out
+        self.net = nn.Sequential(
+            *layers,
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(c * (input_len // 2) * (features // 2), hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, outputs),
+        )
 
-    def forward(self, x):
-        h = self.convs(x.unsqueeze(1))
-        h = F.max_pool2d(h, 2).flatten(1)
-        return self.head(F.relu(self.hidden(h)))
+    def forward(self, x):  # [B, L, F] → [B, outputs], f32 as stoker's `ac.full`
+        return self.net(x.unsqueeze(1)).float()
 
 
 class LstmAttention(nn.Module):
-    """[B, 96, 7] → [B, 96·7]: 2-layer LSTM (128), additive attention (64) over time, context
-    joined with the last hidden state, linear head. stoker: 382 240 parameters (+1 024 here)."""
+    """lstm_attention.rs, LstmAttentionSpec::default(): 2 stacked LSTMs (hidden 128) over the whole
+    96-step window; additive attention score_t = vᵀ·tanh(W·h_t) with W 128→64 (bias) and v 64→1
+    (no bias), softmax over time in f32; [context ⊕ last hidden] → Linear(256 → 96·7). The
+    defaults have no instance norm, no linear skip, recurrent_len = window, dropout 0.
+
+    stoker's StepLstm has one bias per layer (on the input matmul); nn.LSTM has b_ih and b_hh,
+    which only ever appear as their sum. b_hh is zeroed and frozen, so the trained model is the
+    same while the layer stays nn.LSTM, PyTorch's fused (oneDNN) and fastest form.
+
+    Rust: layer 1 7·512 + 512 + 128·512 = 69 632; layer 2 128·512 + 512 + 128·512 = 131 584;
+    score_w 128·64 + 64 = 8 256; score_v 64; head 256·672 + 672 = 172 704; total 382 240."""
+
+    EXPECTED_PARAMS = 69_632 + 131_584 + 8_256 + 64 + 172_704
 
     def __init__(self, features=7, hidden=128, layers=2, attention=64, outputs=96 * 7):
         super().__init__()
-        self.lstm = nn.LSTM(features, hidden, layers, batch_first=True)
+        self.lstm = nn.LSTM(features, hidden, num_layers=layers, batch_first=True)
+        for name, p in self.lstm.named_parameters():
+            if name.startswith("bias_hh"):
+                nn.init.zeros_(p)
+                p.requires_grad_(False)
         self.score_w = nn.Linear(hidden, attention)
         self.score_v = nn.Linear(attention, 1, bias=False)
         self.head = nn.Linear(2 * hidden, outputs)
 
-    def forward(self, x):
-        h, _ = self.lstm(x)
-        scores = self.score_v(torch.tanh(self.score_w(h))).squeeze(-1)
+    def forward(self, x):  # [B, T, F] → [B, output_len · targets]
+        h, _ = self.lstm(x)  # [B, T, H]
+        scores = self.score_v(torch.tanh(self.score_w(h))).squeeze(-1)  # [B, T]
         weights = torch.softmax(scores.float(), dim=1).to(h.dtype)
-        context = (h * weights.unsqueeze(-1)).sum(1)
-        return self.head(torch.cat([context, h[:, -1]], dim=1))
+        context = torch.bmm(weights.unsqueeze(1), h).squeeze(1)  # Σ_t w_t·h_t, [B, H]
+        return self.head(torch.cat([context, h[:, -1]], dim=1)).float()
 
 
-def lowpass(cutoff_hz, taps, rate):
-    """Hamming-windowed sinc low-pass, linear phase (as stoker's filterbank designs it)."""
-    n = torch.arange(taps, dtype=torch.float64) - (taps - 1) / 2
-    fc = cutoff_hz / rate
-    h = 2 * fc * torch.special.sinc(2 * fc * n) * torch.hamming_window(taps, periodic=False, dtype=torch.float64)
-    return h / h.sum()
+def design_filterbank(edges_hz, taps, sample_rate):
+    """signal/filterbank.rs: Hamming-windowed sinc low-passes (unity DC gain) at each edge, then
+    the all-pass delay δ(n − (taps−1)/2); successive differences are the bands, which sum to
+    the delay. Designed in f64, returned as f32 [bands, taps] (forward order)."""
+    n = torch.arange(taps, dtype=torch.float64)
+    t = n - (taps - 1) // 2
+    window = 0.54 - 0.46 * torch.cos(2 * math.pi * n / (taps - 1))
+    cumulative = []
+    for f in edges_hz:
+        fc = f / sample_rate
+        h = 2 * fc * torch.special.sinc(2 * fc * t) * window  # sin(2π·fc·t)/(π·t), 2fc at t = 0
+        cumulative.append(h / h.sum())
+    cumulative.append((t == 0).double())
+    previous = torch.zeros(taps, dtype=torch.float64)
+    bands = []
+    for h in cumulative:
+        bands.append(h - previous)
+        previous = h
+    return torch.stack(bands).float()
 
 
 class MultibandAnc(nn.Module):
-    """Reference x [B, L] → control y [B, L − 383]: a fixed 3-band filterbank (129 taps, edges
-    500 / 2 000 Hz at 16 kHz; bands sum to a delayed x), one MLP per band (256 taps → 384 tanh
-    → 1) as one batched matmul over stacked band weights, bands summed.
-    stoker: 297 731 parameters."""
+    """multiband_anc.rs, MultibandAncSpec::default(): a fixed filterbank (3 bands, 129-tap FIRs,
+    edges 500 / 2000 Hz at 16 kHz) splits the reference x; per band an MLP reads the band's
+    last 256 samples → 384 tanh → 1, and the bands' outputs sum to the control sample y(n).
+    linear_taps = 0 (no linear FIR), so the receptive field is 256 + 129 − 1 = 384.
 
-    def __init__(self, edges=(500, 2000), filter_taps=129, taps=256, hidden=384, rate=16_000):
+    As in stoker, the band MLPs are stacked weights [bands, in, out] applied to every sliding
+    window by one batched matmul (unfold + baddbmm). A grouped Conv1d (kernel 256, groups 3)
+    computes the same thing; timed against it here it was no faster, so this keeps the form
+    that mirrors the Rust code.
+
+    Rust (BandDense weight [3, in, out] + bias [3, 1, out]; filterbank and secondary path are
+    constants, not parameters): hidden 3·(256·384 + 384) = 296 064, head 3·(384 + 1) = 1 155;
+    total 297 219."""
+
+    EXPECTED_PARAMS = 3 * (256 * 384 + 384) + 3 * (384 + 1)
+
+    def __init__(self, secondary_path, band_edges=(500.0, 2000.0), filter_taps=129, taps=256,
+                 hidden=384, sample_rate=16_000):
         super().__init__()
-        lows = [lowpass(f, filter_taps, rate) for f in edges]
-        delta = torch.zeros(filter_taps, dtype=torch.float64)
-        delta[filter_taps // 2] = 1.0
-        bands = [lows[0]] + [b - a for a, b in zip(lows, lows[1:])] + [delta - lows[-1]]
-        # conv1d is a cross-correlation: flip so the filters apply causally.
-        self.register_buffer("filters", torch.stack(bands).flip(-1).unsqueeze(1).float())
-        k = len(bands)
-        bound_in, bound_hidden = 1 / math.sqrt(taps), 1 / math.sqrt(hidden)
-        self.w1 = nn.Parameter(torch.empty(k, taps, hidden).uniform_(-bound_in, bound_in))
-        self.b1 = nn.Parameter(torch.empty(k, 1, hidden).uniform_(-bound_in, bound_in))
-        self.w2 = nn.Parameter(torch.empty(k, hidden, 1).uniform_(-bound_hidden, bound_hidden))
-        self.b2 = nn.Parameter(torch.empty(k, 1, 1).uniform_(-bound_hidden, bound_hidden))
+        bank = design_filterbank(band_edges, filter_taps, sample_rate)
+        bands = bank.shape[0]
+        # conv1d is a cross-correlation: time-reversed taps make it the causal convolution.
+        self.register_buffer("filters", bank.flip(-1).unsqueeze(1))  # [bands, 1, filter_taps]
+        self.register_buffer("secondary", secondary_path.flip(-1).view(1, 1, -1))
+
+        def uniform(*shape, fan_in):  # nn.Linear's U(±1/√in), per band, as stoker's BandDense
+            bound = 1.0 / math.sqrt(fan_in)
+            return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
+
+        self.w1, self.b1 = uniform(bands, taps, hidden, fan_in=taps), uniform(bands, 1, hidden, fan_in=taps)
+        self.w2, self.b2 = uniform(bands, hidden, 1, fan_in=hidden), uniform(bands, 1, 1, fan_in=hidden)
         self.taps = taps
+        self.receptive_field = taps + filter_taps - 1
 
-    def forward(self, x):
+    def forward(self, x):  # [B, I, F] (column 0 = reference x) → [B, I − 383] control samples
         batch = x.shape[0]
-        bands = F.conv1d(x.unsqueeze(1), self.filters)                 # [B, K, L − 128]
-        windows = bands.unfold(2, self.taps, 1)                         # [B, K, N, taps]
-        n = windows.shape[2]
-        windows = windows.transpose(0, 1).reshape(bands.shape[1], batch * n, self.taps)
-        h = torch.tanh(torch.baddbmm(self.b1, windows, self.w1))
-        y = torch.baddbmm(self.b2, h, self.w2).sum(0)                   # [B·N, 1]
-        return y.reshape(batch, n)
+        with torch.autocast("cpu", enabled=False):  # the fixed filterbank stays f32, as in stoker
+            bands = F.conv1d(x[:, :, 0].unsqueeze(1).float(), self.filters)  # [B, K, I − 128]
+        windows = bands.unfold(2, self.taps, 1)  # [B, K, N, taps], a view
+        k, n = windows.shape[1], windows.shape[2]
+        windows = windows.transpose(0, 1).reshape(k, batch * n, self.taps)
+        h = torch.tanh(torch.baddbmm(self.b1, windows, self.w1))  # [K, B·N, hidden]
+        y = torch.baddbmm(self.b2, h, self.w2).float().sum(0)  # bands summed, [B·N, 1]
+        return y.view(batch, n)
 
-
-def anc_residual(y, d, secondary):
-    """e = d − S * y: the secondary path as a causal convolution over each chunk."""
-    anti = F.conv1d(y.unsqueeze(1), secondary.flip(-1).view(1, 1, -1)).squeeze(1)
-    return d - anti
+    def loss(self, x, d):
+        """mean(e²), e = d − S * y: what the error microphone hears (saturation 0, a linear
+        speaker). `d` [B, chunk] is the disturbance at the chunk's last samples; S in f32."""
+        y = self(x)
+        with torch.autocast("cpu", enabled=False):
+            anti = F.conv1d(y.float().unsqueeze(1), self.secondary).squeeze(1)
+            return (d - anti).square().mean()
