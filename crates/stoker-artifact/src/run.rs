@@ -164,6 +164,9 @@ pub struct RunSummary {
     /// cores and its resident set) or `nvml` (the GPU's own counters).
     #[serde(default)]
     pub utilisation_source: String,
+    /// The whole machine's CPU busy share over the run, % (this process and any other).
+    #[serde(default)]
+    pub machine_cpu_percent: Option<f64>,
     /// Peak memory in use, bytes, and the capacity bounding it (device or machine memory).
     pub peak_memory_bytes: u64,
     #[serde(default)]

@@ -111,10 +111,13 @@ pub fn print_summary(s: &RunSummary, path: &std::path::Path) {
         100.0 * t.optimizer_s / total,
     );
     println!(
-        "  utilisation {:.0} ± {:.0} % ({}), peak memory {:.0} MiB; bound by {}: {}",
+        "  utilisation {:.0} ± {:.0} % ({}{}), peak memory {:.0} MiB; bound by {}: {}",
         s.utilisation_mean_percent,
         s.utilisation_std_percent,
         s.utilisation_source,
+        s.machine_cpu_percent
+            .map(|m| format!("; machine CPUs {m:.0} % busy"))
+            .unwrap_or_default(),
         s.peak_memory_bytes as f64 / (1 << 20) as f64,
         s.diagnosis.bound,
         s.diagnosis.advice

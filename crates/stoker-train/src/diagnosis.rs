@@ -13,6 +13,8 @@ const OPTIMIZER_LIMIT: f64 = 0.3;
 const IDLE_LIMIT: f64 = 50.0;
 /// Peak memory above this share of capacity: the next larger batch or model will not fit.
 const MEMORY_LIMIT: f64 = 0.9;
+/// The machine this much busier than the run (% points): other processes took the CPU.
+const OTHER_LOAD_LIMIT: f64 = 25.0;
 
 pub fn diagnose(time: &StepTime, util: &Utilisation, batch_size: usize, mixed: bool) -> Diagnosis {
     let total = (time.data_wait_s + time.compute_s + time.optimizer_s).max(1e-12);
@@ -48,6 +50,21 @@ pub fn diagnose(time: &StepTime, util: &Utilisation, batch_size: usize, mixed: b
             format!(
                 "the optimizer step takes {:.0} % of step time: raise batch_size (now {batch_size}) so each update carries more samples",
                 optimizer * 100.0
+            ),
+        )
+    } else if util.samples > 0
+        && util.mean_percent < IDLE_LIMIT
+        && util.source == "process-cpu"
+        && util
+            .machine_percent
+            .is_some_and(|m| m - util.mean_percent > OTHER_LOAD_LIMIT)
+    {
+        (
+            "a shared machine",
+            format!(
+                "other processes kept the CPUs {:.0} % busy beside this run's {:.0} %: its throughput understates the hardware; measure on an idle machine",
+                util.machine_percent.unwrap_or(0.0) - util.mean_percent,
+                util.mean_percent
             ),
         )
     } else if util.samples > 0 && util.mean_percent < IDLE_LIMIT {
@@ -94,6 +111,7 @@ mod tests {
             source: "process-cpu",
             peak_memory_bytes: 1,
             memory_total_bytes: Some(100),
+            machine_percent: Some(p),
         }
     }
 
@@ -106,6 +124,13 @@ mod tests {
         assert!(d.bound.starts_with("optimizer") && d.advice.contains("batch_size"));
         let d = diagnose(&time(0.0, 9.0, 1.0), &busy(20.0), 64, false);
         assert_eq!(d.bound, "host synchronisation");
+        let shared = Utilisation {
+            machine_percent: Some(90.0),
+            ..busy(20.0)
+        };
+        let d = diagnose(&time(0.0, 9.0, 1.0), &shared, 64, false);
+        assert_eq!(d.bound, "a shared machine");
+        assert!(d.advice.contains("70 %"), "{}", d.advice);
         let d = diagnose(&time(0.0, 9.0, 1.0), &busy(95.0), 64, false);
         assert_eq!(d.bound, "compute");
         assert!(d.advice.contains("bf16"));

@@ -20,6 +20,9 @@ pub struct Utilisation {
     /// the OS does not say); and the capacity it is bounded by (device or machine memory).
     pub peak_memory_bytes: u64,
     pub memory_total_bytes: Option<u64>,
+    /// Mean busy share of the whole machine's CPUs (this process and any other), % — tells
+    /// a run that idles from one that shares the machine.
+    pub machine_percent: Option<f64>,
 }
 
 /// One reading of a counter source.
@@ -128,6 +131,23 @@ pub fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Busy and total time of all CPUs (jiffies), from /proc/stat (None elsewhere).
+fn machine_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    // cpu user nice system idle iowait irq softirq steal …
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    let total: u64 = fields.iter().sum();
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((total - idle, total))
+}
+
 /// The machine's memory, bytes, from /proc/meminfo (None elsewhere).
 pub fn host_memory_total_bytes() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -152,8 +172,17 @@ impl Monitor {
                 total_memory: counters.total_memory(),
                 ..Trace::default()
             };
+            let mut machine = machine_jiffies();
             while !flag.load(Ordering::Relaxed) {
                 thread::sleep(period);
+                let now = machine_jiffies();
+                if let (Some((busy0, total0)), Some((busy1, total1))) = (machine, now)
+                    && total1 > total0
+                {
+                    let share = (busy1 - busy0) as f64 / (total1 - total0) as f64;
+                    trace.machine.push(100.0 * share);
+                }
+                machine = now;
                 let r = counters.read();
                 trace.percent.extend(r.percent);
                 if let Some(m) = r.device_memory_bytes {
@@ -179,6 +208,8 @@ impl Monitor {
             source: trace.source,
             peak_memory_bytes: trace.peak_memory.unwrap_or_else(peak_rss_bytes),
             memory_total_bytes: trace.total_memory,
+            machine_percent: (!trace.machine.is_empty())
+                .then(|| trace.machine.iter().sum::<f64>() / trace.machine.len() as f64),
         }
     }
 }
@@ -188,6 +219,7 @@ impl Monitor {
 struct Trace {
     source: &'static str,
     percent: Vec<f64>,
+    machine: Vec<f64>,
     peak_memory: Option<u64>,
     total_memory: Option<u64>,
 }
@@ -222,5 +254,12 @@ mod tests {
                 .is_some_and(|t| t > u.peak_memory_bytes)
         );
         assert_eq!(u.source, "process-cpu");
+        // The machine is at least as busy as this process on it.
+        let machine = u.machine_percent.expect("/proc/stat on Linux");
+        // Both are quantised to 10 ms ticks per 20 ms sample, hence the slack.
+        assert!(
+            (0.0..=100.0).contains(&machine) && machine + 15.0 >= u.mean_percent,
+            "{u:?}"
+        );
     }
 }

@@ -362,6 +362,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         utilisation_mean_percent: utilisation.mean_percent,
         utilisation_std_percent: utilisation.std_percent,
         utilisation_source: utilisation.source.into(),
+        machine_cpu_percent: utilisation.machine_percent,
         peak_memory_bytes: utilisation.peak_memory_bytes,
         memory_total_bytes: utilisation.memory_total_bytes,
         seconds,
