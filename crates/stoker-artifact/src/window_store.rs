@@ -273,30 +273,42 @@ impl WindowStore {
     /// Starts of the windows whose target rows all lie in `target_rows` and were observed, and
     /// whose inputs are all present.
     pub fn window_starts(&self, spec: WindowSpec, target_rows: Range<usize>) -> Vec<usize> {
+        self.clean_window_starts(spec, target_rows).collect()
+    }
+
+    /// The same starts, in order, in constant memory (prepare counts them over stores of any
+    /// size): window starts and their target rows only move forward, so one scan of the flags
+    /// remembers the last row lacking an input and the last lacking an observed target.
+    pub fn clean_window_starts(
+        &self,
+        spec: WindowSpec,
+        target_rows: Range<usize>,
+    ) -> impl Iterator<Item = usize> + '_ {
         let flags = self.flags();
-        // Prefix counts of rows lacking an input / an observed target: a window is clean when
-        // the counts over its rows are zero, checked in O(1).
-        let prefix = |bit: u8| {
-            let mut p = Vec::with_capacity(self.rows + 1);
-            p.push(0u32);
-            for f in flags {
-                p.push(p.last().unwrap() + u32::from(f & bit == 0));
-            }
-            p
-        };
-        let (inputs, targets) = (prefix(INPUT_OK), prefix(TARGET_OK));
-        let lead = spec.lead();
+        let first = target_rows.start.saturating_sub(spec.lead());
         let end = target_rows.end.min(self.rows);
-        let Some(last_start) = end.checked_sub(spec.span()) else {
-            return Vec::new();
+        let starts = match end.checked_sub(spec.span()) {
+            Some(last) if last >= first => first..last + 1,
+            _ => 0..0,
         };
-        (target_rows.start.saturating_sub(lead)..=last_start)
-            .step_by(spec.stride.max(1))
-            .filter(|&s| {
-                let t = spec.target_rows(s);
-                inputs[s + spec.input_len] == inputs[s] && targets[t.end] == targets[t.start]
-            })
-            .collect()
+        let (mut input_scan, mut target_scan) = (first, spec.target_rows(first).start);
+        let (mut bad_input, mut bad_target): (Option<usize>, Option<usize>) = (None, None);
+        starts.step_by(spec.stride.max(1)).filter(move |&s| {
+            while input_scan < s + spec.input_len {
+                if flags[input_scan] & INPUT_OK == 0 {
+                    bad_input = Some(input_scan);
+                }
+                input_scan += 1;
+            }
+            let targets = spec.target_rows(s);
+            while target_scan < targets.end {
+                if flags[target_scan] & TARGET_OK == 0 {
+                    bad_target = Some(target_scan);
+                }
+                target_scan += 1;
+            }
+            bad_input.is_none_or(|b| b < s) && bad_target.is_none_or(|b| b < targets.start)
+        })
     }
 }
 
@@ -312,6 +324,59 @@ mod tests {
         }
         w.finish().unwrap();
         path
+    }
+
+    /// The streaming scan against the definition, window by window, over random gaps, both
+    /// signs of horizon, strides and split ranges.
+    #[test]
+    fn clean_starts_match_the_definition() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let rows: Vec<_> = (0..300)
+            .map(|_| {
+                let input = if next(10) == 0 { 0 } else { INPUT_OK };
+                let target = if next(8) == 0 { 0 } else { TARGET_OK };
+                ([0.0, 0.0], input | target)
+            })
+            .collect();
+        let store = WindowStore::open(&write_store(dir.path(), &rows)).unwrap();
+        let flags = store.flags();
+        for (input_len, horizon, output_len, stride) in [
+            (5, 1, 1, 1),
+            (12, 3, 4, 1),
+            (9, -3, 4, 4),
+            (16, 0, 2, 3),
+            (3, 1, 6, 2),
+        ] {
+            let spec = WindowSpec {
+                input_len,
+                horizon,
+                output_len,
+                stride,
+            };
+            for range in [0..300usize, 40..170, 150..300, 290..300] {
+                let first = range.start.saturating_sub(spec.lead());
+                let expected: Vec<usize> = (first..300)
+                    .step_by(stride)
+                    .filter(|&s| s + spec.span() <= range.end)
+                    .filter(|&s| {
+                        (s..s + input_len).all(|r| flags[r] & INPUT_OK != 0)
+                            && spec.target_rows(s).all(|r| flags[r] & TARGET_OK != 0)
+                    })
+                    .collect();
+                assert_eq!(
+                    store.window_starts(spec, range.clone()),
+                    expected,
+                    "{spec:?} {range:?}"
+                );
+            }
+        }
     }
 
     #[test]

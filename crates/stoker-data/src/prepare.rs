@@ -258,7 +258,9 @@ pub(crate) fn finish(
         .map(|s| {
             (
                 s.name().to_string(),
-                opened.window_starts(window, manifest.splits.rows(s)).len(),
+                opened
+                    .clean_window_starts(window, manifest.splits.rows(s))
+                    .count(),
             )
         })
         .to_vec();
