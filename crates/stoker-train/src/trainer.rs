@@ -163,11 +163,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     let gpu = stoker_zoo::device::is_gpu(&req.device_name);
     let monitor = Monitor::start(Duration::from_millis(500), gpu);
     let mut clock = PhaseClock::new(gpu);
-    let sync = || {
-        req.device
-            .sync()
-            .map_err(|e| anyhow::anyhow!("{}: device failed: {e:?}", req.device_name))
-    };
+    let sync = || stoker_zoo::device::sync(&req.device).with_context(|| req.device_name.clone());
     let mut progress = Progress::new();
     let batches_per_epoch = train_windows.len().div_ceil(t.batch_size);
     let mut stop = false;

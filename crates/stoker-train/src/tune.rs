@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Result, anyhow, ensure};
+use anyhow::{Result, ensure};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use stoker_artifact::{PreparedData, Split, TaskConfig};
@@ -85,7 +85,7 @@ fn probe(
     let mut done = 0;
     loader.for_each_batch(order, batch_size, window, |batch| -> Result<()> {
         if done == 2 {
-            device.sync().map_err(|e| anyhow!("{e}"))?;
+            stoker_zoo::device::sync(&device)?;
             timed_from = Some(Instant::now());
         }
         let (grads, _) = batch_gradients(
@@ -104,7 +104,7 @@ fn probe(
         Ok(())
     })?;
     // A step the device could not run (memory) fails here, not as a panic.
-    device.sync().map_err(|e| anyhow!("{e}"))?;
+    stoker_zoo::device::sync(&device)?;
     let seconds = timed_from.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
     Ok(((req.steps * batch_size) as f64 / seconds, peak_rss()))
 }

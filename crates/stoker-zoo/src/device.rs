@@ -17,6 +17,13 @@ pub fn available() -> Vec<&'static str> {
     devices
 }
 
+/// Waits for the device's queued work; a failure in it (memory, a lost device) is the error.
+pub fn sync(device: &Device) -> anyhow::Result<()> {
+    device
+        .sync()
+        .map_err(|e| anyhow::anyhow!("device failed: {e}"))
+}
+
 /// The device `name` names, with kernel fusion on or off for the process.
 pub fn open(name: &str, fusion: bool) -> Result<Device, String> {
     if !fusion {
