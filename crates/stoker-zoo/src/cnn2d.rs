@@ -7,6 +7,7 @@ use burn::prelude::*;
 use stoker_artifact::Cnn2dSpec;
 
 use crate::InputShape;
+use crate::fused::{self, Activation, band_dense};
 use crate::precision::Autocast;
 
 #[derive(Module, Debug)]
@@ -50,12 +51,56 @@ impl Cnn2d {
         let [batch, len, features] = x.dims();
         let mut h = ac.low(x).reshape([batch, 1, len, features]);
         for conv in &self.convs {
-            h = self.activation.forward(conv.forward(h));
+            h = match fused_conv_relu(conv, &h) {
+                Some(y) => y,
+                None => self.activation.forward(conv.forward(h)),
+            };
         }
-        let h = self.pool.forward(h).flatten::<2>(1, 3);
-        let h = self
-            .activation
-            .forward(self.hidden.forward(self.dropout.forward(h)));
+        let h = self.pooled(h).flatten::<2>(1, 3);
+        let h = self.dropout.forward(h);
+        let [rows, inputs] = h.dims();
+        let h = match &self.hidden.bias {
+            Some(bias) => {
+                let outputs = bias.dims()[0];
+                band_dense(
+                    h.reshape([1, rows, inputs]),
+                    self.hidden.weight.val().reshape([1, inputs, outputs]),
+                    bias.val().reshape([1, 1, outputs]),
+                    Activation::Relu,
+                )
+                .reshape([rows, outputs])
+            }
+            None => self.activation.forward(self.hidden.forward(h)),
+        };
         ac.full(self.head.forward(h))
     }
+
+    fn pooled(&self, h: Tensor<4>) -> Tensor<4> {
+        let p = &self.pool;
+        let fusable = p.kernel_size == [2, 2]
+            && p.stride == [2, 2]
+            && p.dilation == [1, 1]
+            && !p.ceil_mode
+            && matches!(
+                p.padding,
+                PaddingConfig2d::Valid | PaddingConfig2d::Explicit(0, 0, 0, 0)
+            );
+        match fusable.then(|| fused::max_pool2x2(&h)).flatten() {
+            Some(y) => y,
+            None => self.pool.forward(h),
+        }
+    }
+}
+
+/// relu(conv(x)) as one fused op where it applies (CPU; stride 1, symmetric zero padding).
+fn fused_conv_relu(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
+    let PaddingConfig2d::Explicit(top, left, bottom, right) = conv.padding else {
+        return None;
+    };
+    let plain = conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1;
+    if !(plain && top == bottom && left == right) {
+        return None;
+    }
+    let bias = conv.bias.as_ref()?.val();
+    fused::conv2d(x, &conv.weight.val(), &bias, [top, left], true)
 }

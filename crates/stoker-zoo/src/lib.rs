@@ -21,6 +21,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod cnn2d;
 pub mod device;
+pub mod fused;
 pub mod lstm_attention;
 pub mod multiband_anc;
 pub mod precision;

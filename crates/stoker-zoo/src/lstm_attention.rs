@@ -99,6 +99,24 @@ impl LstmAttention {
         self
     }
 
+    /// The recurrent stack over [B, T, F] → [B, T, H], each layer one fused op (CPU).
+    fn recurrent_fused(&self, x: Tensor<3>, ac: &Autocast) -> Option<Tensor<3>> {
+        let mut seq = x.swap_dims(0, 1);
+        for layer in &self.layers {
+            seq = layer.forward_fused(seq, ac)?;
+        }
+        Some(seq.swap_dims(0, 1))
+    }
+
+    /// The recurrent stack with one tensor per step (see `recurrent`): every other device.
+    fn recurrent_steps(&self, x: Tensor<3>, ac: &Autocast) -> Tensor<3> {
+        let mut seq: Vec<Tensor<2>> = x.iter_dim(1).map(|step| step.squeeze_dim(1)).collect();
+        for layer in &self.layers {
+            seq = layer.forward(seq, ac);
+        }
+        Tensor::stack(seq, 1)
+    }
+
     /// [B, L, F] → prediction and attention weights. Normalisation and the softmax run in f32;
     /// the LSTMs, the attention projections and the linear maps in the autocast type.
     pub fn explain(&self, x: Tensor<3>, ac: &Autocast) -> Explained {
@@ -120,19 +138,19 @@ impl LstmAttention {
         };
 
         let x = ac.low(x);
-        // One tensor per step through the recurrent stack (see `recurrent`).
-        let mut seq: Vec<Tensor<2>> = x
+        let recurrent = x
             .clone()
-            .slice([0..batch, len - self.recurrent_len..len, 0..features])
-            .iter_dim(1)
-            .map(|step| step.squeeze_dim(1))
-            .collect();
-        for layer in &self.layers {
-            seq = layer.forward(seq, ac);
-        }
-        let last = ac.low(seq.last().expect("at least one step").clone());
-        let h = ac.low(Tensor::stack(seq, 1));
+            .slice([0..batch, len - self.recurrent_len..len, 0..features]);
+        let h = match self.recurrent_fused(recurrent.clone(), ac) {
+            Some(h) => h,
+            None => self.recurrent_steps(recurrent, ac),
+        };
+        let h = ac.low(h);
         let [_, steps, hidden] = h.dims();
+        let last = h
+            .clone()
+            .slice([0..batch, steps - 1..steps])
+            .reshape([batch, hidden]);
         let scores = self
             .score_v
             .forward(self.score_w.forward(h.clone()).tanh())

@@ -13,6 +13,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Distribution, TensorData};
 use stoker_artifact::{AncSignals, MultibandAncSpec};
 
+use crate::fused::{Activation, band_dense};
 use crate::precision::Autocast;
 use crate::signal::filterbank::design_filterbank;
 
@@ -34,9 +35,9 @@ impl BandDense {
         }
     }
 
-    /// [bands, N, in] → [bands, N, out].
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        x.matmul(self.weight.val()) + self.bias.val()
+    /// [bands, N, in] → act([bands, N, out]), one fused op on the CPU.
+    fn forward(&self, x: Tensor<3>, act: Activation) -> Tensor<3> {
+        band_dense(x, self.weight.val(), self.bias.val(), act)
     }
 }
 
@@ -132,9 +133,9 @@ impl MultibandAnc {
         let windows = ac.low(windows);
         let mut h = windows.clone();
         for layer in &self.hidden {
-            h = layer.forward(h).tanh();
+            h = layer.forward(h, Activation::Tanh);
         }
-        ac.full(self.head.forward(h))
+        ac.full(self.head.forward(h, Activation::Identity))
             .sum_dim(0)
             .reshape([batch, outputs])
     }

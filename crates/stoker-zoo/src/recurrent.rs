@@ -37,6 +37,18 @@ impl StepLstm {
         }
     }
 
+    /// A whole sequence x [T, B, d_input] → hidden states [T, B, H] as one fused op with its
+    /// own backward, where the device and dtype have it (`crate::fused`); None elsewhere.
+    pub fn forward_fused(&self, x: Tensor<3>, ac: &Autocast) -> Option<Tensor<3>> {
+        let bias = self.input.bias.as_ref()?.val();
+        crate::fused::lstm_sequence(
+            &ac.low(x),
+            &self.input.weight.val(),
+            &bias,
+            &self.hidden.weight.val(),
+        )
+    }
+
     /// Per-step inputs [B, d_input] → per-step hidden states [B, H], from a zero state.
     /// Matmuls run in the autocast type, the gate and cell arithmetic in f32.
     pub fn forward(&self, steps: Vec<Tensor<2>>, ac: &Autocast) -> Vec<Tensor<2>> {
@@ -132,5 +144,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The fused sequence op (CPU) and the per-step composition agree in value and gradients.
+    #[test]
+    fn fused_sequence_matches_step_composition() {
+        use burn::tensor::{Distribution, Tolerance};
+        let device = Device::flex().autodiff();
+        let (t, b, d, h) = (6, 3, 4, 5);
+        let layer = StepLstm::new(d, h, &device);
+        let x = Tensor::<3>::random([t, b, d], Distribution::Default, &device).require_grad();
+        let r = Tensor::<3>::random([t, b, h], Distribution::Default, &device);
+        let fused = layer
+            .forward_fused(x.clone(), &Autocast::F32)
+            .expect("fused op on flex in f32");
+        let steps = x.clone().iter_dim(0).map(|s| s.squeeze_dim(0)).collect();
+        let composed = Tensor::stack(layer.forward(steps, &Autocast::F32), 0);
+        fused
+            .to_data()
+            .assert_approx_eq::<f32>(&composed.to_data(), Tolerance::absolute(1e-5));
+        let gf = (fused * r.clone()).sum().backward();
+        let gc = (composed * r).sum().backward();
+        let close = |a: Tensor<2>, b: Tensor<2>| {
+            a.to_data()
+                .assert_approx_eq::<f32>(&b.to_data(), Tolerance::absolute(1e-4))
+        };
+        x.grad(&gf)
+            .unwrap()
+            .to_data()
+            .assert_approx_eq::<f32>(&x.grad(&gc).unwrap().to_data(), Tolerance::absolute(1e-4));
+        close(
+            layer.input.weight.val().grad(&gf).unwrap(),
+            layer.input.weight.val().grad(&gc).unwrap(),
+        );
+        close(
+            layer.hidden.weight.val().grad(&gf).unwrap(),
+            layer.hidden.weight.val().grad(&gc).unwrap(),
+        );
+        let bias = layer.input.bias.as_ref().unwrap().val();
+        bias.grad(&gf).unwrap().to_data().assert_approx_eq::<f32>(
+            &bias.grad(&gc).unwrap().to_data(),
+            Tolerance::absolute(1e-4),
+        );
     }
 }

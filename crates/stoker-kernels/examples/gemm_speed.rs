@@ -1,0 +1,236 @@
+//! GFLOP/s of `matmul_bf16` and `matmul_f32` on the shapes stoker's models run.
+//!
+//! `cargo run -p stoker-kernels --release --example gemm_speed [filter]`
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use stoker_kernels::bf16;
+use stoker_kernels::gemm::{Mat, MatMut, matmul_bf16, matmul_f32, native_bf16_available};
+use stoker_kernels::testing::pseudo_random;
+
+/// How an operand is stored: row-major, or the transpose of a row-major matrix.
+#[derive(Clone, Copy)]
+enum Lay {
+    N,
+    T,
+}
+
+struct Shape {
+    name: &'static str,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Lay,
+    b: Lay,
+    /// Independent products per timed run (a batched product).
+    batch: usize,
+}
+
+const SHAPES: &[Shape] = &[
+    Shape {
+        name: "1024x256 . 256x384",
+        m: 1024,
+        k: 256,
+        n: 384,
+        a: Lay::N,
+        b: Lay::N,
+        batch: 1,
+    },
+    Shape {
+        name: "3 x 1024x256 . 256x384",
+        m: 1024,
+        k: 256,
+        n: 384,
+        a: Lay::N,
+        b: Lay::N,
+        batch: 3,
+    },
+    Shape {
+        name: "aT.dZ 256x1024 . 1024x384",
+        m: 256,
+        k: 1024,
+        n: 384,
+        a: Lay::T,
+        b: Lay::N,
+        batch: 1,
+    },
+    Shape {
+        name: "dZ.bT 1024x384 . 384x256",
+        m: 1024,
+        k: 384,
+        n: 256,
+        a: Lay::N,
+        b: Lay::T,
+        batch: 1,
+    },
+    Shape {
+        name: "8192x256 . 256x384",
+        m: 8192,
+        k: 256,
+        n: 384,
+        a: Lay::N,
+        b: Lay::N,
+        batch: 1,
+    },
+    Shape {
+        name: "256x256 . 256x512",
+        m: 256,
+        k: 256,
+        n: 512,
+        a: Lay::N,
+        b: Lay::N,
+        batch: 1,
+    },
+    Shape {
+        name: "256x135 . 135x512",
+        m: 256,
+        k: 135,
+        n: 512,
+        a: Lay::N,
+        b: Lay::N,
+        batch: 1,
+    },
+    Shape {
+        name: "24576x128 . 128x512",
+        m: 24576,
+        k: 128,
+        n: 512,
+        a: Lay::N,
+        b: Lay::N,
+        batch: 1,
+    },
+    Shape {
+        name: "135168x288 . 288x64",
+        m: 135168,
+        k: 288,
+        n: 64,
+        a: Lay::N,
+        b: Lay::N,
+        batch: 1,
+    },
+    Shape {
+        name: "512x3840 . 3840x128",
+        m: 512,
+        k: 3840,
+        n: 128,
+        a: Lay::N,
+        b: Lay::N,
+        batch: 1,
+    },
+    Shape {
+        name: "1024x384 . 384x1",
+        m: 1024,
+        k: 384,
+        n: 1,
+        a: Lay::N,
+        b: Lay::N,
+        batch: 1,
+    },
+    Shape {
+        name: "7x5 . 5x3",
+        m: 7,
+        k: 5,
+        n: 3,
+        a: Lay::N,
+        b: Lay::N,
+        batch: 1,
+    },
+];
+
+/// A rows x cols view over `d`, stored as given.
+fn view<T>(d: &[T], rows: usize, cols: usize, lay: Lay) -> Mat<'_, T> {
+    match lay {
+        Lay::N => Mat::row_major(d, rows, cols),
+        Lay::T => Mat::row_major(d, cols, rows).t(),
+    }
+}
+
+/// (Median, best) seconds per call of `f`, after warming up, over enough runs for ~0.3 s.
+/// The best run shows the kernel's speed when the machine is shared with other work.
+fn time(mut f: impl FnMut()) -> (f64, f64) {
+    let start = Instant::now();
+    let mut warm = 0;
+    while warm < 3 || start.elapsed() < Duration::from_millis(50) {
+        f();
+        warm += 1;
+    }
+    let per = start.elapsed().as_secs_f64() / warm as f64;
+    let runs = ((0.3 / per) as usize).clamp(5, 2000);
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    (t[runs / 2], t[0])
+}
+
+fn main() {
+    let filter = std::env::args().nth(1).unwrap_or_default();
+    println!(
+        "native bf16 kernel: {}, rayon threads: {}",
+        native_bf16_available(),
+        rayon::current_num_threads()
+    );
+    println!("GFLOP/s, median (best) of the timed runs");
+    println!(
+        "{:<28} {:>16} {:>16} {:>7}",
+        "shape (M x K . K x N)", "bf16", "f32", "ratio"
+    );
+    for s in SHAPES.iter().filter(|s| s.name.contains(&filter)) {
+        let (m, k, n) = (s.m, s.k, s.n);
+        let af: Vec<Vec<f32>> = (0..s.batch)
+            .map(|i| pseudo_random(m * k, 2 * i as u32 + 1, 1.0))
+            .collect();
+        let bf: Vec<Vec<f32>> = (0..s.batch)
+            .map(|i| pseudo_random(k * n, 2 * i as u32 + 2, 1.0))
+            .collect();
+        let ah: Vec<Vec<bf16>> = af
+            .iter()
+            .map(|v| v.iter().map(|&x| bf16::from_f32(x)).collect())
+            .collect();
+        let bh: Vec<Vec<bf16>> = bf
+            .iter()
+            .map(|v| v.iter().map(|&x| bf16::from_f32(x)).collect())
+            .collect();
+        let mut c = vec![vec![0f32; m * n]; s.batch];
+        let flops = 2.0 * (m * n * k * s.batch) as f64;
+        let t16 = time(|| {
+            for i in 0..s.batch {
+                let (a, b) = (view(&ah[i], m, k, s.a), view(&bh[i], k, n, s.b));
+                matmul_bf16(
+                    MatMut::row_major(&mut c[i], m, n),
+                    black_box(a),
+                    black_box(b),
+                    false,
+                );
+            }
+            black_box(&c);
+        });
+        let t32 = time(|| {
+            for i in 0..s.batch {
+                let (a, b) = (view(&af[i], m, k, s.a), view(&bf[i], k, n, s.b));
+                matmul_f32(
+                    MatMut::row_major(&mut c[i], m, n),
+                    black_box(a),
+                    black_box(b),
+                    false,
+                );
+            }
+            black_box(&c);
+        });
+        let g = |t: f64| flops / t / 1e9;
+        println!(
+            "{:<28} {:>7.1} ({:>6.1}) {:>7.1} ({:>6.1}) {:>6.2}x",
+            s.name,
+            g(t16.0),
+            g(t16.1),
+            g(t32.0),
+            g(t32.1),
+            t32.0 / t16.0
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! The element types the kernels take: f32, and bf16 with f32 accumulation.
+
+use half::bf16;
+
+use crate::activation::multiversion;
+use crate::gemm::{Mat, MatMut, matmul_bf16, matmul_f32};
+
+/// `Default` is zero; comparisons order values as numbers.
+pub trait Scalar: Copy + Default + PartialOrd + Send + Sync + 'static {
+    /// c = a·b (+ c when `accumulate`), accumulated in f32.
+    fn matmul(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool);
+    /// To f32 for elementwise work.
+    fn widen(values: &[Self]) -> Vec<f32>;
+    /// From f32 results (moves when the type is f32).
+    fn narrow(values: Vec<f32>) -> Vec<Self>;
+    /// `narrow` into a buffer of the same length.
+    fn narrow_into(src: &[f32], dst: &mut [Self]);
+}
+
+impl Scalar for f32 {
+    fn matmul(c: MatMut<f32>, a: Mat<f32>, b: Mat<f32>, accumulate: bool) {
+        matmul_f32(c, a, b, accumulate)
+    }
+    fn widen(values: &[f32]) -> Vec<f32> {
+        values.to_vec()
+    }
+    fn narrow(values: Vec<f32>) -> Vec<f32> {
+        values
+    }
+    fn narrow_into(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
+    }
+}
+
+impl Scalar for bf16 {
+    fn matmul(c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate: bool) {
+        matmul_bf16(c, a, b, accumulate)
+    }
+    fn widen(values: &[bf16]) -> Vec<f32> {
+        let mut out = vec![0f32; values.len()];
+        bf16_to_f32(values, &mut out);
+        out
+    }
+    fn narrow(values: Vec<f32>) -> Vec<bf16> {
+        let mut out = vec![bf16::ZERO; values.len()];
+        f32_to_bf16(&values, &mut out);
+        out
+    }
+    fn narrow_into(src: &[f32], dst: &mut [bf16]) {
+        f32_to_bf16(src, dst);
+    }
+}
+
+/// f32 → bf16 as `half::bf16::from_f32` rounds (to nearest, ties to even; NaN stays NaN), but
+/// branch-free, so conversion loops vectorise.
+#[inline(always)]
+pub fn round_bf16(v: f32) -> bf16 {
+    let bits = v.to_bits();
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
+    // A NaN stays a (quiet) NaN rather than rounding up into infinity.
+    let nan = (bits >> 16) | 0x40;
+    bf16::from_bits(if v.is_nan() { nan } else { rounded } as u16)
+}
+
+multiversion! {
+    fn f32_to_bf16(src: &[f32], dst: &mut [bf16]) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = round_bf16(v);
+        }
+    }
+}
+
+multiversion! {
+    fn bf16_to_f32(src: &[bf16], dst: &mut [f32]) {
+        for (d, &v) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits((v.to_bits() as u32) << 16);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_conversions_match_half() {
+        let mut s = 0x2545_f491u32;
+        let values: Vec<f32> = (0..10_000)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                f32::from_bits(s)
+            })
+            .filter(|v| !v.is_nan())
+            .chain([0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, 1e-40])
+            .collect();
+        let low = bf16::narrow(values.clone());
+        for (v, l) in values.iter().zip(&low) {
+            assert_eq!(l.to_bits(), bf16::from_f32(*v).to_bits(), "{v}");
+        }
+        let back = bf16::widen(&low);
+        for (l, b) in low.iter().zip(&back) {
+            assert_eq!(l.to_f32().to_bits(), b.to_bits());
+        }
+        assert!(round_bf16(f32::NAN).is_nan());
+        assert!(round_bf16(f32::from_bits(0x7f80_0001)).is_nan());
+    }
+}

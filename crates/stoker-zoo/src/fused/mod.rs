@@ -1,0 +1,131 @@
+//! Fused CPU ops: a layer's whole forward and its hand-written backward run as one op on the
+//! host (stoker-kernels), where burn's CPU backend would run a dozen small ops, each through
+//! autodiff, with bf16 widened to f32 before every matmul. They apply on the `flex` device in
+//! f32 and bf16; on every other device and dtype the models compose burn ops as before, so the
+//! GPU paths are unchanged.
+
+mod conv;
+mod dense;
+mod flex;
+mod lstm;
+mod pool;
+
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, DispatchDevice, Flex, backend_extension, tensor::FloatTensor};
+use burn::prelude::*;
+use burn::tensor::DType;
+
+pub use conv::conv2d;
+pub use dense::band_dense;
+pub use lstm::lstm_sequence;
+pub use pool::max_pool2x2;
+pub use stoker_kernels::dense::Activation;
+
+/// The ops stoker implements itself on the CPU backend, with autodiff.
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedOps: burn::backend::Backend {
+    /// act(x·w + b) per group: x [G, N, K], w [G, K, M], b [G, 1, M] → [G, N, M].
+    fn band_dense(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        activation: u8,
+    ) -> FloatTensor<Self>;
+
+    /// An LSTM over a sequence from a zero state: x [T, B, D], wx [D, 4H], bias [4H],
+    /// wh [H, 4H] → h [T, B, H].
+    fn lstm_sequence(
+        x: FloatTensor<Self>,
+        wx: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        wh: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+
+    /// relu?(conv2d(x, w) + b), stride 1, zero padding: x [B, C, H, W], w [Cout, C, KH, KW],
+    /// b [Cout] → [B, Cout, H + 2·pad_h − KH + 1, W + 2·pad_w − KW + 1].
+    fn conv2d(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        pad_h: usize,
+        pad_w: usize,
+        relu: bool,
+    ) -> FloatTensor<Self>;
+
+    /// 2×2 max pooling, stride 2: [B, C, H, W] → [B, C, H/2, W/2].
+    fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// Whether the fused ops serve tensors of `dtype` on `device`.
+pub fn applies(device: &Device, dtype: DType) -> bool {
+    matches!(
+        device.clone().inner().as_dispatch(),
+        DispatchDevice::Flex(_)
+    ) && matches!(dtype, DType::F32 | DType::BF16)
+}
+
+impl FusedOps for Flex {
+    fn band_dense(x: FlexTensor, w: FlexTensor, b: FlexTensor, activation: u8) -> FlexTensor {
+        dense::forward_flex(x, w, b, Activation::from_code(activation))
+    }
+
+    fn lstm_sequence(
+        x: FlexTensor,
+        wx: FlexTensor,
+        bias: FlexTensor,
+        wh: FlexTensor,
+    ) -> FlexTensor {
+        lstm::forward_flex(x, wx, bias, wh)
+    }
+
+    fn conv2d(
+        x: FlexTensor,
+        w: FlexTensor,
+        b: FlexTensor,
+        pad_h: usize,
+        pad_w: usize,
+        relu: bool,
+    ) -> FlexTensor {
+        conv::forward_flex(x, w, b, [pad_h, pad_w], relu)
+    }
+
+    fn max_pool2x2(x: FlexTensor) -> FlexTensor {
+        pool::forward_flex(x)
+    }
+}
+
+impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
+    fn band_dense(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        activation: u8,
+    ) -> FloatTensor<Self> {
+        dense::forward_autodiff::<C>(x, w, b, Activation::from_code(activation))
+    }
+
+    fn lstm_sequence(
+        x: FloatTensor<Self>,
+        wx: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        wh: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        lstm::forward_autodiff::<C>(x, wx, bias, wh)
+    }
+
+    fn conv2d(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        pad_h: usize,
+        pad_w: usize,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        conv::forward_autodiff::<C>(x, w, b, [pad_h, pad_w], relu)
+    }
+
+    fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        pool::forward_autodiff::<C>(x)
+    }
+}
