@@ -32,7 +32,7 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one() {
     let config = tiny_config(dir.path(), &csv, 2011, 2012);
     let text = std::fs::read_to_string(&config).unwrap().replace(
         "epochs = 1",
-        "epochs = 4\ncheckpoint_interval = \"7 steps\"\nkeep_last = 2",
+        "epochs = 12\ncheckpoint_interval = \"7 steps\"\nkeep_last = 2",
     );
     // Dropout on, so the resumed run must also reproduce the random draws.
     let text = text.replace("residual = true", "residual = true\ndropout = 0.2");

@@ -166,6 +166,9 @@ struct Work<T> {
     db: Vec<f32>,
 }
 
+/// Images per partial sum of the weight gradient: enough work per task, few partials.
+const GROUP: usize = 16;
+
 /// The backward of `conv2d_forward`, from its output `y` (the ReLU mask reads it) and the output
 /// gradient `dy`. dx only when `need_dx`.
 pub fn conv2d_backward<T: Scalar>(
@@ -194,7 +197,7 @@ pub fn conv2d_backward<T: Scalar>(
         db: vec![0f32; cout],
     };
     let wt = Mat::row_major(w, cout, k).t();
-    let step = |mut wk: Work<T>, i: usize, dxb: Option<&mut [T]>| -> Work<T> {
+    let step = |wk: &mut Work<T>, i: usize, dxb: Option<&mut [T]>| {
         let range = i * cout * n..(i + 1) * cout * n;
         let dz = if relu {
             relu_grad(&dy[range.clone()], &y[range], &mut wk.dz);
@@ -216,27 +219,39 @@ pub fn conv2d_backward<T: Scalar>(
                 }
             }
         }
-        wk
     };
-    let sum = |(mut dwt, mut db): (Vec<f32>, Vec<f32>), (dwt2, db2): (Vec<f32>, Vec<f32>)| {
-        simd::add_into(&mut dwt, &dwt2);
-        simd::add_into(&mut db, &db2);
-        (dwt, db)
+    // The weight and bias gradients are summed per fixed group of images, then over the groups
+    // in order: the same bits whichever threads ran which group (a resumed run must match).
+    let group = |wk: &mut Work<T>, g: usize, mut dx: Option<&mut [T]>| {
+        wk.dwt.fill(0.0);
+        wk.db.fill(0.0);
+        for i in g * GROUP..((g + 1) * GROUP).min(s.batch) {
+            let dxb = dx
+                .as_deref_mut()
+                .map(|d| &mut d[(i - g * GROUP) * img..][..img]);
+            step(wk, i, dxb);
+        }
+        (wk.dwt.clone(), wk.db.clone())
     };
     let mut dx = zeros::<T>(if need_dx { s.x_len() } else { 0 });
-    let sums = if need_dx && img > 0 {
-        dx.par_chunks_mut(img)
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = if need_dx && img > 0 {
+        dx.par_chunks_mut(GROUP * img)
             .enumerate()
-            .fold(init, |wk, (i, dxb)| step(wk, i, Some(dxb)))
-            .map(|wk| (wk.dwt, wk.db))
-            .reduce_with(sum)
+            .map_init(init, |wk, (g, dxg)| group(wk, g, Some(dxg)))
+            .collect()
     } else {
-        (0..s.batch)
+        (0..s.batch.div_ceil(GROUP))
             .into_par_iter()
-            .fold(init, |wk, i| step(wk, i, None))
-            .map(|wk| (wk.dwt, wk.db))
-            .reduce_with(sum)
+            .map_init(init, |wk, g| group(wk, g, None))
+            .collect()
     };
+    let sums = partials
+        .into_iter()
+        .reduce(|(mut dwt, mut db), (dwt2, db2)| {
+            simd::add_into(&mut dwt, &dwt2);
+            simd::add_into(&mut db, &db2);
+            (dwt, db)
+        });
     let (dwt, db) = sums.unwrap_or_else(|| (vec![0f32; k * cout], vec![0f32; cout]));
     let mut dw = vec![0f32; cout * k];
     for (j, row) in dwt.chunks_exact(cout.max(1)).enumerate() {
@@ -888,6 +903,32 @@ mod tests {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }
         assert_eq!(g.dx, plain.dx);
+    }
+
+    #[test]
+    fn conv_backward_is_bitwise_reproducible() {
+        // Resumed training must match an uninterrupted run bit for bit, whatever the threads did.
+        let s = ConvShape {
+            batch: 67,
+            channels: 4,
+            height: 6,
+            width: 5,
+            out_channels: 3,
+            kernel: [3, 3],
+            padding: [1, 1],
+        };
+        let x = pseudo_random(s.x_len(), 51, 0.5);
+        let w = pseudo_random(s.w_len(), 52, 0.5);
+        let b = pseudo_random(s.out_channels, 53, 0.5);
+        let y = conv2d_forward(&x, &w, &b, s, true);
+        let dy = pseudo_random(y.len(), 54, 0.5);
+        let first = conv2d_backward(&x, &w, &y, &dy, s, true, true);
+        for _ in 0..20 {
+            let again = conv2d_backward(&x, &w, &y, &dy, s, true, true);
+            assert_eq!(again.dw, first.dw);
+            assert_eq!(again.db, first.db);
+            assert_eq!(again.dx, first.dx);
+        }
     }
 
     #[test]
