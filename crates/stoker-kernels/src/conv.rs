@@ -905,11 +905,19 @@ mod tests {
         assert_eq!(g.dx, plain.dx);
     }
 
-    #[test]
-    fn conv_backward_is_bitwise_reproducible() {
-        // Resumed training must match an uninterrupted run bit for bit, whatever the threads did.
+    /// A batch large enough for the threads to split, its forward and an output gradient.
+    struct LargeBatch {
+        s: ConvShape,
+        x: Vec<f32>,
+        w: Vec<f32>,
+        b: Vec<f32>,
+        y: Vec<f32>,
+        dy: Vec<f32>,
+    }
+
+    fn large_batch(batch: usize, seed: u32) -> LargeBatch {
         let s = ConvShape {
-            batch: 67,
+            batch,
             channels: 4,
             height: 6,
             width: 5,
@@ -917,11 +925,18 @@ mod tests {
             kernel: [3, 3],
             padding: [1, 1],
         };
-        let x = pseudo_random(s.x_len(), 51, 0.5);
-        let w = pseudo_random(s.w_len(), 52, 0.5);
-        let b = pseudo_random(s.out_channels, 53, 0.5);
+        let x = pseudo_random(s.x_len(), seed, 0.5);
+        let w = pseudo_random(s.w_len(), seed + 1, 0.5);
+        let b = pseudo_random(s.out_channels, seed + 2, 0.5);
         let y = conv2d_forward(&x, &w, &b, s, true);
-        let dy = pseudo_random(y.len(), 54, 0.5);
+        let dy = pseudo_random(y.len(), seed + 3, 0.5);
+        LargeBatch { s, x, w, b, y, dy }
+    }
+
+    #[test]
+    fn conv_backward_is_bitwise_reproducible() {
+        // Resumed training must match an uninterrupted run bit for bit, whatever the threads did.
+        let LargeBatch { s, x, w, y, dy, .. } = large_batch(67, 51);
         let first = conv2d_backward(&x, &w, &y, &dy, s, true, true);
         for _ in 0..20 {
             let again = conv2d_backward(&x, &w, &y, &dy, s, true, true);
@@ -935,20 +950,7 @@ mod tests {
     fn conv_backward_sums_over_a_large_batch() {
         // Per-worker partial dw / db summed correctly: the gradient of a batch is the sum of
         // the gradients of its images.
-        let s = ConvShape {
-            batch: 53,
-            channels: 4,
-            height: 6,
-            width: 5,
-            out_channels: 3,
-            kernel: [3, 3],
-            padding: [1, 1],
-        };
-        let x = pseudo_random(s.x_len(), 31, 0.5);
-        let w = pseudo_random(s.w_len(), 32, 0.5);
-        let b = pseudo_random(s.out_channels, 33, 0.5);
-        let y = conv2d_forward(&x, &w, &b, s, true);
-        let dy = pseudo_random(y.len(), 34, 0.5);
+        let LargeBatch { s, x, w, b, y, dy } = large_batch(53, 31);
         let all = conv2d_backward(&x, &w, &y, &dy, s, true, true);
         let one = ConvShape { batch: 1, ..s };
         let (xi, yi) = (s.image_len(), s.out_channels * s.pixels());
