@@ -7,7 +7,7 @@ use burn::prelude::*;
 use stoker_artifact::Cnn2dSpec;
 
 use crate::InputShape;
-use crate::fused::{self, Activation, band_dense};
+use crate::fused::{self, Activation};
 use crate::precision::Autocast;
 
 #[derive(Module, Debug)]
@@ -58,20 +58,7 @@ impl Cnn2d {
         }
         let h = self.pooled(h).flatten::<2>(1, 3);
         let h = self.dropout.forward(h);
-        let [rows, inputs] = h.dims();
-        let h = match &self.hidden.bias {
-            Some(bias) => {
-                let outputs = bias.dims()[0];
-                band_dense(
-                    h.reshape([1, rows, inputs]),
-                    self.hidden.weight.val().reshape([1, inputs, outputs]),
-                    bias.val().reshape([1, 1, outputs]),
-                    Activation::Relu,
-                )
-                .reshape([rows, outputs])
-            }
-            None => self.activation.forward(self.hidden.forward(h)),
-        };
+        let h = fused::linear(&self.hidden, h, Activation::Relu);
         ac.full(self.head.forward(h))
     }
 

@@ -10,6 +10,7 @@ use burn::tensor::activation::softmax;
 use stoker_artifact::LstmAttentionSpec;
 
 use crate::InputShape;
+use crate::fused::{self, Activation};
 use crate::precision::Autocast;
 use crate::recurrent::StepLstm;
 
@@ -151,10 +152,12 @@ impl LstmAttention {
             .clone()
             .slice([0..batch, steps - 1..steps])
             .reshape([batch, hidden]);
-        let scores = self
-            .score_v
-            .forward(self.score_w.forward(h.clone()).tanh())
-            .reshape([batch, steps]);
+        let projected = fused::linear(
+            &self.score_w,
+            h.clone().reshape([batch * steps, hidden]),
+            Activation::Tanh,
+        );
+        let scores = self.score_v.forward(projected).reshape([batch, steps]);
         let attention = softmax(ac.full(scores), 1);
         let context = (h.clone() * ac.low(attention.clone()).reshape([batch, steps, 1]))
             .sum_dim(1)

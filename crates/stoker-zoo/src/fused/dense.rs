@@ -5,6 +5,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Dispatch, Flex, tensor::FloatTensor};
+use burn::nn::Linear;
 use burn::prelude::*;
 use stoker_kernels::dense::{Activation, DenseShape, dense_backward, dense_forward};
 
@@ -22,12 +23,33 @@ pub fn band_dense(x: Tensor<3>, w: Tensor<3>, b: Tensor<3>, act: Activation) -> 
             act.code(),
         ));
     }
-    let z = x.matmul(w) + b;
+    activate(x.matmul(w) + b, act)
+}
+
+/// `act` composed from burn ops, for devices and layers the fused op does not serve.
+fn activate<const D: usize>(z: Tensor<D>, act: Activation) -> Tensor<D> {
     match act {
         Activation::Tanh => z.tanh(),
         Activation::Relu => burn::tensor::activation::relu(z),
         Activation::Identity => z,
     }
+}
+
+/// act(`layer`(x)) for x [N, in] → [N, out]: burn's `Linear` and its activation as one fused
+/// op on the CPU (a layer without bias composes burn ops).
+pub fn linear(layer: &Linear, x: Tensor<2>, act: Activation) -> Tensor<2> {
+    let Some(bias) = &layer.bias else {
+        return activate(layer.forward(x), act);
+    };
+    let [rows, inputs] = x.dims();
+    let outputs = bias.dims()[0];
+    band_dense(
+        x.reshape([1, rows, inputs]),
+        layer.weight.val().reshape([1, inputs, outputs]),
+        bias.val().reshape([1, 1, outputs]),
+        act,
+    )
+    .reshape([rows, outputs])
 }
 
 fn shape_of(x: &FlexTensor, w: &FlexTensor) -> DenseShape {

@@ -17,7 +17,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 
 pub use conv::conv2d;
-pub use dense::band_dense;
+pub use dense::{band_dense, linear};
 pub use lstm::lstm_sequence;
 pub use pool::max_pool2x2;
 pub use stoker_kernels::dense::Activation;
