@@ -27,7 +27,7 @@ use std::any::TypeId;
 use half::bf16;
 use rayon::prelude::*;
 
-use crate::gemm::{Mat, MatMut};
+use crate::gemm::{Mat, MatMut, matmul_f32_serial};
 use crate::scalar::Scalar;
 
 /// Sizes of a stride-1, zero-padded 2-D convolution. x [batch, channels, height, width],
@@ -436,52 +436,14 @@ fn matmul<T: Scalar>(c: MatMut<f32>, a: Mat<T>, b: Mat<T>, accumulate: bool) {
     let (Some(ad), Some(bd)) = (cast::<T, f32>(a.data), cast::<T, f32>(b.data)) else {
         return T::matmul(c, a, b, accumulate);
     };
-    let (m, n, k) = (a.rows, b.cols, a.cols);
-    assert_eq!(b.rows, k, "matmul: inner dimensions differ");
-    assert_eq!((c.rows, c.cols), (m, n), "matmul: output shape");
-    assert!(c.data.len() >= m * n, "matmul: output exceeds its data");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            c.data[..m * n].fill(0.0);
-        }
-        return;
-    }
-    let in_bounds = |v: &Mat<T>, len: usize| {
-        v.row_stride >= 0
-            && v.col_stride >= 0
-            && (v.rows - 1) * (v.row_stride as usize) + (v.cols - 1) * (v.col_stride as usize) < len
+    let f32_view = |v: &Mat<T>, data| Mat {
+        data,
+        rows: v.rows,
+        cols: v.cols,
+        row_stride: v.row_stride,
+        col_stride: v.col_stride,
     };
-    assert!(
-        in_bounds(&a, ad.len()) && in_bounds(&b, bd.len()),
-        "matmul: view exceeds its data"
-    );
-    // SAFETY: shapes checked, every element of both views and of c lies inside its slice.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.data.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            ad.as_ptr(),
-            a.col_stride,
-            a.row_stride,
-            bd.as_ptr(),
-            b.col_stride,
-            b.row_stride,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    matmul_f32_serial(c, f32_view(&a, ad), f32_view(&b, bd), accumulate);
 }
 
 fn zero<T: Scalar>() -> T {

@@ -79,6 +79,16 @@ fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
 
 /// c = a·b, or c += a·b when `accumulate`.
 pub fn matmul_f32(c: MatMut<f32>, a: Mat<f32>, b: Mat<f32>, accumulate: bool) {
+    let p = parallelism(a.rows, b.cols, a.cols);
+    gemm_f32(c, a, b, accumulate, p);
+}
+
+/// `matmul_f32` on the calling thread only, for callers that parallelise over their own axis.
+pub fn matmul_f32_serial(c: MatMut<f32>, a: Mat<f32>, b: Mat<f32>, accumulate: bool) {
+    gemm_f32(c, a, b, accumulate, Parallelism::None);
+}
+
+fn gemm_f32(c: MatMut<f32>, a: Mat<f32>, b: Mat<f32>, accumulate: bool, p: Parallelism) {
     check_shapes(&c, &a, &b);
     let (m, n, k) = (a.rows, b.cols, a.cols);
     if m == 0 || n == 0 {
@@ -90,8 +100,17 @@ pub fn matmul_f32(c: MatMut<f32>, a: Mat<f32>, b: Mat<f32>, accumulate: bool) {
         }
         return;
     }
-    // SAFETY: the views were checked against their slices' lengths at construction for
-    // contiguous ones; strided views come from callers that own the layout.
+    let in_bounds = |v: &Mat<f32>| {
+        v.row_stride >= 0
+            && v.col_stride >= 0
+            && (v.rows - 1) * (v.row_stride as usize) + (v.cols - 1) * (v.col_stride as usize)
+                < v.data.len()
+    };
+    assert!(
+        in_bounds(&a) && in_bounds(&b),
+        "matmul: view exceeds its data"
+    );
+    // SAFETY: shapes checked, every element of both views and of c lies inside its slice.
     unsafe {
         gemm::gemm(
             m,
@@ -112,7 +131,7 @@ pub fn matmul_f32(c: MatMut<f32>, a: Mat<f32>, b: Mat<f32>, accumulate: bool) {
             false,
             false,
             false,
-            parallelism(m, n, k),
+            p,
         );
     }
 }
