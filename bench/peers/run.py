@@ -116,6 +116,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="1 run of 2 steps: checks the harness only")
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON here ('-': stdout)")
+    parser.add_argument("--model", action="append", choices=list(REFERENCES), help="only this model (repeatable; all by default)")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     steps, repeats = (2, 1) if args.quick else (10, 5)
@@ -125,6 +126,8 @@ def main():
     print(f"PyTorch {torch.__version__}, {THREADS} threads{' (quick)' if args.quick else ''}", file=out)
     print(f"{'model':<16} {'precision':<11} {'params (stoker)':>19} {'train samples/s':>16} {'infer samples/s':>16}", file=out)
     for key, build in REFERENCES.items():
+        if args.model and key not in args.model:
+            continue
         report[key] = {}
         for name, dtype in PRECISIONS.items():
             train, infer, params, expected = bench(build, dtype, steps, repeats)

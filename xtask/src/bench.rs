@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// Run only these parts (repeatable; all by default).
     #[arg(long, value_enum)]
     pub only: Vec<Section>,
+    /// Bench only these models (repeatable: cnn2d, lstm_attention, multiband_anc; all by
+    /// default). Applies to the PyTorch peers too.
+    #[arg(long = "model")]
+    pub models: Vec<String>,
     /// Rows of the generated CSV for the prepare benchmark.
     #[arg(long, default_value_t = 20_000_000)]
     pub prepare_rows: usize,
@@ -443,12 +447,18 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
     let mut report = serde_json::Map::new();
     let wanted = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let device = open(&args.device.device, !args.device.no_fusion).map_err(anyhow::Error::msg)?;
+    let keys: Vec<&str> = references().iter().map(|r| r.key).collect();
+    if let Some(unknown) = args.models.iter().find(|m| !keys.contains(&m.as_str())) {
+        anyhow::bail!("--model {unknown}: not a benchmarked model (one of {keys:?})");
+    }
     if wanted(Section::Models) {
         println!(
             "{:<16} {:<11} {:>16} {:>16}   (device: {})",
             "model", "precision", "train samples/s", "infer samples/s", args.device.device
         );
-        for r in references() {
+        let selected =
+            |r: &Reference| args.models.is_empty() || args.models.iter().any(|m| m == r.key);
+        for r in references().into_iter().filter(selected) {
             let mut per = serde_json::Map::new();
             for precision in [Precision::F32, Precision::Bf16Mixed] {
                 let Some((train, infer)) = bench_model(&r, precision, &device, args.quick) else {
@@ -473,7 +483,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         }
         if stoker_zoo::device::is_gpu(&args.device.device) {
             println!("PyTorch peers: skipped (they run on the CPU; this run is on a GPU device)");
-        } else if let Some(peers) = crate::peers::run(dir, args.quick) {
+        } else if let Some(peers) = crate::peers::run(dir, args.quick, &args.models) {
             crate::peers::compare(&mut report, &peers);
             report.insert("pytorch_version".into(), peers["torch_version"].clone());
         }

@@ -12,7 +12,7 @@ const SCRIPT: &str = "bench/peers/run.py";
 const NO_TORCH: i32 = 3;
 
 /// The peers' figures, or None (with the reason printed) when they cannot run here.
-pub fn run(out_dir: &Path, quick: bool) -> Option<Value> {
+pub fn run(out_dir: &Path, quick: bool, models: &[String]) -> Option<Value> {
     let python = std::env::var("STOKER_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
     if !Path::new(SCRIPT).exists() {
         println!("PyTorch peers: skipped ({SCRIPT} not found; run from the workspace root)");
@@ -23,6 +23,9 @@ pub fn run(out_dir: &Path, quick: bool) -> Option<Value> {
     cmd.arg(SCRIPT).arg("--json").arg(&json);
     if quick {
         cmd.arg("--quick");
+    }
+    for model in models {
+        cmd.arg("--model").arg(model);
     }
     println!("PyTorch peers ({python} {SCRIPT}) …");
     match cmd.status() {

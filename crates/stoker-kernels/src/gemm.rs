@@ -173,6 +173,15 @@ fn in_bounds<T>(v: &Mat<T>) -> bool {
 /// zero), threaded with rayon when big enough; elsewhere it widens to f32 and runs
 /// `matmul_f32`.
 pub fn matmul_bf16(c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate: bool) {
+    bf16_product(c, a, b, accumulate, true);
+}
+
+/// `matmul_bf16` on the calling thread only, for callers that parallelise over their own axis.
+pub fn matmul_bf16_serial(c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate: bool) {
+    bf16_product(c, a, b, accumulate, false);
+}
+
+fn bf16_product(c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate: bool, threaded: bool) {
     check_shapes(&c, &a, &b);
     assert!(
         c.data.len() >= c.rows * c.cols,
@@ -191,14 +200,20 @@ pub fn matmul_bf16(c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate: bool)
     // The native path wins at every size (even 7x5x3: the portable one widens both inputs).
     #[cfg(target_arch = "x86_64")]
     if native_bf16_available() && in_bounds(&a) && in_bounds(&b) {
-        native::matmul(c, a, b, accumulate);
+        native::matmul(c, a, b, accumulate, threaded);
         return;
     }
-    matmul_bf16_portable(c, a, b, accumulate);
+    matmul_bf16_portable(c, a, b, accumulate, threaded);
 }
 
-/// The portable path: widen to f32 and run `matmul_f32`.
-fn matmul_bf16_portable(c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate: bool) {
+/// The portable path: widen to f32 and run the f32 product.
+fn matmul_bf16_portable(
+    c: MatMut<f32>,
+    a: Mat<bf16>,
+    b: Mat<bf16>,
+    accumulate: bool,
+    threaded: bool,
+) {
     let widen = |v: &Mat<bf16>| -> Vec<f32> {
         let mut out = Vec::with_capacity(v.rows * v.cols);
         for i in 0..v.rows {
@@ -209,12 +224,15 @@ fn matmul_bf16_portable(c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate: 
         out
     };
     let (aw, bw) = (widen(&a), widen(&b));
-    matmul_f32(
-        c,
+    let (aw, bw) = (
         Mat::row_major(&aw, a.rows, a.cols),
         Mat::row_major(&bw, b.rows, b.cols),
-        accumulate,
     );
+    if threaded {
+        matmul_f32(c, aw, bw, accumulate);
+    } else {
+        matmul_f32_serial(c, aw, bw, accumulate);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -245,8 +263,15 @@ mod native {
         }
     }
 
-    /// Caller checked: CPU features, shapes, both views in bounds, c holds m * n.
-    pub(super) fn matmul(c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate: bool) {
+    /// Caller checked: CPU features, shapes, both views in bounds, c holds m * n. Splits the
+    /// product over rayon's threads when `threaded` and it is big enough.
+    pub(super) fn matmul(
+        c: MatMut<f32>,
+        a: Mat<bf16>,
+        b: Mat<bf16>,
+        accumulate: bool,
+        threaded: bool,
+    ) {
         let (m, n, k) = (a.rows, b.cols, a.cols);
         let cp = c.data.as_mut_ptr();
         // A matrix-vector product: one dot product per output, no packing.
@@ -285,8 +310,45 @@ mod native {
             };
             return;
         }
+        if k == 1 && b.col_stride == 1 {
+            // SAFETY: a's column and b's row are in bounds (checked), c holds m * n.
+            unsafe {
+                k512::outer(
+                    cp,
+                    m,
+                    n,
+                    a.data.as_ptr().cast(),
+                    a.row_stride,
+                    b.data.as_ptr().cast(),
+                    accumulate,
+                )
+            };
+            return;
+        }
+        if n == 1 && a.row_stride == 1 {
+            // A transposed matrix times a vector (a weight gradient of a one-output layer):
+            // c = Σ_p b[p]·(column p of a), each column contiguous.
+            let v: Vec<f32> = (0..k).map(|p| b.at(p, 0).to_f32()).collect();
+            // SAFETY: a's columns are in bounds (checked), v has k elements, c has m.
+            unsafe {
+                k512::gemv_columns(
+                    cp,
+                    m,
+                    k,
+                    a.data.as_ptr().cast(),
+                    a.col_stride,
+                    &v,
+                    accumulate,
+                )
+            };
+            return;
+        }
         let (a, b) = (raw(&a), raw(&b));
-        let threads = rayon::current_num_threads();
+        let threads = if threaded {
+            rayon::current_num_threads()
+        } else {
+            1
+        };
         if threads < 2 || m.saturating_mul(n).saturating_mul(k) < PARALLEL_MIN_FLOPS {
             // SAFETY: views in bounds, c is m x n row-major, features checked by the caller.
             unsafe { k512::gemm(cp, n, m, n, k, a, b, accumulate) };
@@ -510,6 +572,13 @@ mod tests {
         let init = pseudo_random(m * n, seed + 2, 1.0);
         let mut c = init.clone();
         matmul_bf16(MatMut::row_major(&mut c, m, n), a, b, accumulate);
+        // Threads split c, never the sum: one thread gives the same bits.
+        let mut serial = init.clone();
+        matmul_bf16_serial(MatMut::row_major(&mut serial, m, n), a, b, accumulate);
+        assert_eq!(
+            c, serial,
+            "m={m} n={n} k={k}: serial and threaded products differ"
+        );
         let (want, scale) = naive_bf16(&a, &b);
         for idx in 0..m * n {
             let base = if accumulate { init[idx] as f64 } else { 0.0 };
@@ -625,6 +694,12 @@ mod tests {
         check_bf16(1024, 1, 384, lay(false, 0), lay(false, 0), false, 6);
         check_bf16(1, 1024, 384, lay(false, 0), lay(true, 0), true, 7);
         check_bf16(1, 1, 700, lay(true, 0), lay(false, 2), false, 8);
+        // A transposed GEMV (a one-output layer's weight gradient), past one 64-row block.
+        check_bf16(384, 1, 1279, lay(true, 0), lay(false, 0), false, 9);
+        check_bf16(71, 1, 30, lay(true, 2), lay(true, 1), true, 10);
+        // K = 1: an outer product.
+        check_bf16(113, 384, 1, lay(false, 0), lay(false, 0), false, 11);
+        check_bf16(20, 37, 1, lay(true, 3), lay(false, 2), true, 12);
     }
 
     #[test]
@@ -646,13 +721,13 @@ mod tests {
                 .collect();
             let (a, b) = (Mat::row_major(&ad, m, k), Mat::row_major(&bd, k, n));
             let mut native_c = vec![0.0; m * n];
-            native::matmul(MatMut::row_major(&mut native_c, m, n), a, b, false);
+            native::matmul(MatMut::row_major(&mut native_c, m, n), a, b, false, true);
             let mut public_c = vec![0.0; m * n];
             matmul_bf16(MatMut::row_major(&mut public_c, m, n), a, b, false);
             // The public entry point took the native path: bit-identical results ...
             assert_eq!(native_c, public_c);
             let mut portable_c = vec![0.0; m * n];
-            matmul_bf16_portable(MatMut::row_major(&mut portable_c, m, n), a, b, false);
+            matmul_bf16_portable(MatMut::row_major(&mut portable_c, m, n), a, b, false, true);
             // ... where the portable path sums in another order, so the comparison above
             // can tell the two apart.
             assert_ne!(native_c, portable_c);

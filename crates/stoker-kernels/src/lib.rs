@@ -2,6 +2,7 @@
 //! library here, so every kernel is tested and benchmarked on its own.
 
 pub mod activation;
+pub mod adam;
 pub mod conv;
 pub mod dense;
 pub mod gemm;

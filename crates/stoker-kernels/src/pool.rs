@@ -1,5 +1,8 @@
 //! 2×2 max pooling with stride 2 (NCHW, floor: a trailing odd row or column is dropped), with
 //! the argmax kept as one byte per output so the backward is a scatter, not a search.
+//!
+//! Comparisons run on the values widened to f32 (exact for bf16) with masks, not branches; the
+//! pooled value is copied from the input, never rounded.
 
 use rayon::prelude::*;
 
@@ -13,38 +16,118 @@ pub fn max_pool2x2_forward<T: Scalar>(
     width: usize,
 ) -> (Vec<T>, Vec<u8>) {
     let (oh, ow) = (height / 2, width / 2);
-    let mut y = vec![T::default(); planes * oh * ow];
+    let mut y = T::zeros(planes * oh * ow);
     let mut arg = vec![0u8; planes * oh * ow];
     if oh * ow == 0 {
         return (y, arg);
     }
-    y.par_chunks_mut(oh * ow)
-        .zip(arg.par_chunks_mut(oh * ow))
-        .zip(x.par_chunks(height * width))
+    // A few planes per task: the per-plane work (60 outputs on CNN2D) is too small to schedule.
+    let per_task = (4096 / (oh * ow)).max(1);
+    y.par_chunks_mut(per_task * oh * ow)
+        .zip(arg.par_chunks_mut(per_task * oh * ow))
+        .zip(x.par_chunks(per_task * height * width))
         .for_each(|((y, arg), x)| {
-            for i in 0..oh {
-                let (top, bottom) = (&x[2 * i * width..], &x[(2 * i + 1) * width..]);
-                for j in 0..ow {
-                    let window = [top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]];
-                    let mut best = 0;
-                    for (k, &v) in window.iter().enumerate().skip(1) {
-                        if beats(v, window[best]) {
-                            best = k;
-                        }
-                    }
-                    y[i * ow + j] = window[best];
-                    arg[i * ow + j] = best as u8;
+            for ((y, arg), x) in y
+                .chunks_exact_mut(oh * ow)
+                .zip(arg.chunks_exact_mut(oh * ow))
+                .zip(x.chunks_exact(height * width))
+            {
+                for i in 0..oh {
+                    let rows = [
+                        &x[2 * i * width..][..width],
+                        &x[(2 * i + 1) * width..][..width],
+                    ];
+                    pool_row_any(rows, &mut y[i * ow..][..ow], &mut arg[i * ow..][..ow]);
                 }
             }
         });
     (y, arg)
 }
 
-/// Whether `v` takes over as a window's maximum: larger, or NaN (NaN wins, as in PyTorch, and
-/// then stays).
-#[allow(clippy::eq_op)] // `x != x` is the NaN test of a generic float
-fn beats<T: PartialOrd>(v: T, max: T) -> bool {
-    max == max && (v > max || v != v)
+/// `pool_row` compiled for the element type: AVX-512 for rows of up to 16 values, else the
+/// loops below for f32 and bf16.
+fn pool_row_any<T: Scalar>(rows: [&[T]; 2], y: &mut [T], arg: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::handles(rows[0].len()) {
+        if let (Some(top), Some(bottom), Some(y)) =
+            (T::as_f32(rows[0]), T::as_f32(rows[1]), T::as_f32_mut(y))
+        {
+            // SAFETY: AVX-512 present and the row fits one vector (`handles`).
+            return unsafe { avx512::pool_row_f32([top, bottom], y, arg) };
+        }
+        if let (Some(top), Some(bottom), Some(y)) =
+            (T::as_bf16(rows[0]), T::as_bf16(rows[1]), T::as_bf16_mut(y))
+        {
+            // SAFETY: as above.
+            return unsafe { avx512::pool_row_bf16([top, bottom], y, arg) };
+        }
+    }
+    if let (Some(top), Some(bottom), Some(y)) =
+        (T::as_f32(rows[0]), T::as_f32(rows[1]), T::as_f32_mut(y))
+    {
+        return simd::pool_row_f32([top, bottom], y, arg);
+    }
+    if let (Some(top), Some(bottom), Some(y)) =
+        (T::as_bf16(rows[0]), T::as_bf16(rows[1]), T::as_bf16_mut(y))
+    {
+        return simd::pool_row_bf16([top, bottom], y, arg);
+    }
+    pool_row(rows, y, arg, |v| T::widen(&[v])[0].to_bits());
+}
+
+/// An order-preserving integer key of an f32: larger values get larger keys, and every NaN
+/// the largest (PyTorch's max pooling propagates NaN). Integer compares and selects keep the
+/// window loop free of the branches float compares turn into.
+#[inline(always)]
+fn key(bits: u32) -> u32 {
+    // −0 and +0 compare equal: one key.
+    let bits = if bits == 0x8000_0000 { 0 } else { bits };
+    let nan = (bits & 0x7fff_ffff) > 0x7f80_0000;
+    let negative = 0u32.wrapping_sub(bits >> 31);
+    let ordered = bits ^ (negative | 0x8000_0000);
+    if nan { u32::MAX } else { ordered }
+}
+
+/// One output row from two input rows: the max of each 2×2 window and where it was (the first
+/// of equal maxima). `bits` gives a value's f32 bits. Inlined into the per-type loops.
+#[inline(always)]
+fn pool_row<T: Copy>(
+    [top, bottom]: [&[T]; 2],
+    y: &mut [T],
+    arg: &mut [u8],
+    bits: impl Fn(T) -> u32,
+) {
+    for (j, (y, arg)) in y.iter_mut().zip(arg.iter_mut()).enumerate() {
+        let window = [top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]];
+        let (mut best, mut at) = (key(bits(window[0])), 0u8);
+        for (k, &v) in window.iter().enumerate().skip(1) {
+            let v = key(bits(v));
+            let take = v > best;
+            best = if take { v } else { best };
+            at = if take { k as u8 } else { at };
+        }
+        *y = window[at as usize];
+        *arg = at;
+    }
+}
+
+mod simd {
+    use half::bf16;
+
+    use super::pool_row;
+    use crate::activation::multiversion;
+
+    multiversion! {
+        fn pool_row_f32(rows: [&[f32]; 2], y: &mut [f32], arg: &mut [u8]) {
+            pool_row(rows, y, arg, f32::to_bits);
+        }
+    }
+
+    multiversion! {
+        fn pool_row_bf16(rows: [&[bf16]; 2], y: &mut [bf16], arg: &mut [u8]) {
+            pool_row(rows, y, arg, |v| (v.to_bits() as u32) << 16);
+        }
+    }
 }
 
 /// The input gradient [planes, H, W]: each output's gradient goes to its argmax, zeros elsewhere.
@@ -56,27 +139,200 @@ pub fn max_pool2x2_backward<T: Scalar>(
     width: usize,
 ) -> Vec<T> {
     let (oh, ow) = (height / 2, width / 2);
-    let mut dx = vec![T::default(); planes * height * width];
+    let mut dx = T::zeros(planes * height * width);
     if oh * ow == 0 {
         return dx;
     }
-    dx.par_chunks_mut(height * width)
-        .zip(dy.par_chunks(oh * ow))
-        .zip(arg.par_chunks(oh * ow))
+    let per_task = (4096 / (oh * ow)).max(1);
+    dx.par_chunks_mut(per_task * height * width)
+        .zip(dy.par_chunks(per_task * oh * ow))
+        .zip(arg.par_chunks(per_task * oh * ow))
         .for_each(|((dx, dy), arg)| {
-            for i in 0..oh {
-                for j in 0..ow {
-                    let k = arg[i * ow + j] as usize;
-                    dx[(2 * i + k / 2) * width + 2 * j + k % 2] = dy[i * ow + j];
+            for ((dx, dy), arg) in dx
+                .chunks_exact_mut(height * width)
+                .zip(dy.chunks_exact(oh * ow))
+                .zip(arg.chunks_exact(oh * ow))
+            {
+                for i in 0..oh {
+                    for j in 0..ow {
+                        let k = arg[i * ow + j] as usize;
+                        dx[(2 * i + k / 2) * width + 2 * j + k % 2] = dy[i * ow + j];
+                    }
                 }
             }
         });
     dx
 }
 
+/// The row-pair loop in AVX-512 for rows of up to 16 values (CNN2D's are 11): each row's keys
+/// in one vector, its even and odd columns split by permutes, the window maxima and argmaxima
+/// as integer max / compare masks, in the same first-maximum order as `pool_row`.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use core::arch::x86_64::*;
+    use half::bf16;
+
+    /// Whether rows of `width` values take this path on this CPU.
+    pub(super) fn handles(width: usize) -> bool {
+        (2..=16).contains(&width)
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+    }
+
+    /// `super::key` on 16 lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn keys(bits: __m512i) -> __m512i {
+        let negative_zero = _mm512_cmpeq_epi32_mask(bits, _mm512_set1_epi32(i32::MIN));
+        let bits = _mm512_maskz_mov_epi32(!negative_zero, bits);
+        let magnitude = _mm512_and_si512(bits, _mm512_set1_epi32(0x7fff_ffff));
+        let nan = _mm512_cmpgt_epu32_mask(magnitude, _mm512_set1_epi32(0x7f80_0000));
+        let flip = _mm512_or_si512(_mm512_srai_epi32::<31>(bits), _mm512_set1_epi32(i32::MIN));
+        _mm512_mask_mov_epi32(_mm512_xor_si512(bits, flip), nan, _mm512_set1_epi32(-1))
+    }
+
+    /// (max key, original bits, index 0 / 1) of each column pair (2j, 2j + 1) of one row.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn pairs(bits: __m512i) -> (__m512i, __m512i, __m512i) {
+        let even = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 14, 12, 10, 8, 6, 4, 2, 0);
+        let odd = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 15, 13, 11, 9, 7, 5, 3, 1);
+        let k = keys(bits);
+        let (ke, ko) = (
+            _mm512_permutexvar_epi32(even, k),
+            _mm512_permutexvar_epi32(odd, k),
+        );
+        let (be, bo) = (
+            _mm512_permutexvar_epi32(even, bits),
+            _mm512_permutexvar_epi32(odd, bits),
+        );
+        let right = _mm512_cmpgt_epu32_mask(ko, ke);
+        (
+            _mm512_max_epu32(ke, ko),
+            _mm512_mask_mov_epi32(be, right, bo),
+            _mm512_maskz_mov_epi32(right, _mm512_set1_epi32(1)),
+        )
+    }
+
+    /// The pooled f32 bits and argmax of a row pair given as f32 bits.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn pool(top: __m512i, bottom: __m512i) -> (__m512i, __m512i) {
+        let (tk, tv, ti) = pairs(top);
+        let (bk, bv, bi) = pairs(bottom);
+        let lower = _mm512_cmpgt_epu32_mask(bk, tk);
+        let at = _mm512_mask_add_epi32(ti, lower, bi, _mm512_set1_epi32(2));
+        (_mm512_mask_mov_epi32(tv, lower, bv), at)
+    }
+
+    /// SAFETY: AVX-512F/BW present; rows of the same width ≤ 16, y and arg of width / 2.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn pool_row_f32([top, bottom]: [&[f32]; 2], y: &mut [f32], arg: &mut [u8]) {
+        let (inputs, outputs) = ((1u32 << top.len()) - 1, (1u32 << y.len()) - 1);
+        // SAFETY: every load and store is masked to the slices' lengths.
+        unsafe {
+            let t = _mm512_maskz_loadu_epi32(inputs as u16, top.as_ptr().cast());
+            let b = _mm512_maskz_loadu_epi32(inputs as u16, bottom.as_ptr().cast());
+            let (v, at) = pool(t, b);
+            _mm512_mask_storeu_epi32(y.as_mut_ptr().cast(), outputs as u16, v);
+            _mm512_mask_cvtepi32_storeu_epi8(arg.as_mut_ptr().cast(), outputs as u16, at);
+        }
+    }
+
+    /// SAFETY: as for `pool_row_f32`.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn pool_row_bf16(
+        [top, bottom]: [&[bf16]; 2],
+        y: &mut [bf16],
+        arg: &mut [u8],
+    ) {
+        let (inputs, outputs) = ((1u32 << top.len()) - 1, (1u32 << y.len()) - 1);
+        let widen = |p: *const bf16| {
+            // SAFETY: masked to the row's length; bf16 → f32 bits is a 16-bit shift.
+            let h = unsafe { _mm256_maskz_loadu_epi16(inputs as u16, p.cast()) };
+            _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h))
+        };
+        // SAFETY: every load and store is masked to the slices' lengths.
+        unsafe {
+            let (v, at) = pool(widen(top.as_ptr()), widen(bottom.as_ptr()));
+            let v = _mm512_srli_epi32::<16>(v);
+            _mm512_mask_cvtepi32_storeu_epi16(y.as_mut_ptr().cast(), outputs as u16, v);
+            _mm512_mask_cvtepi32_storeu_epi8(arg.as_mut_ptr().cast(), outputs as u16, at);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::bf16;
+
+    /// PyTorch's scan: row-major, a larger value or a NaN (over a number) takes over.
+    fn reference(x: &[f32], planes: usize, height: usize, width: usize) -> (Vec<f32>, Vec<u8>) {
+        let (oh, ow) = (height / 2, width / 2);
+        let (mut y, mut arg) = (vec![], vec![]);
+        for p in 0..planes {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let at =
+                        |k: usize| x[p * height * width + (2 * i + k / 2) * width + 2 * j + k % 2];
+                    let mut best = 0;
+                    for k in 1..4 {
+                        let (v, b) = (at(k), at(best));
+                        if v > b || (v.is_nan() && !b.is_nan()) {
+                            best = k;
+                        }
+                    }
+                    y.push(at(best));
+                    arg.push(best as u8);
+                }
+            }
+        }
+        (y, arg)
+    }
+
+    /// Every row width the vector path takes and the first it does not, on values with ties,
+    /// signed zeros, infinities and NaNs; f32 and bf16 (whose values are exact in f32).
+    #[test]
+    fn pools_like_pytorch_on_every_width_and_special_value() {
+        let specials = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            2.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        let mut state = 12345u32;
+        for width in 2..=17 {
+            let (planes, height) = (3, 5);
+            let x: Vec<f32> = (0..planes * height * width)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    specials[state as usize % specials.len()]
+                })
+                .collect();
+            let (want, want_arg) = reference(&x, planes, height, width);
+            let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+            let (y, arg) = max_pool2x2_forward(&x, planes, height, width);
+            assert_eq!(arg, want_arg, "f32 width {width}");
+            assert!(
+                y.iter().zip(&want).all(|(&a, &b)| same(a, b)),
+                "f32 width {width}"
+            );
+            let low: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+            let (y, arg) = max_pool2x2_forward(&low, planes, height, width);
+            assert_eq!(arg, want_arg, "bf16 width {width}");
+            assert!(
+                y.iter().zip(&want).all(|(a, &b)| same(a.to_f32(), b)),
+                "bf16 width {width}"
+            );
+        }
+    }
 
     #[test]
     fn pools_the_max_of_each_window_and_routes_gradients_to_it() {

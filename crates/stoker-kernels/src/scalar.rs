@@ -3,26 +3,45 @@
 use half::bf16;
 
 use crate::activation::multiversion;
-use crate::gemm::{Mat, MatMut, matmul_bf16, matmul_f32};
+use crate::gemm::{Mat, MatMut, matmul_bf16, matmul_bf16_serial, matmul_f32, matmul_f32_serial};
 
 /// `Default` is zero; comparisons order values as numbers.
 pub trait Scalar: Copy + Default + PartialOrd + Send + Sync + 'static {
     /// c = a·b (+ c when `accumulate`), accumulated in f32.
     fn matmul(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool);
+    /// `matmul` on the calling thread only, for callers that parallelise over their own axis.
+    fn matmul_serial(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool);
     /// To f32 for elementwise work.
     fn widen(values: &[Self]) -> Vec<f32>;
+    /// `widen` into a buffer of the same length.
+    fn widen_into(src: &[Self], dst: &mut [f32]);
     /// From f32 results (moves when the type is f32).
     fn narrow(values: Vec<f32>) -> Vec<Self>;
     /// `narrow` into a buffer of the same length.
     fn narrow_into(src: &[f32], dst: &mut [Self]);
+    /// The values themselves when the type is f32, so f32 results skip a staging copy.
+    fn as_f32(values: &[Self]) -> Option<&[f32]>;
+    fn as_f32_mut(values: &mut [Self]) -> Option<&mut [f32]>;
+    /// The values themselves when the type is bf16, for loops compiled per type.
+    fn as_bf16(values: &[Self]) -> Option<&[bf16]>;
+    fn as_bf16_mut(values: &mut [Self]) -> Option<&mut [bf16]>;
+    /// `len` zeros from the allocator's zeroed memory (`calloc`: fresh pages come zero from
+    /// the OS), not a fill pass over a buffer about to be overwritten anyway.
+    fn zeros(len: usize) -> Vec<Self>;
 }
 
 impl Scalar for f32 {
     fn matmul(c: MatMut<f32>, a: Mat<f32>, b: Mat<f32>, accumulate: bool) {
         matmul_f32(c, a, b, accumulate)
     }
+    fn matmul_serial(c: MatMut<f32>, a: Mat<f32>, b: Mat<f32>, accumulate: bool) {
+        matmul_f32_serial(c, a, b, accumulate)
+    }
     fn widen(values: &[f32]) -> Vec<f32> {
         values.to_vec()
+    }
+    fn widen_into(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
     }
     fn narrow(values: Vec<f32>) -> Vec<f32> {
         values
@@ -30,24 +49,65 @@ impl Scalar for f32 {
     fn narrow_into(src: &[f32], dst: &mut [f32]) {
         dst.copy_from_slice(src);
     }
+    fn as_f32(values: &[f32]) -> Option<&[f32]> {
+        Some(values)
+    }
+    fn as_f32_mut(values: &mut [f32]) -> Option<&mut [f32]> {
+        Some(values)
+    }
+    fn as_bf16(_: &[f32]) -> Option<&[bf16]> {
+        None
+    }
+    fn as_bf16_mut(_: &mut [f32]) -> Option<&mut [bf16]> {
+        None
+    }
+    fn zeros(len: usize) -> Vec<f32> {
+        vec![0.0; len]
+    }
 }
 
 impl Scalar for bf16 {
     fn matmul(c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate: bool) {
         matmul_bf16(c, a, b, accumulate)
     }
+    fn matmul_serial(c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate: bool) {
+        matmul_bf16_serial(c, a, b, accumulate)
+    }
     fn widen(values: &[bf16]) -> Vec<f32> {
         let mut out = vec![0f32; values.len()];
         bf16_to_f32(values, &mut out);
         out
     }
+    fn widen_into(src: &[bf16], dst: &mut [f32]) {
+        bf16_to_f32(src, dst);
+    }
     fn narrow(values: Vec<f32>) -> Vec<bf16> {
-        let mut out = vec![bf16::ZERO; values.len()];
+        let mut out = bf16::zeros(values.len());
         f32_to_bf16(&values, &mut out);
         out
     }
     fn narrow_into(src: &[f32], dst: &mut [bf16]) {
         f32_to_bf16(src, dst);
+    }
+    fn as_f32(_: &[bf16]) -> Option<&[f32]> {
+        None
+    }
+    fn as_f32_mut(_: &mut [bf16]) -> Option<&mut [f32]> {
+        None
+    }
+    fn as_bf16(values: &[bf16]) -> Option<&[bf16]> {
+        Some(values)
+    }
+    fn as_bf16_mut(values: &mut [bf16]) -> Option<&mut [bf16]> {
+        Some(values)
+    }
+    fn zeros(len: usize) -> Vec<bf16> {
+        // bf16 is a `repr(transparent)` u16 whose zero bits are 0.0: zeroed u16 memory, moved
+        // over whole.
+        let mut bits = std::mem::ManuallyDrop::new(vec![0u16; len]);
+        let (ptr, len, cap) = (bits.as_mut_ptr(), bits.len(), bits.capacity());
+        // SAFETY: same size and alignment; the allocation changes owner, never frees twice.
+        unsafe { Vec::from_raw_parts(ptr.cast::<bf16>(), len, cap) }
     }
 }
 

@@ -23,6 +23,7 @@
 //! # Ok::<(), anyhow::Error>(())
 //! ```
 
+pub mod adam;
 pub mod cli;
 pub mod diagnosis;
 pub mod loader;

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use burn::grad_clipping::GradientClippingConfig;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, ModuleOptimizer};
+use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use stoker_artifact::layout::{BEST_CHECKPOINT, LAST_CHECKPOINT, METRICS_LOG_FILE, SUMMARY_FILE};
 use stoker_artifact::run::{CHECKPOINT_VERSION, StepTime, TRAIN_STATE_VERSION, TrainState};
@@ -22,6 +20,7 @@ use stoker_artifact::{
 use stoker_zoo::batch::{fitting_batch, inputs_tensor, targets_tensor};
 use stoker_zoo::{Autocast, InputShape, Model, checkpoint};
 
+use crate::adam::FusedAdam;
 use crate::diagnosis::diagnose;
 use crate::loader::{Loader, epoch_order};
 use crate::monitor::Monitor;
@@ -43,14 +42,7 @@ pub struct TrainRequest {
 }
 
 pub fn optimizer(t: &TrainConfig) -> ModuleOptimizer {
-    AdamConfig::new()
-        .with_weight_decay(
-            (t.weight_decay > 0.0).then(|| WeightDecayConfig::new(t.weight_decay as f32)),
-        )
-        .with_grad_clipping(
-            (t.grad_clip > 0.0).then_some(GradientClippingConfig::Norm(t.grad_clip as f32)),
-        )
-        .init()
+    FusedAdam::module_optimizer(t.weight_decay as f32, t.grad_clip as f32)
 }
 
 /// The backend RNG (dropout) is reseeded from (seed, step) before every step, so a resumed run

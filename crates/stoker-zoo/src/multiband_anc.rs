@@ -124,14 +124,19 @@ impl MultibandAnc {
             TensorData::new(self.filterbank.clone(), [self.bands, 1, self.filter_taps]),
             &device,
         );
-        // The filterbank is fixed: no gradient flows into or through it.
-        let bands = conv1d(reference, filters, None, ConvOptions::new([1], [0], [1], 1));
-        let windows = bands
+        // The filterbank is fixed: no gradient flows into or through it. The bands are cast
+        // before the windows are copied out: one copy, of the low type, instead of an f32 copy
+        // and a cast pass over taps × more values.
+        let bands = ac.low(conv1d(
+            reference,
+            filters,
+            None,
+            ConvOptions::new([1], [0], [1], 1),
+        ));
+        let mut h = bands
             .unfold::<4, _>(2, self.taps, 1)
             .swap_dims(0, 1)
             .reshape([self.bands, batch * outputs, self.taps]);
-        let windows = ac.low(windows);
-        let mut h = windows.clone();
         for layer in &self.hidden {
             h = layer.forward(h, Activation::Tanh);
         }

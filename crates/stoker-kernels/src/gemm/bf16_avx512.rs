@@ -549,6 +549,83 @@ pub(super) unsafe fn gemv(
     }
 }
 
+/// c (m x n, row stride n) = a·bᵀ for column `a` (m values, `lda` apart) and row `b` (n
+/// contiguous values), or += when `accumulate`: a product with K = 1, which the packed kernel
+/// would run at one pair per tile (a one-output layer's input gradient).
+///
+/// SAFETY: a valid at i·lda for i < m, b over n elements, c over m x n.
+#[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
+pub(super) unsafe fn outer(
+    c: *mut f32,
+    m: usize,
+    n: usize,
+    a: *const u16,
+    lda: isize,
+    b: *const u16,
+    accumulate: bool,
+) {
+    for i in 0..m {
+        // SAFETY: i < m.
+        let scale = _mm512_set1_ps(f32::from_bits(
+            (unsafe { *a.offset(i as isize * lda) } as u32) << 16,
+        ));
+        for j in (0..n).step_by(16) {
+            let mask = lanes16(n - j);
+            // SAFETY: masked to row i's columns below n.
+            unsafe {
+                let bits = _mm256_maskz_loadu_epi16(mask, b.add(j).cast());
+                let x = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits)));
+                let o = c.add(i * n + j);
+                let mut y = _mm512_mul_ps(x, scale);
+                if accumulate {
+                    y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mask, o));
+                }
+                _mm512_mask_storeu_ps(o, mask, y);
+            }
+        }
+    }
+}
+
+/// out[i] = Σ_p v[p]·a[p·lda + i] for i < m (columns of the m x k `a` contiguous, `lda`
+/// apart), or += when `accumulate`: a transposed matrix-vector product, accumulated as
+/// Σ_p v[p]·(column p) into an f32 row that stays in L1 while `a` streams past once.
+///
+/// SAFETY: a valid at p·lda + i for p < k, i < m; out valid over m elements.
+#[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
+pub(super) unsafe fn gemv_columns(
+    out: *mut f32,
+    m: usize,
+    k: usize,
+    a: *const u16,
+    lda: isize,
+    v: &[f32],
+    accumulate: bool,
+) {
+    let mut sums = vec![0f32; m];
+    let acc = sums.as_mut_ptr();
+    for (p, &vp) in v.iter().enumerate().take(k) {
+        let scale = _mm512_set1_ps(vp);
+        for i in (0..m).step_by(16) {
+            let mask = lanes16(m - i);
+            // SAFETY: masked to column p's elements below m, and to sums' m values.
+            unsafe {
+                let bits = _mm256_maskz_loadu_epi16(mask, a.offset(p as isize * lda).add(i).cast());
+                // bf16 → f32 is a 16-bit shift into the high half.
+                let x = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits)));
+                let s = _mm512_maskz_loadu_ps(mask, acc.add(i));
+                _mm512_mask_storeu_ps(acc.add(i), mask, _mm512_fmadd_ps(x, scale, s));
+            }
+        }
+    }
+    for (i, &s) in sums.iter().enumerate() {
+        // SAFETY: i < m.
+        unsafe {
+            let o = out.add(i);
+            *o = if accumulate { *o + s } else { s };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 //! f32 and bf16; on every other device and dtype the models compose burn ops as before, so the
 //! GPU paths are unchanged.
 
+mod adam;
 mod conv;
 mod dense;
 mod flex;
@@ -12,14 +13,18 @@ mod pool;
 
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, DispatchDevice, Flex, backend_extension, tensor::FloatTensor};
+use burn::backend::{
+    Autodiff, AutodiffBackend, DispatchDevice, Flex, backend_extension, tensor::FloatTensor,
+};
 use burn::prelude::*;
 use burn::tensor::DType;
 
+pub use adam::{adam_applies, adam_step};
 pub use conv::conv2d;
 pub use dense::{band_dense, linear};
 pub use lstm::lstm_sequence;
 pub use pool::max_pool2x2;
+pub use stoker_kernels::adam::AdamStep;
 pub use stoker_kernels::dense::Activation;
 
 /// The ops stoker implements itself on the CPU backend, with autodiff.
@@ -55,6 +60,15 @@ pub trait FusedOps: burn::backend::Backend {
 
     /// 2×2 max pooling, stride 2: [B, C, H, W] → [B, C, H/2, W/2].
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// One Adam step, f32: (param, moment_1, moment_2) updated from `grad`.
+    fn adam_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        step: AdamStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 }
 
 /// Whether the fused ops serve tensors of `dtype` on `device`.
@@ -93,6 +107,16 @@ impl FusedOps for Flex {
     fn max_pool2x2(x: FlexTensor) -> FlexTensor {
         pool::forward_flex(x)
     }
+
+    fn adam_step(
+        param: FlexTensor,
+        grad: FlexTensor,
+        moment_1: FlexTensor,
+        moment_2: FlexTensor,
+        step: AdamStep,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        adam::step_flex(param, grad, moment_1, moment_2, step)
+    }
 }
 
 impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
@@ -127,5 +151,28 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
 
     fn max_pool2x2(x: FloatTensor<Self>) -> FloatTensor<Self> {
         pool::forward_autodiff::<C>(x)
+    }
+
+    /// Optimizers step the inner (untracked) tensors; this serves a caller holding tracked
+    /// ones, whose update is never differentiated.
+    fn adam_step(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        moment_1: FloatTensor<Self>,
+        moment_2: FloatTensor<Self>,
+        step: AdamStep,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (p, m, v) = adam::step_flex(
+            Self::inner(param),
+            Self::inner(grad),
+            Self::inner(moment_1),
+            Self::inner(moment_2),
+            step,
+        );
+        (
+            Self::from_inner(p),
+            Self::from_inner(m),
+            Self::from_inner(v),
+        )
     }
 }
