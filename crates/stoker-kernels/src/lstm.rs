@@ -11,7 +11,7 @@
 //!
 //! Forward: one gemm for the input projections of every step, then per step only the recurrent
 //! gemm (accumulated into that step's gate rows) and one fused, vectorised pass for the gate and
-//! cell arithmetic. Backward: per step (in reverse) one fused pass writing the gate
+//! cell arithmetic, both per block of batch rows on one thread (one parallel region a step). Backward: per step (in reverse) one fused pass writing the gate
 //! pre-activation gradients and one recurrent gemm; afterwards two big gemms over the whole
 //! sequence: [x_t | h_{t−1}]ᵀ·dgates for dwx and dwh at once, and dgates·wxᵀ for dx. No
 //! allocation inside the step loops; the fused passes split the batch rows over the rayon
@@ -31,7 +31,7 @@ use std::sync::Mutex;
 use half::bf16;
 
 use crate::activation::{sigmoid, tanh};
-use crate::gemm::{Mat, MatMut, matmul_bf16, matmul_f32};
+use crate::gemm::{Mat, MatMut, matmul_bf16, matmul_bf16_serial, matmul_f32, matmul_f32_serial};
 use crate::scalar::round_bf16;
 
 /// The element type the layer's matrix products take their inputs in.
@@ -263,6 +263,8 @@ trait Elem: Poolable + Sync {
     /// Whether the forward keeps a lowered copy of h_{t−1}.
     const NEEDS_COPY: bool;
     fn matmul(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool);
+    /// `matmul` on the calling thread, inside a pass that already runs in parallel.
+    fn matmul_serial(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool);
 }
 
 enum Lowered<'a, E: Poolable> {
@@ -295,6 +297,9 @@ impl Elem for f32 {
     fn matmul(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool) {
         matmul_f32(c, a, b, accumulate);
     }
+    fn matmul_serial(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool) {
+        matmul_f32_serial(c, a, b, accumulate);
+    }
 }
 
 impl Elem for bf16 {
@@ -313,6 +318,9 @@ impl Elem for bf16 {
     const NEEDS_COPY: bool = true;
     fn matmul(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool) {
         matmul_bf16(c, a, b, accumulate);
+    }
+    fn matmul_serial(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool) {
+        matmul_bf16_serial(c, a, b, accumulate);
     }
 }
 
@@ -457,6 +465,11 @@ fn default_parts(batch: usize, hidden: usize) -> usize {
 /// into `h_low` when that is not empty.
 struct ForwardStep<'a, E> {
     gates: &'a mut [f32],
+    /// h_{t−1} in E, whose product with `wh` each block adds into its gates first (empty at
+    /// t = 0): the recurrent matmul and the gate pass of a block run on one thread while its
+    /// gates are in cache, one parallel region per step instead of two.
+    h_prev: &'a [E],
+    wh: &'a [E],
     bias: &'a [f32],
     c_prev: &'a [f32],
     c: &'a mut [f32],
@@ -469,12 +482,15 @@ impl<E: Elem> Rows for ForwardStep<'_, E> {
     fn split(self, k: usize, _parts: usize) -> (Self, Self) {
         let hd = self.hidden;
         let (g0, g1) = split_rows_mut(self.gates, k, 4 * hd);
+        let (r0, r1) = split_rows(self.h_prev, k, hd);
         let (p0, p1) = split_rows(self.c_prev, k, hd);
         let (c0, c1) = split_rows_mut(self.c, k, hd);
         let (h0, h1) = split_rows_mut(self.h, k, hd);
         let (l0, l1) = split_rows_mut(self.h_low, k, hd);
-        let half = |gates, c_prev, c, h, h_low| ForwardStep {
+        let half = |gates, h_prev, c_prev, c, h, h_low| ForwardStep {
             gates,
+            h_prev,
+            wh: self.wh,
             bias: self.bias,
             c_prev,
             c,
@@ -482,7 +498,7 @@ impl<E: Elem> Rows for ForwardStep<'_, E> {
             h_low,
             hidden: hd,
         };
-        (half(g0, p0, c0, h0, l0), half(g1, p1, c1, h1, l1))
+        (half(g0, r0, p0, c0, h0, l0), half(g1, r1, p1, c1, h1, l1))
     }
 }
 
@@ -534,6 +550,15 @@ versions! {
 }
 
 fn forward_step<E: Elem>(s: ForwardStep<'_, E>) {
+    if !s.h_prev.is_empty() {
+        let (hd, rows) = (s.hidden, s.h_prev.len() / s.hidden);
+        E::matmul_serial(
+            MatMut::row_major(s.gates, rows, 4 * hd),
+            Mat::row_major(s.h_prev, rows, hd),
+            Mat::row_major(s.wh, hd, 4 * hd),
+            true,
+        );
+    }
     dispatch!(forward_step_impl::<E>(s))
 }
 
@@ -699,30 +724,33 @@ fn forward<E: Elem>(
             );
         }
         let whl = E::lower(w.wh);
-        let mut h_low = vec![E::default(); if E::NEEDS_COPY { bh } else { 0 }];
+        // h_{t−1} lowered (read) and h_t lowered (written) in turn, for bf16.
+        let low_len = if E::NEEDS_COPY { bh } else { 0 };
+        let mut lows = [vec![E::default(); low_len], vec![E::default(); low_len]];
         let zeros = vec![0f32; bh];
         for t in 0..steps {
             let (h_done, h_rest) = h.split_at_mut(t * bh);
             let (c_done, c_rest) = cells.split_at_mut(t * bh);
             let gates_t = &mut gates[t * bg..(t + 1) * bg];
-            let c_prev = if t == 0 {
-                &zeros[..]
+            let [even, odd] = &mut lows;
+            let (low_prev, h_low) = if t % 2 == 0 { (odd, even) } else { (even, odd) };
+            let (h_prev, c_prev) = if t == 0 {
+                (&[][..], &zeros[..])
             } else {
-                E::matmul(
-                    MatMut::row_major(gates_t, batch, g4),
-                    Mat::row_major(E::pick(&h_done[(t - 1) * bh..], &h_low), batch, hd),
-                    Mat::row_major(&whl, hd, g4),
-                    true,
-                );
-                &c_done[(t - 1) * bh..]
+                (
+                    &E::pick(&h_done[(t - 1) * bh..], low_prev)[..bh],
+                    &c_done[(t - 1) * bh..],
+                )
             };
             let step = ForwardStep {
                 gates: gates_t,
+                h_prev,
+                wh: &whl,
                 bias: w.bias,
                 c_prev,
                 c: &mut c_rest[..bh],
                 h: &mut h_rest[..bh],
-                h_low: &mut h_low,
+                h_low,
                 hidden: hd,
             };
             run_parts(step, batch, parts, &forward_step);
