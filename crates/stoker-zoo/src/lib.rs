@@ -360,7 +360,10 @@ mod tests {
             let mixed = model.forward_with(x, &ac);
             assert_eq!(mixed.dtype(), burn::tensor::DType::F32);
             let (f, m) = (batch::to_host(full.clone()), batch::to_host(mixed.clone()));
-            let scale = f.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-3);
+            // An untrained model's outputs can be ~1e-3, a small difference of much larger
+            // terms whose bf16 rounding the difference keeps: hence the floor under the scale
+            // (an output that ignored its input would still be off by its whole size).
+            let scale = f.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-2);
             let worst = f
                 .iter()
                 .zip(&m)
