@@ -244,7 +244,7 @@ pub fn conv2d_backward<T: Scalar>(
                 {
                     continue;
                 }
-                match cast_mut::<T, f32>(dxb) {
+                match T::as_f32_mut(dxb) {
                     Some(dx32) => simd::col2im(dcols, m * n, &mut wk.dplanes, dx32, geom),
                     None => {
                         simd::col2im(dcols, m * n, &mut wk.dplanes, &mut wk.dx32, geom);
@@ -291,9 +291,9 @@ pub fn conv2d_backward<T: Scalar>(
 /// y [G, Cout, N] = act(z + b) of z [Cout, G·N] (the group's images side by side), rounded to
 /// T: bias, ReLU and the scatter back to NCHW in one pass.
 fn bias_act<T: Scalar>(z: &[f32], bias: &[f32], relu: bool, n: usize, y: &mut [T]) {
-    if let Some(y) = cast_mut::<T, f32>(y) {
+    if let Some(y) = T::as_f32_mut(y) {
         simd::bias_act_f32(z, bias, relu, n, y);
-    } else if let Some(y) = cast_mut::<T, bf16>(y) {
+    } else if let Some(y) = T::as_bf16_mut(y) {
         simd::bias_act_bf16(z, bias, relu, n, y);
     } else {
         let mut y32 = vec![0f32; y.len()];
@@ -306,17 +306,11 @@ fn bias_act<T: Scalar>(z: &[f32], bias: &[f32], relu: bool, n: usize, y: &mut [T
 /// derivative through its output y when `relu`. Exact in any T (dz is either dy or zero), so it
 /// stays in T for the matmuls.
 fn gather_dz<T: Scalar>(dy: &[T], y: &[T], dz: &mut [T], [cout, n]: [usize; 2], relu: bool) {
-    if let (Some(dy), Some(y), Some(dz)) = (
-        cast::<T, f32>(dy),
-        cast::<T, f32>(y),
-        cast_mut::<T, f32>(dz),
-    ) {
+    if let (Some(dy), Some(y), Some(dz)) = (T::as_f32(dy), T::as_f32(y), T::as_f32_mut(dz)) {
         simd::gather_dz_f32(dy, y, dz, cout, n, relu);
-    } else if let (Some(dy), Some(y), Some(dz)) = (
-        cast::<T, bf16>(dy),
-        cast::<T, bf16>(y),
-        cast_mut::<T, bf16>(dz),
-    ) {
+    } else if let (Some(dy), Some(y), Some(dz)) =
+        (T::as_bf16(dy), T::as_bf16(y), T::as_bf16_mut(dz))
+    {
         simd::gather_dz_bf16(dy, y, dz, cout, n, relu);
     } else {
         let mut d = vec![0f32; dz.len()];
@@ -327,9 +321,9 @@ fn gather_dz<T: Scalar>(dy: &[T], y: &[T], dz: &mut [T], [cout, n]: [usize; 2], 
 
 /// sums[i] += Σ_j dz[i, j], in f32.
 fn add_row_sums<T: Scalar>(sums: &mut [f32], dz: &[T]) {
-    if let Some(dz) = cast::<T, f32>(dz) {
+    if let Some(dz) = T::as_f32(dz) {
         simd::add_row_sums_f32(sums, dz);
-    } else if let Some(dz) = cast::<T, bf16>(dz) {
+    } else if let Some(dz) = T::as_bf16(dz) {
         simd::add_row_sums_bf16(sums, dz);
     } else {
         simd::add_row_sums_f32(sums, &T::widen(dz));
@@ -453,11 +447,9 @@ impl<T: Scalar> Im2col<T> {
                     }
                 }
             }
-            if let (Some(p), Some(c)) = (cast::<T, f32>(&self.planes), cast_mut::<T, f32>(cols)) {
+            if let (Some(p), Some(c)) = (T::as_f32(&self.planes), T::as_f32_mut(cols)) {
                 simd::planes_to_cols_f32(p, c, ld, g);
-            } else if let (Some(p), Some(c)) =
-                (cast::<T, bf16>(&self.planes), cast_mut::<T, bf16>(cols))
-            {
+            } else if let (Some(p), Some(c)) = (T::as_bf16(&self.planes), T::as_bf16_mut(cols)) {
                 simd::planes_to_cols_bf16(p, c, ld, g);
             } else {
                 planes_to_cols(&self.planes, cols, ld, g);
@@ -504,7 +496,7 @@ fn planes_to_cols<T: Copy>(planes: &[T], cols: &mut [T], ld: usize, g: Geom) {
 /// `gemm` crate without threads. bf16 through `matmul_bf16`, which may split a product over
 /// rayon's threads; nested in the group loop that measured as fast as one thread a product.
 fn matmul<T: Scalar>(c: MatMut<f32>, a: Mat<T>, b: Mat<T>, accumulate: bool) {
-    let (Some(ad), Some(bd)) = (cast::<T, f32>(a.data), cast::<T, f32>(b.data)) else {
+    let (Some(ad), Some(bd)) = (T::as_f32(a.data), T::as_f32(b.data)) else {
         return T::matmul(c, a, b, accumulate);
     };
     let f32_view = |v: &Mat<T>, data| Mat {
@@ -519,19 +511,6 @@ fn matmul<T: Scalar>(c: MatMut<f32>, a: Mat<T>, b: Mat<T>, accumulate: bool) {
 
 fn same<T: 'static, U: 'static>() -> bool {
     TypeId::of::<T>() == TypeId::of::<U>()
-}
-
-/// `s` as a slice of U when T is U.
-fn cast<T: 'static, U: 'static>(s: &[T]) -> Option<&[U]> {
-    // SAFETY: T and U are the same type.
-    same::<T, U>().then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast(), s.len()) })
-}
-
-/// `s` as a mutable slice of U when T is U.
-fn cast_mut<T: 'static, U: 'static>(s: &mut [T]) -> Option<&mut [U]> {
-    // SAFETY: T and U are the same type.
-    same::<T, U>()
-        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
 }
 
 mod avx512;
