@@ -9,13 +9,15 @@
 //! c_t = f⊙c_{t−1} + i⊙g,                h_t = o⊙tanh(c_t)
 //! ```
 //!
-//! Forward: one gemm for the input projections of every step, then per step only the recurrent
-//! gemm (accumulated into that step's gate rows) and one fused, vectorised pass for the gate and
-//! cell arithmetic, both per block of batch rows on one thread (one parallel region a step). Backward: per step (in reverse) one fused pass writing the gate
-//! pre-activation gradients and one recurrent gemm; afterwards two big gemms over the whole
-//! sequence: [x_t | h_{t−1}]ᵀ·dgates for dwx and dwh at once, and dgates·wxᵀ for dx. No
-//! allocation inside the step loops; the fused passes split the batch rows over the rayon
-//! threads.
+//! Forward: per step and per block of batch rows, on one thread, the input and recurrent
+//! products into that block's gate rows and then one fused, vectorised pass for the gate and
+//! cell arithmetic, while those rows are in cache (one parallel region a step). Without a tape
+//! only one step's gates and two steps' cells are kept.
+//!
+//! Backward: per step (in reverse) one fused pass writing the gate pre-activation gradients
+//! and one recurrent gemm; afterwards two big gemms over the whole sequence:
+//! [x_t | h_{t−1}]ᵀ·dgates for dwx and dwh at once, and dgates·wxᵀ for dx. No allocation inside
+//! the step loops; the fused passes split the batch rows over the rayon threads.
 //!
 //! With [`MatmulType::Bf16`] the matmul inputs (x, h, weights, gate gradients) are rounded to
 //! bf16 and multiplied by [`matmul_bf16`] with f32 accumulation; the gate and cell arithmetic
@@ -460,14 +462,16 @@ fn default_parts(batch: usize, hidden: usize) -> usize {
     }
 }
 
-/// One step's fused forward pass over [B, 4H] gate pre-activations (input and recurrent
-/// projections, without the bias): activates them in place, writes c_t and h_t, and h_t lowered
-/// into `h_low` when that is not empty.
+/// One step's forward over a block of batch rows, on one thread while its [B, 4H] gates are in
+/// cache: the gate pre-activations x_t·wx + h_{t−1}·wh (two serial products), then one fused
+/// pass that activates them in place (with the bias), writes c_t and h_t, and h_t lowered into
+/// `h_low` when that is not empty. One parallel region a step.
 struct ForwardStep<'a, E> {
     gates: &'a mut [f32],
-    /// h_{t−1} in E, whose product with `wh` each block adds into its gates first (empty at
-    /// t = 0): the recurrent matmul and the gate pass of a block run on one thread while its
-    /// gates are in cache, one parallel region per step instead of two.
+    /// x_t, [B, d_in].
+    x: &'a [E],
+    wx: &'a [E],
+    /// h_{t−1} (empty at t = 0).
     h_prev: &'a [E],
     wh: &'a [E],
     bias: &'a [f32],
@@ -475,6 +479,7 @@ struct ForwardStep<'a, E> {
     c: &'a mut [f32],
     h: &'a mut [f32],
     h_low: &'a mut [E],
+    d_in: usize,
     hidden: usize,
 }
 
@@ -482,13 +487,16 @@ impl<E: Elem> Rows for ForwardStep<'_, E> {
     fn split(self, k: usize, _parts: usize) -> (Self, Self) {
         let hd = self.hidden;
         let (g0, g1) = split_rows_mut(self.gates, k, 4 * hd);
+        let (x0, x1) = split_rows(self.x, k, self.d_in);
         let (r0, r1) = split_rows(self.h_prev, k, hd);
         let (p0, p1) = split_rows(self.c_prev, k, hd);
         let (c0, c1) = split_rows_mut(self.c, k, hd);
         let (h0, h1) = split_rows_mut(self.h, k, hd);
         let (l0, l1) = split_rows_mut(self.h_low, k, hd);
-        let half = |gates, h_prev, c_prev, c, h, h_low| ForwardStep {
+        let half = |gates, x, h_prev, c_prev, c, h, h_low| ForwardStep {
             gates,
+            x,
+            wx: self.wx,
             h_prev,
             wh: self.wh,
             bias: self.bias,
@@ -496,9 +504,13 @@ impl<E: Elem> Rows for ForwardStep<'_, E> {
             c,
             h,
             h_low,
+            d_in: self.d_in,
             hidden: hd,
         };
-        (half(g0, r0, p0, c0, h0, l0), half(g1, r1, p1, c1, h1, l1))
+        (
+            half(g0, x0, r0, p0, c0, h0, l0),
+            half(g1, x1, r1, p1, c1, h1, l1),
+        )
     }
 }
 
@@ -550,8 +562,15 @@ versions! {
 }
 
 fn forward_step<E: Elem>(s: ForwardStep<'_, E>) {
+    let (d, hd) = (s.d_in, s.hidden);
+    let rows = s.gates.len() / (4 * hd);
+    E::matmul_serial(
+        MatMut::row_major(s.gates, rows, 4 * hd),
+        Mat::row_major(s.x, rows, d),
+        Mat::row_major(s.wx, d, 4 * hd),
+        false,
+    );
     if !s.h_prev.is_empty() {
-        let (hd, rows) = (s.hidden, s.h_prev.len() / s.hidden);
         E::matmul_serial(
             MatMut::row_major(s.gates, rows, 4 * hd),
             Mat::row_major(s.h_prev, rows, hd),
@@ -685,6 +704,23 @@ fn backward_step<E: Elem>(s: BackwardStep<'_, E>) {
     dispatch!(backward_step_impl::<E>(s))
 }
 
+/// Slots `prev` (read) and `cur` (written), `len` long, of `buf` (`prev != cur`).
+fn previous_and_current(
+    buf: &mut [f32],
+    prev: usize,
+    cur: usize,
+    len: usize,
+) -> (&[f32], &mut [f32]) {
+    assert_ne!(prev, cur);
+    if prev < cur {
+        let (done, rest) = buf.split_at_mut(cur * len);
+        (&done[prev * len..(prev + 1) * len], &mut rest[..len])
+    } else {
+        let (rest, done) = buf.split_at_mut(prev * len);
+        (&done[..len], &mut rest[cur * len..(cur + 1) * len])
+    }
+}
+
 /// `parts`: how many row blocks the fused passes run in (None: by the shape and thread count).
 fn forward<E: Elem>(
     x: &[f32],
@@ -706,51 +742,47 @@ fn forward<E: Elem>(
     );
     let parts = parts.unwrap_or_else(|| default_parts(batch, hd));
 
-    // Every element of these is written below (the input gemm overwrites the gates).
-    let mut gates = Buf::<f32>::take(n * g4);
-    let mut cells = Buf::<f32>::take(n * hd);
+    // Without a tape only one step's gates and two steps' cells are live: the step's gates
+    // stay in cache instead of streaming a [T·B, 4H] buffer through memory three times.
+    let gate_slots = if keep_tape { steps } else { 1 };
+    let cell_slots = if keep_tape { steps } else { 2 };
+    // Every element of these is written below (each step's input product overwrites its gates).
+    let mut gates = Buf::<f32>::take(gate_slots * bg);
+    let mut cells = Buf::<f32>::take(cell_slots * bh);
     let mut h = Buf::<f32>::take(n * hd);
     if n > 0 && hd > 0 {
-        // Input projections of every step at once.
-        if d == 0 {
-            gates.fill(0.0);
-        } else {
-            let (xl, wxl) = (E::lower(x), E::lower(w.wx));
-            E::matmul(
-                MatMut::row_major(&mut gates, n, g4),
-                Mat::row_major(&xl, n, d),
-                Mat::row_major(&wxl, d, g4),
-                false,
-            );
-        }
-        let whl = E::lower(w.wh);
+        let (xl, wxl, whl) = (E::lower(x), E::lower(w.wx), E::lower(w.wh));
         // h_{t−1} lowered (read) and h_t lowered (written) in turn, for bf16.
         let low_len = if E::NEEDS_COPY { bh } else { 0 };
         let mut lows = [vec![E::default(); low_len], vec![E::default(); low_len]];
         let zeros = vec![0f32; bh];
         for t in 0..steps {
             let (h_done, h_rest) = h.split_at_mut(t * bh);
-            let (c_done, c_rest) = cells.split_at_mut(t * bh);
-            let gates_t = &mut gates[t * bg..(t + 1) * bg];
             let [even, odd] = &mut lows;
             let (low_prev, h_low) = if t % 2 == 0 { (odd, even) } else { (even, odd) };
-            let (h_prev, c_prev) = if t == 0 {
-                (&[][..], &zeros[..])
+            let (c_prev, c) = if t == 0 {
+                (&zeros[..], &mut cells[..bh])
             } else {
-                (
-                    &E::pick(&h_done[(t - 1) * bh..], low_prev)[..bh],
-                    &c_done[(t - 1) * bh..],
-                )
+                previous_and_current(&mut cells, (t - 1) % cell_slots, t % cell_slots, bh)
             };
+            let h_prev = if t == 0 {
+                &[][..]
+            } else {
+                &E::pick(&h_done[(t - 1) * bh..], low_prev)[..bh]
+            };
+            let slot = t % gate_slots;
             let step = ForwardStep {
-                gates: gates_t,
+                gates: &mut gates[slot * bg..(slot + 1) * bg],
+                x: &xl[t * batch * d..(t + 1) * batch * d],
+                wx: &wxl,
                 h_prev,
                 wh: &whl,
                 bias: w.bias,
                 c_prev,
-                c: &mut c_rest[..bh],
+                c,
                 h: &mut h_rest[..bh],
                 h_low,
+                d_in: d,
                 hidden: hd,
             };
             run_parts(step, batch, parts, &forward_step);
