@@ -20,7 +20,7 @@
 //! the step loops; the fused passes split the batch rows over the rayon threads.
 //!
 //! With [`MatmulType::Bf16`] the matmul inputs (x, h, weights, gate gradients) are rounded to
-//! bf16 and multiplied by [`matmul_bf16`] with f32 accumulation; the gate and cell arithmetic
+//! bf16 and multiplied by [`crate::gemm::matmul_bf16`] with f32 accumulation; the gate and cell arithmetic
 //! and all stored state stay f32 (the bias gradient sums the f32 gate gradients, before their
 //! rounding).
 //!
@@ -33,8 +33,8 @@ use std::sync::Mutex;
 use half::bf16;
 
 use crate::activation::{sigmoid, tanh};
-use crate::gemm::{Mat, MatMut, matmul_bf16, matmul_bf16_serial, matmul_f32, matmul_f32_serial};
-use crate::scalar::round_bf16;
+use crate::gemm::{Mat, MatMut};
+use crate::scalar::{Scalar, round_bf16};
 
 /// The element type the layer's matrix products take their inputs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,8 +255,8 @@ impl<T: Poolable> std::ops::DerefMut for Buf<T> {
     }
 }
 
-/// A matmul input type: f32 as is, or bf16.
-trait Elem: Poolable + Sync {
+/// A matmul input type (f32 as is, or bf16), with what the layer needs beyond [`Scalar`].
+trait Elem: Scalar + Poolable {
     fn from_f32(v: f32) -> Self;
     /// `src` in this type: borrowed for f32, converted (into a pooled buffer) for bf16.
     fn lower(src: &[f32]) -> Lowered<'_, Self>;
@@ -264,9 +264,6 @@ trait Elem: Poolable + Sync {
     fn pick<'a>(full: &'a [f32], low: &'a [Self]) -> &'a [Self];
     /// Whether the forward keeps a lowered copy of h_{t−1}.
     const NEEDS_COPY: bool;
-    fn matmul(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool);
-    /// `matmul` on the calling thread, inside a pass that already runs in parallel.
-    fn matmul_serial(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool);
 }
 
 enum Lowered<'a, E: Poolable> {
@@ -296,12 +293,6 @@ impl Elem for f32 {
         full
     }
     const NEEDS_COPY: bool = false;
-    fn matmul(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool) {
-        matmul_f32(c, a, b, accumulate);
-    }
-    fn matmul_serial(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool) {
-        matmul_f32_serial(c, a, b, accumulate);
-    }
 }
 
 impl Elem for bf16 {
@@ -318,12 +309,6 @@ impl Elem for bf16 {
         low
     }
     const NEEDS_COPY: bool = true;
-    fn matmul(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool) {
-        matmul_bf16(c, a, b, accumulate);
-    }
-    fn matmul_serial(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool) {
-        matmul_bf16_serial(c, a, b, accumulate);
-    }
 }
 
 /// Calls `$body` compiled for AVX-512 when the CPU has it, else the baseline build of it (the
