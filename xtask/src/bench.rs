@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: training-step and batched-inference throughput of every zoo model on its
 //! reference shape in f32 and bf16-mixed, loader throughput beside a plain memcpy of the same
 //! bytes, and prepare throughput and peak memory on a generated CSV of 20 million rows.
-//! Figures are medians of repeated runs after warm-up.
+//! Figures are medians of repeated runs after warm-up; `--rounds N` alternates each model's rows
+//! with its PyTorch peer N times and reports medians over the rounds.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use clap::Args;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use stoker_artifact::{
     AncSignals, Cnn2dSpec, LossKind, LstmAttentionSpec, ModelSpec, MultibandAncSpec, Precision,
     PreparedData, Split, WindowSpec,
@@ -39,6 +40,10 @@ pub struct BenchArgs {
     /// default). Applies to the PyTorch peers too.
     #[arg(long = "model")]
     pub models: Vec<String>,
+    /// Measure each model's rows, then its PyTorch peer, this many times; report medians and
+    /// the median and range of the per-round stoker / PyTorch ratios.
+    #[arg(long, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub rounds: usize,
     /// Rows of the generated CSV for the prepare benchmark.
     #[arg(long, default_value_t = 20_000_000)]
     pub prepare_rows: usize,
@@ -147,9 +152,11 @@ fn random_batch(shape: &InputShape, len: usize) -> HostBatch {
     }
 }
 
+/// The median of a non-empty list (the mean of the middle two of an even count).
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+    let n = xs.len();
+    (xs[(n - 1) / 2] + xs[n / 2]) / 2.0
 }
 
 /// Median samples/s of `repeats` timed runs of `steps` calls each, after one warm-up run.
@@ -223,6 +230,143 @@ fn bench_model(
         let _ = stoker_zoo::batch::to_host(valid.forward_with(x, &ac));
     });
     Some((train, infer))
+}
+
+/// One figure of a row (train or infer samples/s) over the rounds.
+#[derive(Debug, PartialEq)]
+struct Figure {
+    /// Median of stoker's figures.
+    ours: f64,
+    /// Median of PyTorch's, over the rounds its peer ran.
+    theirs: Option<f64>,
+    /// stoker / PyTorch of each round both ran. Each pair ran minutes apart at most, so its
+    /// ratio holds while the host's speed drifts between rounds; the median ratio is the figure
+    /// to quote, not median(ours) / median(theirs).
+    ratios: Vec<f64>,
+}
+
+impl Figure {
+    /// From each round's stoker figure and PyTorch's (None: the peer did not run).
+    fn over(rounds: &[(f64, Option<f64>)]) -> Figure {
+        let theirs: Vec<f64> = rounds.iter().filter_map(|r| r.1).collect();
+        Figure {
+            ours: median(rounds.iter().map(|r| r.0).collect()),
+            theirs: (!theirs.is_empty()).then(|| median(theirs)),
+            ratios: rounds.iter().filter_map(|&(o, t)| Some(o / t?)).collect(),
+        }
+    }
+
+    /// Median, min and max of the per-round ratios.
+    fn ratio(&self) -> Option<(f64, f64, f64)> {
+        let min = self.ratios.iter().copied().reduce(f64::min)?;
+        let max = self.ratios.iter().copied().reduce(f64::max)?;
+        Some((median(self.ratios.clone()), min, max))
+    }
+
+    /// The table's cells: stoker, PyTorch, ratio, [min–max].
+    fn cells(&self) -> String {
+        let theirs = self.theirs.map_or("-".into(), |t| format!("{t:.0}"));
+        let (ratio, range) = self
+            .ratio()
+            .map_or(("-".into(), String::new()), |(m, lo, hi)| {
+                (format!("{m:.2}"), format!("[{lo:.2}–{hi:.2}]"))
+            });
+        format!("{:>12.0} {theirs:>12} {ratio:>6} {range:<11}", self.ours)
+    }
+}
+
+/// Every selected model's rows beside its PyTorch peer, `--rounds` times: stoker's rows of one
+/// model, then its peer, so that each stoker / PyTorch pair runs close in time (this host's
+/// throughput drifts ±20–40% over minutes). Figures are medians over the rounds.
+fn bench_models(args: &BenchArgs, device: &Device, report: &mut Map<String, Value>) {
+    const PRECISIONS: [Precision; 2] = [Precision::F32, Precision::Bf16Mixed];
+    let gpu = stoker_zoo::device::is_gpu(&args.device.device);
+    let mut peers = crate::peers::Peers::new(args.quick, gpu);
+    println!(
+        "{:<16} {:<11} {:>5} {:>16} {:>16}   (device: {})",
+        "model", "precision", "round", "train samples/s", "infer samples/s", args.device.device
+    );
+    let selected = |r: &Reference| args.models.is_empty() || args.models.iter().any(|m| m == r.key);
+    let mut table = Vec::new();
+    for r in references().into_iter().filter(selected) {
+        // Per precision, each round's (stoker, PyTorch) train and infer figures.
+        let mut rounds: [(Vec<_>, Vec<_>); 2] = Default::default();
+        for round in 1..=args.rounds {
+            let ours = PRECISIONS.map(|precision| {
+                let figures = bench_model(&r, precision, device, args.quick);
+                match figures {
+                    Some((train, infer)) => println!(
+                        "{:<16} {:<11} {:>5} {train:>16.0} {infer:>16.0}",
+                        r.key,
+                        precision.name(),
+                        format!("{round}/{}", args.rounds)
+                    ),
+                    None if round == 1 => println!(
+                        "{:<16} {:<11} not supported on this device",
+                        r.key,
+                        precision.name()
+                    ),
+                    None => {}
+                }
+                figures
+            });
+            let theirs = peers.run(r.key);
+            for ((precision, ours), (train, infer)) in PRECISIONS.iter().zip(ours).zip(&mut rounds)
+            {
+                let Some(ours) = ours else { continue };
+                let v = theirs.as_ref().map(|t| &t[precision.name()]);
+                let figure = |key| v.and_then(|v| v[key].as_f64()).filter(|x| *x > 0.0);
+                train.push((ours.0, figure("train_samples_per_s")));
+                infer.push((ours.1, figure("infer_samples_per_s")));
+            }
+        }
+        let mut per = Map::new();
+        for (precision, (train, infer)) in PRECISIONS.iter().zip(rounds) {
+            if train.is_empty() {
+                continue;
+            }
+            let (train, infer) = (Figure::over(&train), Figure::over(&infer));
+            let mut row = json!({"train_samples_per_s": train.ours, "infer_samples_per_s": infer.ours, "batch": r.batch * r.samples_per_window});
+            if let (Some(torch_train), Some(torch_infer), Some(t), Some(i)) =
+                (train.theirs, infer.theirs, train.ratio(), infer.ratio())
+            {
+                row["pytorch"] = json!({
+                    "train_samples_per_s": torch_train,
+                    "infer_samples_per_s": torch_infer,
+                    "train_ratio": t.0,
+                    "infer_ratio": i.0,
+                    "rounds": train.ratios.len(),
+                    "train_ratios": train.ratios,
+                    "infer_ratios": infer.ratios,
+                });
+            }
+            per.insert(precision.name().into(), row);
+            table.push((r.key, precision.name(), train, infer));
+        }
+        report.insert(r.key.into(), Value::Object(per));
+    }
+    println!(
+        "\nmedians over {} round(s); ratio = stoker / PyTorch, the median of the per-round ratios [min–max]",
+        args.rounds
+    );
+    println!(
+        "{:<16} {:<11} {:>12} {:>12} {:>6} {:<11} {:>12} {:>12} {:>6} [min–max]",
+        "model", "precision", "train", "torch", "ratio", "[min–max]", "infer", "torch", "ratio"
+    );
+    for (model, precision, train, infer) in &table {
+        let line = format!(
+            "{model:<16} {precision:<11} {} {}",
+            train.cells(),
+            infer.cells()
+        );
+        println!("{}", line.trim_end());
+    }
+    if let Some(reason) = &peers.off {
+        println!("PyTorch peers: {reason}");
+    }
+    if let Some(version) = peers.torch_version {
+        report.insert("pytorch_version".into(), version);
+    }
 }
 
 /// Whole-signal ANC prediction, batched against one forward pass per sample, on the reference
@@ -452,41 +596,7 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         anyhow::bail!("--model {unknown}: not a benchmarked model (one of {keys:?})");
     }
     if wanted(Section::Models) {
-        println!(
-            "{:<16} {:<11} {:>16} {:>16}   (device: {})",
-            "model", "precision", "train samples/s", "infer samples/s", args.device.device
-        );
-        let selected =
-            |r: &Reference| args.models.is_empty() || args.models.iter().any(|m| m == r.key);
-        for r in references().into_iter().filter(selected) {
-            let mut per = serde_json::Map::new();
-            for precision in [Precision::F32, Precision::Bf16Mixed] {
-                let Some((train, infer)) = bench_model(&r, precision, &device, args.quick) else {
-                    println!(
-                        "{:<16} {:<11} not supported on this device",
-                        r.key,
-                        precision.name()
-                    );
-                    continue;
-                };
-                println!(
-                    "{:<16} {:<11} {train:>16.0} {infer:>16.0}",
-                    r.key,
-                    precision.name()
-                );
-                per.insert(
-                    precision.name().into(),
-                    json!({"train_samples_per_s": train, "infer_samples_per_s": infer, "batch": r.batch * r.samples_per_window}),
-                );
-            }
-            report.insert(r.key.into(), Value::Object(per));
-        }
-        if stoker_zoo::device::is_gpu(&args.device.device) {
-            println!("PyTorch peers: skipped (they run on the CPU; this run is on a GPU device)");
-        } else if let Some(peers) = crate::peers::run(dir, args.quick, &args.models) {
-            crate::peers::compare(&mut report, &peers);
-            report.insert("pytorch_version".into(), peers["torch_version"].clone());
-        }
+        bench_models(args, &device, &mut report);
     }
     if wanted(Section::AncPredict) {
         let anc = bench_anc_predict(&device, args.quick);
@@ -532,4 +642,29 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
         println!("{}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_are_per_round_then_median_and_range() {
+        // The host slowed down in round 2; the peer did not run in round 4.
+        let f = Figure::over(&[
+            (100.0, Some(100.0)),
+            (60.0, Some(40.0)),
+            (90.0, Some(100.0)),
+            (50.0, None),
+        ]);
+        assert_eq!(f.ratios, vec![1.0, 1.5, 0.9]);
+        assert_eq!(f.ours, 75.0); // the mean of the middle two of four
+        assert_eq!(f.theirs, Some(100.0));
+        // The median of the per-round ratios, not median(ours) / median(theirs) = 0.75.
+        assert_eq!(f.ratio(), Some((1.0, 0.9, 1.5)));
+        let even = Figure::over(&[(3.0, Some(1.0)), (1.0, Some(1.0))]);
+        assert_eq!(even.ratio(), Some((2.0, 1.0, 3.0)));
+        let alone = Figure::over(&[(5.0, None)]);
+        assert_eq!((alone.ours, alone.theirs, alone.ratio()), (5.0, None, None));
+    }
 }
