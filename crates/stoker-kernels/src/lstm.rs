@@ -14,10 +14,12 @@
 //! cell arithmetic, while those rows are in cache (one parallel region a step). Without a tape
 //! only one step's gates and two steps' cells are kept.
 //!
-//! Backward: per step (in reverse) one fused pass writing the gate pre-activation gradients
-//! and one recurrent gemm; afterwards two big gemms over the whole sequence:
-//! [x_t | h_{t−1}]ᵀ·dgates for dwx and dwh at once, and dgates·wxᵀ for dx. No allocation inside
-//! the step loops; the fused passes split the batch rows over the rayon threads.
+//! Backward: per step (in reverse) and per block of batch rows, on one thread, the recurrent
+//! gradient product, one fused pass writing the gate pre-activation gradients, the block's
+//! share of dwx and dwh (accumulated per block, summed at the end) and its dx rows: the gate
+//! gradients of only two steps are kept, and every product reads them while they are in cache.
+//! Products with a transposed weight read a row-major copy of the transpose. No allocation
+//! inside the step loops.
 //!
 //! With [`MatmulType::Bf16`] the matmul inputs (x, h, weights, gate gradients) are rounded to
 //! bf16 and multiplied by [`crate::gemm::matmul_bf16`] with f32 accumulation; the gate and cell arithmetic
@@ -352,25 +354,6 @@ versions! {
     }
 }
 
-versions! {
-    fn convert_rows_impl<E: Elem>(src: &[f32], dst: &mut [E], width: usize, stride: usize) {
-        for (s, d) in src.chunks_exact(width).zip(dst.chunks_exact_mut(stride)) {
-            for (d, &s) in d[..width].iter_mut().zip(s) {
-                *d = E::from_f32(s);
-            }
-        }
-    }
-}
-
-/// Rows of `width` of `src` into the first `width` columns of rows `stride` apart of `dst`.
-fn convert_rows<E: Elem>(src: &[f32], dst: &mut [E], width: usize, stride: usize) {
-    if width == 0 {
-        return;
-    }
-    assert!(width <= stride && src.len() / width * stride <= dst.len());
-    dispatch!(convert_rows_impl::<E>(src, dst, width, stride))
-}
-
 fn convert<E: Elem>(src: &[f32], dst: &mut [E]) {
     assert_eq!(src.len(), dst.len());
     dispatch!(convert_impl::<E>(src, dst))
@@ -566,10 +549,17 @@ fn forward_step<E: Elem>(s: ForwardStep<'_, E>) {
     dispatch!(forward_step_impl::<E>(s))
 }
 
-/// One step's fused backward pass over a [B, ·] block: from dh_t (the loss's plus the recurrent
-/// one) and the carried dc, writes the gate pre-activation gradients (and adds them into
-/// `dbias`), carries dc to the previous step, and rebuilds h_t into `h_out` (rows `h_stride`
-/// apart, from column `h_off`) when that is not empty.
+/// One step's backward over a block of batch rows, on one thread while the step's rows are in
+/// cache (one parallel region a step):
+/// 1. dh_rec = dgates_{t+1}·whᵀ (zero at the last step);
+/// 2. one fused pass that, from dh_t (the loss's plus dh_rec) and the carried dc, writes the gate
+///    pre-activation gradients dgates_t (and adds them into `dbias`), carries dc to the
+///    previous step, and rebuilds h_t into `h` when that is not empty;
+/// 3. the block's weight gradients into its part's `dw` ([x_t | h_{t−1}]ᵀ·dgates_t, the h part
+///    one step late, when h_t has been rebuilt: dwx += x_tᵀ·dgates_t, dwh += h_tᵀ·dgates_{t+1});
+/// 4. dx_t = dgates_t·wxᵀ.
+///
+/// So the gate gradients of only two steps are ever kept.
 struct BackwardStep<'a, E> {
     /// Activated gates of step t, [B, 4H].
     gates: &'a [f32],
@@ -577,67 +567,79 @@ struct BackwardStep<'a, E> {
     /// c_{t−1} (zeros at t = 0).
     c_prev: &'a [f32],
     dh: &'a [f32],
-    dh_rec: &'a [f32],
+    /// x_t, [B, d_in].
+    x: &'a [E],
+    /// wxᵀ [4H, d_in] and whᵀ [4H, H], row-major.
+    wx_t: &'a [E],
+    wh_t: &'a [E],
+    /// Gate gradients of step t + 1 (empty at the last step).
+    dgates_next: &'a [E],
+    dgates: &'a mut [E],
+    /// Scratch for dh_rec, [B, H].
+    dh_rec: &'a mut [f32],
     /// In: dL/dc_t from the later steps; out: dL/dc_{t−1}.
     dc: &'a mut [f32],
-    dgates: &'a mut [E],
+    /// Scratch for h_t, [B, H] (empty at the last step, where no later step needs it).
+    h: &'a mut [E],
+    /// dx_t, [B, d_in].
+    dx: &'a mut [f32],
     /// One [4H] bias gradient per part (the pass adds into the first).
     dbias: &'a mut [f32],
-    h_out: &'a mut [E],
-    h_stride: usize,
-    h_off: usize,
+    /// One [d_in + H, 4H] weight gradient (dwx over dwh) per part.
+    dw: &'a mut [f32],
+    d_in: usize,
     hidden: usize,
 }
 
 impl<E: Elem> Rows for BackwardStep<'_, E> {
     fn split(self, k: usize, parts: usize) -> (Self, Self) {
-        let hd = self.hidden;
+        let (d, hd) = (self.d_in, self.hidden);
         let (g0, g1) = split_rows(self.gates, k, 4 * hd);
         let (c0, c1) = split_rows(self.c, k, hd);
         let (p0, p1) = split_rows(self.c_prev, k, hd);
         let (dh0, dh1) = split_rows(self.dh, k, hd);
-        let (r0, r1) = split_rows(self.dh_rec, k, hd);
-        let (dc0, dc1) = split_rows_mut(self.dc, k, hd);
+        let (x0, x1) = split_rows(self.x, k, d);
+        let (n0, n1) = split_rows(self.dgates_next, k, 4 * hd);
         let (dg0, dg1) = split_rows_mut(self.dgates, k, 4 * hd);
+        let (r0, r1) = split_rows_mut(self.dh_rec, k, hd);
+        let (dc0, dc1) = split_rows_mut(self.dc, k, hd);
+        let (h0, h1) = split_rows_mut(self.h, k, hd);
+        let (dx0, dx1) = split_rows_mut(self.dx, k, d);
         let (db0, db1) = split_rows_mut(self.dbias, parts, 4 * hd);
-        let (h0, h1) = split_rows_mut(self.h_out, k, self.h_stride);
+        let (dw0, dw1) = split_rows_mut(self.dw, parts, (d + hd) * 4 * hd);
+        let (wx_t, wh_t) = (self.wx_t, self.wh_t);
+        let half = |gates, c, c_prev, dh, x, dgates_next, dgates, dh_rec, dc, h, dx, dbias, dw| {
+            BackwardStep {
+                gates,
+                c,
+                c_prev,
+                dh,
+                x,
+                wx_t,
+                wh_t,
+                dgates_next,
+                dgates,
+                dh_rec,
+                dc,
+                h,
+                dx,
+                dbias,
+                dw,
+                d_in: d,
+                hidden: hd,
+            }
+        };
         (
-            BackwardStep {
-                gates: g0,
-                c: c0,
-                c_prev: p0,
-                dh: dh0,
-                dh_rec: r0,
-                dc: dc0,
-                dgates: dg0,
-                dbias: db0,
-                h_out: h0,
-                h_stride: self.h_stride,
-                h_off: self.h_off,
-                hidden: hd,
-            },
-            BackwardStep {
-                gates: g1,
-                c: c1,
-                c_prev: p1,
-                dh: dh1,
-                dh_rec: r1,
-                dc: dc1,
-                dgates: dg1,
-                dbias: db1,
-                h_out: h1,
-                h_stride: self.h_stride,
-                h_off: self.h_off,
-                hidden: hd,
-            },
+            half(g0, c0, p0, dh0, x0, n0, dg0, r0, dc0, h0, dx0, db0, dw0),
+            half(g1, c1, p1, dh1, x1, n1, dg1, r1, dc1, h1, dx1, db1, dw1),
         )
     }
 }
 
 versions! {
-    fn backward_step_impl<E: Elem>(s: BackwardStep<'_, E>) {
+    fn backward_step_impl<E: Elem>(s: &mut BackwardStep<'_, E>) {
         let hd = s.hidden;
-        let keep_h = !s.h_out.is_empty();
+        let keep_h = !s.h.is_empty();
         let dbias = &mut s.dbias[..4 * hd];
         let rows = s
             .gates
@@ -678,15 +680,66 @@ versions! {
                     }
                 }
                 if keep_h {
-                    store(s.h_out, r * s.h_stride + s.h_off + u, w, &hv);
+                    store(s.h, r * hd + u, w, &hv);
                 }
             }
         }
     }
 }
 
-fn backward_step<E: Elem>(s: BackwardStep<'_, E>) {
+fn backward_pass<E: Elem>(s: &mut BackwardStep<'_, E>) {
     dispatch!(backward_step_impl::<E>(s))
+}
+
+fn backward_step<E: Elem>(mut s: BackwardStep<'_, E>) {
+    let (d, hd) = (s.d_in, s.hidden);
+    let g4 = 4 * hd;
+    let rows = s.dc.len() / hd;
+    let later = !s.dgates_next.is_empty();
+    if later {
+        E::matmul_serial(
+            MatMut::row_major(s.dh_rec, rows, hd),
+            Mat::row_major(s.dgates_next, rows, g4),
+            Mat::row_major(s.wh_t, g4, hd),
+            false,
+        );
+    } else {
+        s.dh_rec.fill(0.0);
+    }
+    backward_pass(&mut s);
+    let dgates = Mat::row_major(&*s.dgates, rows, g4);
+    let (dwx, dwh) = s.dw[..(d + hd) * g4].split_at_mut(d * g4);
+    E::matmul_serial(
+        MatMut::row_major(dwx, d, g4),
+        Mat::row_major(s.x, rows, d).t(),
+        dgates,
+        true,
+    );
+    if later {
+        E::matmul_serial(
+            MatMut::row_major(dwh, hd, g4),
+            Mat::row_major(&*s.h, rows, hd).t(),
+            Mat::row_major(s.dgates_next, rows, g4),
+            true,
+        );
+    }
+    E::matmul_serial(
+        MatMut::row_major(s.dx, rows, d),
+        dgates,
+        Mat::row_major(s.wx_t, g4, d),
+        false,
+    );
+}
+
+/// `src` [rows, cols] row-major, transposed into [cols, rows] row-major.
+fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    for (i, row) in src.chunks_exact(cols).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            out[j * rows + i] = v;
+        }
+    }
+    out
 }
 
 /// Slots `prev` (read) and `cur` (written), `len` long, of `buf` (`prev != cur`).
@@ -821,82 +874,64 @@ fn backward<E: Elem>(
         grads.dwh = vec![0f32; hd * g4];
         return grads;
     }
-    // Gate pre-activation gradients of every step, in the matmul type (all written in the
-    // loop). Next to them, also in the matmul type, row (t, b) of `xh` is [x_t | h_{t−1}] of
-    // batch row b (h_{−1} = 0): one gemm xhᵀ·dgates gives dwx and dwh in a single pass over the
-    // gate gradients. The loop writes the h parts of steps 1.. as it rebuilds h.
+    // Per part, the weight gradients accumulate over the steps (summed in part order at the
+    // end); the gate gradients of two steps, in the matmul type, alternate.
     let dk = d + hd;
-    let mut dgates = Buf::<E>::take(n * g4);
-    let mut xh = Buf::<E>::take(n * dk);
-    convert_rows(x, &mut xh, d, dk);
-    for row in xh[..batch * dk].chunks_exact_mut(dk) {
-        row[d..].fill(E::default());
-    }
+    // The products with wᵀ read row-major copies of the transposes: the f32 gemm runs at about
+    // half speed on a transposed (column-major) right operand.
+    let (wxt, wht) = (transpose(w.wx, d, g4), transpose(w.wh, hd, g4));
+    let (xl, wxl, whl) = (E::lower(x), E::lower(&wxt), E::lower(&wht));
+    let mut dgates = [Buf::<E>::take(bg), Buf::<E>::take(bg)];
+    let mut h_scratch = Buf::<E>::take(bh);
     let mut dh_rec = vec![0f32; bh];
     let mut dc = vec![0f32; bh];
     let mut dbias_parts = vec![0f32; parts * g4];
+    let mut dw_parts = vec![0f32; parts * dk * g4];
+    let mut dx = Buf::<f32>::take(n * d);
     let zeros = vec![0f32; bh];
-    let whl = E::lower(w.wh);
-    let bk = batch * dk;
     for t in (0..steps).rev() {
-        if t + 1 < steps {
-            E::matmul(
-                MatMut::row_major(&mut dh_rec, batch, hd),
-                Mat::row_major(&dgates[(t + 1) * bg..], batch, g4),
-                Mat::row_major(&whl, hd, g4).t(),
-                false,
-            );
-        }
+        let [even, odd] = &mut dgates;
+        let (dgates_t, dgates_next) = if t % 2 == 0 { (even, odd) } else { (odd, even) };
+        let last = t + 1 == steps;
         let c_prev = if t == 0 {
             &zeros[..]
         } else {
             &tape.cells[(t - 1) * bh..t * bh]
-        };
-        // h_t, needed against the gate gradients of step t + 1.
-        let h_out: &mut [E] = if t + 1 < steps {
-            &mut xh[(t + 1) * bk..(t + 2) * bk]
-        } else {
-            &mut []
         };
         let step = BackwardStep {
             gates: &tape.gates[t * bg..(t + 1) * bg],
             c: &tape.cells[t * bh..(t + 1) * bh],
             c_prev,
             dh: &dh[t * bh..(t + 1) * bh],
-            dh_rec: &dh_rec,
+            x: &xl[t * batch * d..(t + 1) * batch * d],
+            wx_t: &wxl,
+            wh_t: &whl,
+            dgates_next: if last { &[] } else { &dgates_next[..] },
+            dgates: dgates_t,
+            dh_rec: &mut dh_rec,
             dc: &mut dc,
-            dgates: &mut dgates[t * bg..(t + 1) * bg],
+            h: if last { &mut [] } else { &mut h_scratch[..] },
+            dx: &mut dx[t * batch * d..(t + 1) * batch * d],
             dbias: &mut dbias_parts,
-            h_out,
-            h_stride: dk,
-            h_off: d,
+            dw: &mut dw_parts,
+            d_in: d,
             hidden: hd,
         };
         run_parts(step, batch, parts, &backward_step);
     }
-    for part in dbias_parts.chunks_exact(g4) {
-        for (d, &v) in grads.dbias.iter_mut().zip(part) {
-            *d += v;
+    let sum_parts = |partials: &[f32], len: usize| {
+        let mut total = vec![0f32; len];
+        for part in partials.chunks_exact(len) {
+            for (t, &v) in total.iter_mut().zip(part) {
+                *t += v;
+            }
         }
-    }
-    let dgates_all = Mat::row_major(&dgates, n, g4);
-    let mut dw = vec![0f32; dk * g4];
-    E::matmul(
-        MatMut::row_major(&mut dw, dk, g4),
-        Mat::row_major(&xh, n, dk).t(),
-        dgates_all,
-        false,
-    );
+        total
+    };
+    grads.dbias = sum_parts(&dbias_parts, g4);
+    let mut dw = sum_parts(&dw_parts, dk * g4);
     grads.dwh = dw.split_off(d * g4);
     grads.dwx = dw;
-    let wxl = E::lower(w.wx);
-    let mut dx = Buf::<f32>::take(n * d);
-    E::matmul(
-        MatMut::row_major(&mut dx, n, d),
-        dgates_all,
-        Mat::row_major(&wxl, d, g4).t(),
-        false,
-    );
     grads.dx = dx.into_vec();
     grads
 }
@@ -1169,8 +1204,10 @@ mod tests {
 
     /// Forward and backward of a batch split over several threads (an odd number of parts, so
     /// blocks differ in size) against one block, and with the pooled buffers poisoned (NaN)
-    /// beforehand: results must not depend on either. (Under test the pool takes buffers from
-    /// 1024 elements, so every large buffer here is pooled.)
+    /// in between: the split may change the gradients' rounding only (each block's products
+    /// and weight-gradient partials sum in their own order), reused buffers change nothing.
+    /// (Under test the pool takes buffers from 1024 elements, so every large buffer here is
+    /// pooled.)
     #[test]
     fn lstm_parallel_blocks_and_reused_buffers() {
         let case = Case::new(4, 67, 8, 64, 13);
@@ -1186,12 +1223,21 @@ mod tests {
                 MatmulType::F32 => backward::<f32>(&case.x, &dh, &tape, &w, Some(parts)),
                 MatmulType::Bf16 => backward::<bf16>(&case.x, &dh, &tape, &w, Some(parts)),
             };
-            (h, g)
+            [h, g.dx, g.dwx, g.dbias, g.dwh]
         };
+        let names = ["h", "dx", "dwx", "dbias", "dwh"];
         for ty in [MatmulType::F32, MatmulType::Bf16] {
-            let (h1, g1) = run(ty, 1);
+            let one = run(ty, 1);
+            let three = run(ty, 3);
             // Poison every pooled buffer of the sizes in use (and then some).
-            for len in [4 * 67 * 256, 4 * 67 * 64, 4 * 67 * 72, 4 * 67 * 8] {
+            for len in [
+                4 * 67 * 256,
+                67 * 256,
+                4 * 67 * 64,
+                67 * 64,
+                4 * 67 * 8,
+                67 * 8,
+            ] {
                 let bufs: Vec<_> = (0..4)
                     .map(|_| {
                         let mut b = Buf::<f32>::take(len);
@@ -1203,24 +1249,21 @@ mod tests {
                     .collect();
                 drop(bufs);
             }
-            let (h3, g3) = run(ty, 3);
-            assert_eq!(h1, h3, "{ty:?}: h");
-            assert_eq!(g1.dx, g3.dx, "{ty:?}: dx");
-            assert_eq!(g1.dwx, g3.dwx, "{ty:?}: dwx");
-            assert_eq!(g1.dwh, g3.dwh, "{ty:?}: dwh");
-            // The bias gradient sums the blocks' partial sums: equal up to rounding.
-            for (a, b) in g1.dbias.iter().zip(&g3.dbias) {
-                assert!(
-                    (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                    "{ty:?}: dbias {a} vs {b}"
-                );
+            let again = run(ty, 3);
+            for (k, name) in names.iter().enumerate() {
+                assert_eq!(three[k], again[k], "{ty:?}: {name} after buffer reuse");
+                assert!(three[k].iter().all(|v| v.is_finite()), "{ty:?}: {name}");
+                // bf16 rounds the gate gradients, whose f32 values differ in the last bits.
+                let tol = if ty == MatmulType::F32 { 1e-5 } else { 1e-2 };
+                let scale = one[k].iter().fold(0f32, |m, v| m.max(v.abs()));
+                for (a, b) in one[k].iter().zip(&three[k]) {
+                    assert!(
+                        (a - b).abs() <= tol * scale,
+                        "{ty:?}: {name} {a} (one block) vs {b} (three)"
+                    );
+                }
             }
-            assert!(
-                h3.iter()
-                    .chain(&g3.dx)
-                    .chain(&g3.dwh)
-                    .all(|v| v.is_finite())
-            );
+            assert_eq!(one[0], three[0], "{ty:?}: h does not depend on the split");
         }
         // And the whole thing against the equations.
         let (h, _) = forward::<f32>(&case.x, 4, 67, &w, false, Some(3));
