@@ -17,6 +17,8 @@ mod sweep;
 use bench::{BenchArgs, run_bench};
 use sweep::{SweepArgs, run_sweep};
 
+stoker_cli::global_allocator!();
+
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",

@@ -1,6 +1,8 @@
 use clap::{Parser, Subcommand};
 use stoker_data::cli::{PrepareArgs, SynthArgs, run_prepare, run_synth};
 
+stoker_cli::global_allocator!();
+
 /// stoker's prepare stage: raw data → Parquet shards + window store + manifest.
 #[derive(Parser)]
 #[command(name = "stoker-data", version)]

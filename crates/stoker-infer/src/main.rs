@@ -1,6 +1,8 @@
 use clap::Parser;
 use stoker_infer::cli::{PredictArgs, run_predict};
 
+stoker_cli::global_allocator!();
+
 /// stoker's predict stage: checkpoint + prepared data → predictions and metrics.
 #[derive(Parser)]
 #[command(name = "stoker-infer", version)]
