@@ -61,6 +61,20 @@ impl<'a, T> MatMut<'a, T> {
     }
 }
 
+/// `src` [rows, cols] row-major, transposed into [cols, rows] row-major: for products that
+/// would read a matrix through `Mat::t`, which the f32 gemm reads at ~half speed as a right
+/// operand (it packs column-major B poorly).
+pub fn transposed<T: Copy + Default>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
+    assert_eq!(src.len(), rows * cols, "transposed: shape");
+    let mut out = vec![T::default(); rows * cols];
+    for (i, row) in src.chunks_exact(cols.max(1)).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            out[j * rows + i] = v;
+        }
+    }
+    out
+}
+
 fn check_shapes<A, B, C>(c: &MatMut<C>, a: &Mat<A>, b: &Mat<B>) {
     assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
     assert_eq!((c.rows, c.cols), (a.rows, b.cols), "matmul: output shape");

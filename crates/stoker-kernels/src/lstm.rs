@@ -35,7 +35,7 @@ use std::sync::Mutex;
 use half::bf16;
 
 use crate::activation::{sigmoid, tanh};
-use crate::gemm::{Mat, MatMut};
+use crate::gemm::{Mat, MatMut, transposed};
 use crate::scalar::{Scalar, round_bf16};
 
 /// The element type the layer's matrix products take their inputs in.
@@ -731,17 +731,6 @@ fn backward_step<E: Elem>(mut s: BackwardStep<'_, E>) {
     );
 }
 
-/// `src` [rows, cols] row-major, transposed into [cols, rows] row-major.
-fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; rows * cols];
-    for (i, row) in src.chunks_exact(cols).enumerate() {
-        for (j, &v) in row.iter().enumerate() {
-            out[j * rows + i] = v;
-        }
-    }
-    out
-}
-
 /// Slots `prev` (read) and `cur` (written), `len` long, of `buf` (`prev != cur`).
 fn previous_and_current(
     buf: &mut [f32],
@@ -879,7 +868,7 @@ fn backward<E: Elem>(
     let dk = d + hd;
     // The products with wᵀ read row-major copies of the transposes: the f32 gemm runs at about
     // half speed on a transposed (column-major) right operand.
-    let (wxt, wht) = (transpose(w.wx, d, g4), transpose(w.wh, hd, g4));
+    let (wxt, wht) = (transposed(w.wx, d, g4), transposed(w.wh, hd, g4));
     let (xl, wxl, whl) = (E::lower(x), E::lower(&wxt), E::lower(&wht));
     let mut dgates = [Buf::<E>::take(bg), Buf::<E>::take(bg)];
     let mut h_scratch = Buf::<E>::take(bh);
