@@ -159,8 +159,12 @@ impl LstmAttention {
         );
         let scores = self.score_v.forward(projected).reshape([batch, steps]);
         let attention = softmax(ac.full(scores), 1);
-        let context = (h.clone() * ac.low(attention.clone()).reshape([batch, steps, 1]))
-            .sum_dim(1)
+        // One batched product [B, 1, T]·[B, T, H] (f32 accumulation), not an elementwise
+        // product and a sum over [B, T, H] in bf16 (bf16 inference: 4.1 → 1.8 ms a batch).
+        let context = ac
+            .low(attention.clone())
+            .reshape([batch, 1, steps])
+            .matmul(h.clone())
             .reshape([batch, hidden]);
         let joined = self.dropout.forward(Tensor::cat(vec![context, last], 1));
         let v = self.targets.len();
