@@ -1,0 +1,286 @@
+//! The backward over a sequence, in reverse: per step and block of batch rows, the recurrent
+//! product, the gate pass and the weight and input gradient products on one thread.
+
+use super::*;
+
+/// One step's backward over a block of batch rows, on one thread while the step's rows are in
+/// cache (one parallel region a step):
+/// 1. dh_rec = dgates_{t+1}·whᵀ (zero at the last step);
+/// 2. one fused pass that, from dh_t (the loss's plus dh_rec) and the carried dc, writes the gate
+///    pre-activation gradients dgates_t (and adds them into `dbias`), carries dc to the
+///    previous step, and rebuilds h_t into `h` when that is not empty;
+/// 3. the block's weight gradients into its part's `dw` ([x_t | h_{t−1}]ᵀ·dgates_t, the h part
+///    one step late, when h_t has been rebuilt: dwx += x_tᵀ·dgates_t, dwh += h_tᵀ·dgates_{t+1});
+/// 4. dx_t = dgates_t·wxᵀ.
+///
+/// So the gate gradients of only two steps are ever kept.
+struct BackwardStep<'a, E> {
+    /// Activated gates of step t, [B, 4H].
+    gates: &'a [f32],
+    c: &'a [f32],
+    /// c_{t−1} (zeros at t = 0).
+    c_prev: &'a [f32],
+    dh: &'a [f32],
+    /// x_t, [B, d_in].
+    x: &'a [E],
+    /// wxᵀ [4H, d_in] and whᵀ [4H, H], row-major.
+    wx_t: &'a [E],
+    wh_t: &'a [E],
+    /// Gate gradients of step t + 1 (empty at the last step).
+    dgates_next: &'a [E],
+    dgates: &'a mut [E],
+    /// Scratch for dh_rec, [B, H].
+    dh_rec: &'a mut [f32],
+    /// In: dL/dc_t from the later steps; out: dL/dc_{t−1}.
+    dc: &'a mut [f32],
+    /// Scratch for h_t, [B, H] (empty at the last step, where no later step needs it).
+    h: &'a mut [E],
+    /// dx_t, [B, d_in].
+    dx: &'a mut [f32],
+    /// One [4H] bias gradient per part (the pass adds into the first).
+    dbias: &'a mut [f32],
+    /// One [d_in + H, 4H] weight gradient (dwx over dwh) per part.
+    dw: &'a mut [f32],
+    d_in: usize,
+    hidden: usize,
+}
+
+impl<E: Elem> Rows for BackwardStep<'_, E> {
+    fn split(self, k: usize, parts: usize) -> (Self, Self) {
+        let (d, hd) = (self.d_in, self.hidden);
+        let (g0, g1) = split_rows(self.gates, k, 4 * hd);
+        let (c0, c1) = split_rows(self.c, k, hd);
+        let (p0, p1) = split_rows(self.c_prev, k, hd);
+        let (dh0, dh1) = split_rows(self.dh, k, hd);
+        let (x0, x1) = split_rows(self.x, k, d);
+        let (n0, n1) = split_rows(self.dgates_next, k, 4 * hd);
+        let (dg0, dg1) = split_rows_mut(self.dgates, k, 4 * hd);
+        let (r0, r1) = split_rows_mut(self.dh_rec, k, hd);
+        let (dc0, dc1) = split_rows_mut(self.dc, k, hd);
+        let (h0, h1) = split_rows_mut(self.h, k, hd);
+        let (dx0, dx1) = split_rows_mut(self.dx, k, d);
+        let (db0, db1) = split_rows_mut(self.dbias, parts, 4 * hd);
+        let (dw0, dw1) = split_rows_mut(self.dw, parts, (d + hd) * 4 * hd);
+        let (wx_t, wh_t) = (self.wx_t, self.wh_t);
+        let half = |gates, c, c_prev, dh, x, dgates_next, dgates, dh_rec, dc, h, dx, dbias, dw| {
+            BackwardStep {
+                gates,
+                c,
+                c_prev,
+                dh,
+                x,
+                wx_t,
+                wh_t,
+                dgates_next,
+                dgates,
+                dh_rec,
+                dc,
+                h,
+                dx,
+                dbias,
+                dw,
+                d_in: d,
+                hidden: hd,
+            }
+        };
+        (
+            half(g0, c0, p0, dh0, x0, n0, dg0, r0, dc0, h0, dx0, db0, dw0),
+            half(g1, c1, p1, dh1, x1, n1, dg1, r1, dc1, h1, dx1, db1, dw1),
+        )
+    }
+}
+
+versions! {
+    fn backward_step_impl<E: Elem>(s: &mut BackwardStep<'_, E>) {
+        let hd = s.hidden;
+        let keep_h = !s.h.is_empty();
+        let dbias = &mut s.dbias[..4 * hd];
+        let rows = s
+            .gates
+            .chunks_exact(4 * hd)
+            .zip(s.dgates.chunks_exact_mut(4 * hd))
+            .zip(s.c.chunks_exact(hd))
+            .zip(s.c_prev.chunks_exact(hd))
+            .zip(s.dh.chunks_exact(hd))
+            .zip(s.dh_rec.chunks_exact(hd))
+            .zip(s.dc.chunks_exact_mut(hd));
+        for (r, ((((((gates, dgates), c), c_prev), dh), dh_rec), dc)) in rows.enumerate() {
+            for u in (0..hd).step_by(LANES) {
+                let w = LANES.min(hd - u);
+                let i = load(gates, u, w);
+                let f = load(gates, hd + u, w);
+                let g = load(gates, 2 * hd + u, w);
+                let o = load(gates, 3 * hd + u, w);
+                let (ct, cp) = (load(c, u, w), load(c_prev, u, w));
+                let (dht, dhr, mut dct) = (load(dh, u, w), load(dh_rec, u, w), load(dc, u, w));
+                let [mut pi, mut pf, mut pg, mut po, mut hv] = [[0f32; LANES]; 5];
+                for l in 0..LANES {
+                    let tc = tanh(ct[l]);
+                    let dhl = dht[l] + dhr[l];
+                    let dcl = (dhl * o[l]).mul_add((-tc).mul_add(tc, 1.0), dct[l]);
+                    pi[l] = dcl * g[l] * (i[l] - i[l] * i[l]);
+                    pf[l] = dcl * cp[l] * (f[l] - f[l] * f[l]);
+                    pg[l] = dcl * i[l] * (-g[l]).mul_add(g[l], 1.0);
+                    po[l] = dhl * tc * (o[l] - o[l] * o[l]);
+                    dct[l] = dcl * f[l];
+                    hv[l] = o[l] * tc;
+                }
+                store(dc, u, w, &dct);
+                for (k, block) in [pi, pf, pg, po].iter().enumerate() {
+                    store(dgates, k * hd + u, w, block);
+                    let db = &mut dbias[k * hd + u..k * hd + u + w];
+                    for (d, &v) in db.iter_mut().zip(block) {
+                        *d += v;
+                    }
+                }
+                if keep_h {
+                    store(s.h, r * hd + u, w, &hv);
+                }
+            }
+        }
+    }
+}
+
+fn backward_pass<E: Elem>(s: &mut BackwardStep<'_, E>) {
+    dispatch!(backward_step_impl::<E>(s))
+}
+
+fn backward_step<E: Elem>(mut s: BackwardStep<'_, E>) {
+    let (d, hd) = (s.d_in, s.hidden);
+    let g4 = 4 * hd;
+    let rows = s.dc.len() / hd;
+    let later = !s.dgates_next.is_empty();
+    if later {
+        E::matmul_serial(
+            MatMut::row_major(s.dh_rec, rows, hd),
+            Mat::row_major(s.dgates_next, rows, g4),
+            Mat::row_major(s.wh_t, g4, hd),
+            false,
+        );
+    } else {
+        s.dh_rec.fill(0.0);
+    }
+    backward_pass(&mut s);
+    let dgates = Mat::row_major(&*s.dgates, rows, g4);
+    let (dwx, dwh) = s.dw[..(d + hd) * g4].split_at_mut(d * g4);
+    E::matmul_serial(
+        MatMut::row_major(dwx, d, g4),
+        Mat::row_major(s.x, rows, d).t(),
+        dgates,
+        true,
+    );
+    if later {
+        E::matmul_serial(
+            MatMut::row_major(dwh, hd, g4),
+            Mat::row_major(&*s.h, rows, hd).t(),
+            Mat::row_major(s.dgates_next, rows, g4),
+            true,
+        );
+    }
+    E::matmul_serial(
+        MatMut::row_major(s.dx, rows, d),
+        dgates,
+        Mat::row_major(s.wx_t, g4, d),
+        false,
+    );
+}
+
+pub(super) fn backward<E: Elem>(
+    x: &[f32],
+    dh: &[f32],
+    tape: &LstmTape,
+    w: &LstmWeights,
+    parts: Option<usize>,
+) -> LstmGrads {
+    w.check();
+    let (steps, batch) = (tape.steps, tape.batch);
+    let (d, hd) = (w.d_in, w.hidden);
+    assert_eq!(tape.hidden, hd, "lstm_backward: tape from another layer");
+    let g4 = 4 * hd;
+    let n = steps * batch;
+    let (bh, bg) = (batch * hd, batch * g4);
+    assert_eq!(
+        x.len(),
+        n * d,
+        "lstm_backward: x must be [steps, batch, d_in]"
+    );
+    assert_eq!(
+        dh.len(),
+        n * hd,
+        "lstm_backward: dh must be [steps, batch, hidden]"
+    );
+    let parts = parts.unwrap_or_else(|| default_parts(batch, hd));
+
+    let mut grads = LstmGrads {
+        dx: Vec::new(),
+        dwx: Vec::new(),
+        dbias: vec![0f32; g4],
+        dwh: Vec::new(),
+    };
+    if n == 0 || hd == 0 {
+        grads.dx = vec![0f32; n * d];
+        grads.dwx = vec![0f32; d * g4];
+        grads.dwh = vec![0f32; hd * g4];
+        return grads;
+    }
+    // Per part, the weight gradients accumulate over the steps (summed in part order at the
+    // end); the gate gradients of two steps, in the matmul type, alternate.
+    let dk = d + hd;
+    // The products with wᵀ read row-major copies of the transposes: the f32 gemm runs at about
+    // half speed on a transposed (column-major) right operand.
+    let (wxt, wht) = (transposed(w.wx, d, g4), transposed(w.wh, hd, g4));
+    let (xl, wxl, whl) = (E::lower(x), E::lower(&wxt), E::lower(&wht));
+    let mut dgates = [Buf::<E>::take(bg), Buf::<E>::take(bg)];
+    let mut h_scratch = Buf::<E>::take(bh);
+    let mut dh_rec = vec![0f32; bh];
+    let mut dc = vec![0f32; bh];
+    let mut dbias_parts = vec![0f32; parts * g4];
+    let mut dw_parts = vec![0f32; parts * dk * g4];
+    let mut dx = Buf::<f32>::take(n * d);
+    let zeros = vec![0f32; bh];
+    for t in (0..steps).rev() {
+        let [even, odd] = &mut dgates;
+        let (dgates_t, dgates_next) = if t % 2 == 0 { (even, odd) } else { (odd, even) };
+        let last = t + 1 == steps;
+        let c_prev = if t == 0 {
+            &zeros[..]
+        } else {
+            &tape.cells[(t - 1) * bh..t * bh]
+        };
+        let step = BackwardStep {
+            gates: &tape.gates[t * bg..(t + 1) * bg],
+            c: &tape.cells[t * bh..(t + 1) * bh],
+            c_prev,
+            dh: &dh[t * bh..(t + 1) * bh],
+            x: &xl[t * batch * d..(t + 1) * batch * d],
+            wx_t: &wxl,
+            wh_t: &whl,
+            dgates_next: if last { &[] } else { &dgates_next[..] },
+            dgates: dgates_t,
+            dh_rec: &mut dh_rec,
+            dc: &mut dc,
+            h: if last { &mut [] } else { &mut h_scratch[..] },
+            dx: &mut dx[t * batch * d..(t + 1) * batch * d],
+            dbias: &mut dbias_parts,
+            dw: &mut dw_parts,
+            d_in: d,
+            hidden: hd,
+        };
+        run_parts(step, batch, parts, &backward_step);
+    }
+    let sum_parts = |partials: &[f32], len: usize| {
+        let mut total = vec![0f32; len];
+        for part in partials.chunks_exact(len) {
+            for (t, &v) in total.iter_mut().zip(part) {
+                *t += v;
+            }
+        }
+        total
+    };
+    grads.dbias = sum_parts(&dbias_parts, g4);
+    let mut dw = sum_parts(&dw_parts, dk * g4);
+    grads.dwh = dw.split_off(d * g4);
+    grads.dwx = dw;
+    grads.dx = dx.into_vec();
+    grads
+}

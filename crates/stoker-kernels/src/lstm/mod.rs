@@ -1,0 +1,350 @@
+//! A fused LSTM layer over a whole sequence, with its own backward.
+//!
+//! The layer is the one of `stoker-zoo`'s `StepLstm` (and PyTorch's `nn.LSTM`): gates i, f, g, o
+//! stacked along the 4H axis, weights laid out as burn's `Linear` holds them (`wx` [D, 4H] with
+//! a bias, `wh` [H, 4H] without), zero initial state. Per step t
+//!
+//! ```text
+//! gates = x_t·wx + bias + h_{t−1}·wh,   i, f, o = σ(·), g = tanh(·)
+//! c_t = f⊙c_{t−1} + i⊙g,                h_t = o⊙tanh(c_t)
+//! ```
+//!
+//! Forward: per step and per block of batch rows, on one thread, the input and recurrent
+//! products into that block's gate rows and then one fused, vectorised pass for the gate and
+//! cell arithmetic, while those rows are in cache (one parallel region a step). Without a tape
+//! only one step's gates and two steps' cells are kept.
+//!
+//! Backward: per step (in reverse) and per block of batch rows, on one thread, the recurrent
+//! gradient product, one fused pass writing the gate pre-activation gradients, the block's
+//! share of dwx and dwh (accumulated per block, summed at the end) and its dx rows: the gate
+//! gradients of only two steps are kept, and every product reads them while they are in cache.
+//! Products with a transposed weight read a row-major copy of the transpose. No allocation
+//! inside the step loops.
+//!
+//! With [`MatmulType::Bf16`] the matmul inputs (x, h, weights, gate gradients) are rounded to
+//! bf16 and multiplied by [`crate::gemm::matmul_bf16`] with f32 accumulation; the gate and
+//! cell arithmetic and all stored state stay f32 (the bias gradient sums the f32 gate
+//! gradients, before their rounding).
+//!
+//! The large buffers (tape, gate gradients, bf16 copies) are recycled through a small
+//! process-wide pool: on the reference shape a fresh 50 MB buffer per call spent about a third
+//! of the time in page faults. [`lstm_release_buffers`] empties the pool.
+
+use half::bf16;
+
+use crate::activation::{sigmoid, tanh};
+use crate::gemm::{Mat, MatMut, transposed};
+use crate::scalar::{Scalar, round_bf16};
+
+/// The element type the layer's matrix products take their inputs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulType {
+    F32,
+    /// Inputs rounded to bf16, products accumulated in f32.
+    Bf16,
+}
+
+/// One layer's parameters, laid out as burn's `Linear` holds them.
+#[derive(Debug, Clone, Copy)]
+pub struct LstmWeights<'a> {
+    /// Input → gates, [d_in, 4·hidden] row-major.
+    pub wx: &'a [f32],
+    /// [4·hidden].
+    pub bias: &'a [f32],
+    /// Hidden → gates, [hidden, 4·hidden] row-major.
+    pub wh: &'a [f32],
+    pub d_in: usize,
+    pub hidden: usize,
+}
+
+impl LstmWeights<'_> {
+    fn check(&self) {
+        let g4 = 4 * self.hidden;
+        assert_eq!(self.wx.len(), self.d_in * g4, "lstm: wx must be [d_in, 4H]");
+        assert_eq!(self.bias.len(), g4, "lstm: bias must be [4H]");
+        assert_eq!(self.wh.len(), self.hidden * g4, "lstm: wh must be [H, 4H]");
+    }
+}
+
+/// What the backward needs, kept from the forward: the activated gates and the cell states, all
+/// f32. The outputs h are not kept: the backward rebuilds them as o⊙tanh(c), which it computes
+/// anyway. Dropping the tape returns its buffers to the pool.
+#[derive(Clone)]
+pub struct LstmTape {
+    steps: usize,
+    batch: usize,
+    hidden: usize,
+    /// σ(i), σ(f), tanh(g), σ(o): [T, B, 4H].
+    gates: Buf<f32>,
+    /// c_t: [T, B, H].
+    cells: Buf<f32>,
+}
+
+impl std::fmt::Debug for LstmTape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LstmTape")
+            .field("steps", &self.steps)
+            .field("batch", &self.batch)
+            .field("hidden", &self.hidden)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LstmTape {
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Activated gates [T, B, 4H], i, f, g, o along the last axis.
+    pub fn gates(&self) -> &[f32] {
+        &self.gates
+    }
+
+    /// Cell states [T, B, H].
+    pub fn cells(&self) -> &[f32] {
+        &self.cells
+    }
+}
+
+/// Gradients of the loss with respect to the layer's input and parameters.
+#[derive(Debug, Clone)]
+pub struct LstmGrads {
+    /// [T, B, D].
+    pub dx: Vec<f32>,
+    /// [D, 4H].
+    pub dwx: Vec<f32>,
+    /// [4H].
+    pub dbias: Vec<f32>,
+    /// [H, 4H].
+    pub dwh: Vec<f32>,
+}
+
+/// Runs the layer over `x` ([steps, batch, d_in], time-major, contiguous) from a zero state and
+/// returns every step's output h ([steps, batch, hidden], time-major), with the tape for
+/// [`lstm_backward`] when `keep_tape`.
+pub fn lstm_forward(
+    x: &[f32],
+    steps: usize,
+    batch: usize,
+    w: &LstmWeights,
+    ty: MatmulType,
+    keep_tape: bool,
+) -> (Vec<f32>, Option<LstmTape>) {
+    match ty {
+        MatmulType::F32 => forward::<f32>(x, steps, batch, w, keep_tape, None),
+        MatmulType::Bf16 => forward::<bf16>(x, steps, batch, w, keep_tape, None),
+    }
+}
+
+/// The backward of [`lstm_forward`]: `dh` is the gradient of the loss with respect to every
+/// step's output h_t ([steps, batch, hidden]); `x`, `w` and `ty` are the forward's.
+pub fn lstm_backward(
+    x: &[f32],
+    dh: &[f32],
+    tape: &LstmTape,
+    w: &LstmWeights,
+    ty: MatmulType,
+) -> LstmGrads {
+    match ty {
+        MatmulType::F32 => backward::<f32>(x, dh, tape, w, None),
+        MatmulType::Bf16 => backward::<bf16>(x, dh, tape, w, None),
+    }
+}
+
+/// Frees the buffers the layer keeps for reuse between calls.
+pub fn lstm_release_buffers() {
+    f32::pool()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+    bf16::pool()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+}
+/// A matmul input type (f32 as is, or bf16), with what the layer needs beyond [`Scalar`].
+trait Elem: Scalar + Poolable {
+    fn from_f32(v: f32) -> Self;
+    /// `src` in this type: borrowed for f32, converted (into a pooled buffer) for bf16.
+    fn lower(src: &[f32]) -> Lowered<'_, Self>;
+    /// The recurrent input h_{t−1}: the f32 output itself for f32, else its lowered copy.
+    fn pick<'a>(full: &'a [f32], low: &'a [Self]) -> &'a [Self];
+    /// Whether the forward keeps a lowered copy of h_{t−1}.
+    const NEEDS_COPY: bool;
+}
+
+enum Lowered<'a, E: Poolable> {
+    Borrowed(&'a [E]),
+    Owned(Buf<E>),
+}
+
+impl<E: Poolable> std::ops::Deref for Lowered<'_, E> {
+    type Target = [E];
+    fn deref(&self) -> &[E] {
+        match self {
+            Self::Borrowed(s) => s,
+            Self::Owned(b) => b,
+        }
+    }
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    fn lower(src: &[f32]) -> Lowered<'_, Self> {
+        Lowered::Borrowed(src)
+    }
+    fn pick<'a>(full: &'a [f32], _low: &'a [Self]) -> &'a [Self] {
+        full
+    }
+    const NEEDS_COPY: bool = false;
+}
+
+impl Elem for bf16 {
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        round_bf16(v)
+    }
+    fn lower(src: &[f32]) -> Lowered<'_, Self> {
+        let mut out = Buf::take(src.len());
+        convert(src, &mut out);
+        Lowered::Owned(out)
+    }
+    fn pick<'a>(_full: &'a [f32], low: &'a [Self]) -> &'a [Self] {
+        low
+    }
+    const NEEDS_COPY: bool = true;
+}
+
+/// Calls `$body` compiled for AVX-512 when the CPU has it, else the baseline build of it (the
+/// pattern of `activation::multiversion!`, for generic functions).
+macro_rules! dispatch {
+    ($body:ident::<$e:ty>($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has the features the AVX-512 build was compiled for.
+                return unsafe { $body::wide::<$e>($($arg),*) };
+            }
+        }
+        $body::base::<$e>($($arg),*)
+    }};
+}
+
+/// Defines `$name::base` (inlined body) and `$name::wide` (the same, for AVX-512).
+macro_rules! versions {
+    (fn $name:ident<$e:ident: Elem>($($arg:ident: $ty:ty),*) $body:block) => {
+        mod $name {
+            use super::*;
+
+            #[inline(always)]
+            pub(super) fn base<$e: Elem>($($arg: $ty),*) $body
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+            pub(super) unsafe fn wide<$e: Elem>($($arg: $ty),*) {
+                base::<$e>($($arg),*)
+            }
+        }
+    };
+}
+
+versions! {
+    fn convert_impl<E: Elem>(src: &[f32], dst: &mut [E]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = E::from_f32(s);
+        }
+    }
+}
+
+fn convert<E: Elem>(src: &[f32], dst: &mut [E]) {
+    assert_eq!(src.len(), dst.len());
+    dispatch!(convert_impl::<E>(src, dst))
+}
+
+/// Lanes per block of the fused passes: one AVX-512 vector of f32. The passes load each block
+/// into local arrays, compute on those and store them back, so the compiler needs no aliasing
+/// proofs between the many slices to vectorise.
+const LANES: usize = 16;
+
+/// `s[at..at + width]` into a block (zero-padded when `width < LANES`).
+#[inline(always)]
+fn load(s: &[f32], at: usize, width: usize) -> [f32; LANES] {
+    if width == LANES {
+        s[at..at + LANES].try_into().expect("a full block")
+    } else {
+        let mut block = [0f32; LANES];
+        block[..width].copy_from_slice(&s[at..at + width]);
+        block
+    }
+}
+
+/// The first `width` lanes of `block` into `s[at..]`, lowered to `E`.
+#[inline(always)]
+fn store<E: Elem>(s: &mut [E], at: usize, width: usize, block: &[f32; LANES]) {
+    let mut low = [E::default(); LANES];
+    for (l, &v) in low.iter_mut().zip(block) {
+        *l = E::from_f32(v);
+    }
+    if width == LANES {
+        s[at..at + LANES].copy_from_slice(&low);
+    } else {
+        s[at..at + width].copy_from_slice(&low[..width]);
+    }
+}
+
+/// A fused pass's arguments over a block of batch rows, which split into two blocks.
+trait Rows: Send + Sized {
+    /// Rows `..k` and `k..`; the first half gets `parts` of the per-part buffers.
+    fn split(self, k: usize, parts: usize) -> (Self, Self);
+}
+
+/// `s` split after `k` rows of `width` (an empty `s` stays empty on both sides).
+fn split_rows<T>(s: &[T], k: usize, width: usize) -> (&[T], &[T]) {
+    s.split_at((k * width).min(s.len()))
+}
+
+fn split_rows_mut<T>(s: &mut [T], k: usize, width: usize) -> (&mut [T], &mut [T]) {
+    let at = (k * width).min(s.len());
+    s.split_at_mut(at)
+}
+
+/// Runs `pass` over `rows` batch rows in `parts` blocks on the rayon threads (no allocation).
+fn run_parts<S: Rows>(s: S, rows: usize, parts: usize, pass: &(impl Fn(S) + Sync)) {
+    if parts <= 1 || rows < 2 {
+        return pass(s);
+    }
+    let left = parts / 2;
+    let k = rows * left / parts;
+    let (a, b) = s.split(k, left);
+    rayon::join(
+        || run_parts(a, k, left, pass),
+        || run_parts(b, rows - k, parts - left, pass),
+    );
+}
+
+/// How many blocks the fused passes split `batch` rows of `hidden` units into.
+fn default_parts(batch: usize, hidden: usize) -> usize {
+    // Below ~16k units a block costs less than waking a thread.
+    if batch * hidden < 1 << 14 {
+        1
+    } else {
+        rayon::current_num_threads().clamp(1, batch)
+    }
+}
+
+mod backward;
+mod forward;
+mod pool;
+#[cfg(test)]
+mod tests;
+
+use backward::backward;
+use forward::forward;
+use pool::{Buf, Poolable};
