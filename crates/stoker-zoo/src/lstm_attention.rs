@@ -100,22 +100,24 @@ impl LstmAttention {
         self
     }
 
-    /// The recurrent stack over [B, T, F] → [B, T, H], each layer one fused op (CPU).
+    /// The recurrent stack over [B, T, F] → time-major [T, B, H], each layer one fused op
+    /// (CPU).
     fn recurrent_fused(&self, x: Tensor<3>, ac: &Autocast) -> Option<Tensor<3>> {
         let mut seq = x.swap_dims(0, 1);
         for layer in &self.layers {
             seq = layer.forward_fused(seq, ac)?;
         }
-        Some(seq.swap_dims(0, 1))
+        Some(seq)
     }
 
-    /// The recurrent stack with one tensor per step (see `recurrent`): every other device.
+    /// The recurrent stack with one tensor per step (see `recurrent`), time-major [T, B, H]:
+    /// every other device.
     fn recurrent_steps(&self, x: Tensor<3>, ac: &Autocast) -> Tensor<3> {
         let mut seq: Vec<Tensor<2>> = x.iter_dim(1).map(|step| step.squeeze_dim(1)).collect();
         for layer in &self.layers {
             seq = layer.forward(seq, ac);
         }
-        Tensor::stack(seq, 1)
+        Tensor::stack(seq, 0)
     }
 
     /// [B, L, F] → prediction and attention weights. Normalisation and the softmax run in f32;
@@ -142,23 +144,27 @@ impl LstmAttention {
         let recurrent = x
             .clone()
             .slice([0..batch, len - self.recurrent_len..len, 0..features]);
+        // Time-major, as the recurrence produces it: the scores read its rows in place, with
+        // no copy of [B, T, H] out of a transposed view.
         let h = match self.recurrent_fused(recurrent.clone(), ac) {
             Some(h) => h,
             None => self.recurrent_steps(recurrent, ac),
         };
         let h = ac.low(h);
-        let [_, steps, hidden] = h.dims();
-        let last = h
-            .clone()
-            .slice([0..batch, steps - 1..steps])
-            .reshape([batch, hidden]);
+        let [steps, _, hidden] = h.dims();
+        let last = h.clone().slice([steps - 1..steps]).reshape([batch, hidden]);
         let projected = fused::linear(
             &self.score_w,
-            h.clone().reshape([batch * steps, hidden]),
+            h.clone().reshape([steps * batch, hidden]),
             Activation::Tanh,
         );
-        let scores = self.score_v.forward(projected).reshape([batch, steps]);
+        let scores = self
+            .score_v
+            .forward(projected)
+            .reshape([steps, batch])
+            .swap_dims(0, 1);
         let attention = softmax(ac.full(scores), 1);
+        let h = h.swap_dims(0, 1);
         // One batched product [B, 1, T]·[B, T, H] (f32 accumulation), not an elementwise
         // product and a sum over [B, T, H] in bf16 (bf16 inference: 4.1 → 1.8 ms a batch).
         let context = ac
