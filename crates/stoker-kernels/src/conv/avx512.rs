@@ -1,9 +1,8 @@
 //! AVX-512 im2col and col2im: whole vectors where the portable loops move one short output
 //! row (Wo elements, 11 on the CNN2D shapes) at a time.
 
-use half::bf16;
-
-use super::{Geom, same};
+use super::{Geom, f32_or_bf16};
+use crate::scalar::Scalar;
 
 /// Whether this CPU runs the kernels below (avx512bw for the byte masks and the 16-bit
 /// permute).
@@ -33,8 +32,8 @@ impl Gather {
     /// None unless T is f32 or bf16, the CPU has AVX-512, and every output vector's sources
     /// span at most two vectors of the plane (output rows not much narrower than the
     /// plane's).
-    pub(super) fn new<T: 'static>(g: &Geom) -> Option<Self> {
-        if !(same::<T, f32>() || same::<T, bf16>()) || !available() {
+    pub(super) fn new<T: Scalar>(g: &Geom) -> Option<Self> {
+        if !f32_or_bf16::<T>() || !available() {
             return None;
         }
         let lanes = 64 / size_of::<T>();
@@ -137,15 +136,16 @@ impl Scatter {
     /// [C·KH·KW, ·] (row stride `ld`). Each 16-wide stretch of a dx row sums its
     /// contributions in registers, each a masked load of dcols, then is stored as f32 or
     /// rounded to bf16 (as `round_bf16`). False (nothing done) for other T.
-    pub(super) fn col2im<T: 'static>(
+    pub(super) fn col2im<T: Scalar>(
         &self,
         dcols: &[f32],
         ld: usize,
         dx: &mut [T],
         g: Geom,
     ) -> bool {
-        let bf16 = same::<T, bf16>();
-        if !bf16 && !same::<T, f32>() {
+        // The kernel stores f32, or rounds to bf16, through a pointer of that type.
+        let bf16 = T::as_bf16(dx).is_some();
+        if !bf16 && T::as_f32(dx).is_none() {
             return false;
         }
         assert!(

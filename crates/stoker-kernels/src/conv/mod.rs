@@ -28,9 +28,6 @@
 //! With T = bf16 the matmul inputs (x, w, cols, dz) are bf16, accumulated in f32; bias, ReLU,
 //! the sums and col2im run in f32 (dz = dy ⊙ (y > 0) is exact in bf16).
 
-use std::any::TypeId;
-
-use half::bf16;
 use rayon::prelude::*;
 
 use crate::gemm::{Mat, MatMut, matmul_f32_serial};
@@ -192,9 +189,9 @@ pub fn conv2d_backward<T: Scalar>(
     let geom = Geom::new(&s);
     let scatter = avx512::Scatter::new(&geom);
     // The portable col2im's scratch (AVX-512 writes f32 and bf16 dx directly).
-    let portable = need_dx && (scatter.is_none() || !(same::<T, f32>() || same::<T, bf16>()));
+    let portable = need_dx && (scatter.is_none() || !f32_or_bf16::<T>());
     let dplanes = if portable { geom.planes_len() } else { 0 };
-    let dx32 = if portable && !same::<T, f32>() {
+    let dx32 = if portable && T::as_f32(&[]).is_none() {
         img
     } else {
         0
@@ -509,8 +506,9 @@ fn matmul<T: Scalar>(c: MatMut<f32>, a: Mat<T>, b: Mat<T>, accumulate: bool) {
     matmul_f32_serial(c, f32_view(&a, ad), f32_view(&b, bd), accumulate);
 }
 
-fn same<T: 'static, U: 'static>() -> bool {
-    TypeId::of::<T>() == TypeId::of::<U>()
+/// Whether T is one of the two types the AVX-512 plans are written for.
+fn f32_or_bf16<T: Scalar>() -> bool {
+    T::as_f32(&[]).is_some() || T::as_bf16(&[]).is_some()
 }
 
 mod avx512;

@@ -1,3 +1,5 @@
+use half::bf16;
+
 use super::*;
 use crate::testing::pseudo_random;
 
