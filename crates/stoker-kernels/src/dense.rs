@@ -197,120 +197,69 @@ struct BlockScratch {
     dx: Vec<f32>,
 }
 
-/// The backward of `dense_forward`, from its output `y` and the output gradient `dy`.
-///
-/// Blocks of rows run in parallel: dz = dy ⊙ act′ (rounded once to T for the matmuls), the
-/// block's bias-gradient partial, and dx = dz·wᵀ while dz is in cache. Then dw = xᵀ·dz per
-/// group, one threaded product over all rows. The partials are summed in block order, so
-/// the result does not depend on which thread ran which block.
-pub fn dense_backward<T: Scalar>(
-    x: &[T],
-    w: &[T],
-    y: &[T],
-    dy: &[T],
+/// What every block of the backward reads.
+struct BackwardInputs<'a, T> {
+    y: &'a [T],
+    dy: &'a [T],
+    /// wᵀ of every group, row-major ([groups, outputs, inputs]); empty without dx.
+    w_t: &'a [T],
     s: DenseShape,
     act: Activation,
-    need_dx: bool,
-) -> DenseGrads<T> {
-    let (k, m) = (s.inputs, s.outputs);
-    // With no activation dz is dy itself.
-    let mut dz_owned = T::zeros(if act == Activation::Identity {
-        0
-    } else {
-        dy.len()
-    });
-    let mut dx = T::zeros(if need_dx { s.groups * s.rows * k } else { 0 });
-    let dz_blocks = row_blocks(&mut dz_owned, m, s);
-    let mut dx_blocks: Vec<Option<&mut [T]>> = row_blocks(&mut dx, k, s)
-        .into_iter()
-        .map(|(_, _, block)| Some(block))
-        .collect();
-    let tasks: Vec<(usize, usize, usize, Option<&mut [T]>)> = if act == Activation::Identity {
-        (0..s.groups)
-            .flat_map(|g| (0..s.rows).step_by(BLOCK_ROWS).map(move |r0| (g, r0)))
-            .map(|(g, r0)| (g, r0, BLOCK_ROWS.min(s.rows - r0), None))
-            .collect()
-    } else {
-        dz_blocks
-            .into_iter()
-            .map(|(g, r0, block)| (g, r0, block.len() / m, Some(block)))
-            .collect()
-    };
-    dx_blocks.resize_with(tasks.len(), || None);
-    // wᵀ of every group, row-major, for dx = dz·wᵀ.
-    let w_t: Vec<T> = if need_dx {
-        w.chunks_exact((k * m).max(1))
-            .flat_map(|wg| transposed(wg, k, m))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let db_partials: Vec<Vec<f32>> = tasks
-        .into_par_iter()
-        .zip(dx_blocks)
-        .map_init(
-            BlockScratch::default,
-            |sc, ((g, r0, rows, dz_block), dx_block)| {
-                let range = s.y(g).start + r0 * m..s.y(g).start + (r0 + rows) * m;
-                sc.dz.resize(rows * m, 0.0);
-                T::widen_into(&dy[range.clone()], &mut sc.dz);
-                if act != Activation::Identity {
-                    sc.y.resize(rows * m, 0.0);
-                    T::widen_into(&y[range.clone()], &mut sc.y);
-                    match act {
-                        Activation::Tanh => tanh_grad(&mut sc.dz, &sc.y),
-                        Activation::Relu => relu_grad(&mut sc.dz, &sc.y),
-                        Activation::Identity => {}
-                    }
-                }
-                let mut db = vec![0f32; m];
-                add_column_sums(&mut db, &sc.dz);
-                // The matmuls read dz in T: this block's rounded copy, or dy itself.
-                let dz: &[T] = match dz_block {
-                    Some(block) => {
-                        T::narrow_into(&sc.dz, block);
-                        block
-                    }
-                    None => &dy[range],
-                };
-                if let Some(dxb) = dx_block {
-                    let dzm = Mat::row_major(dz, rows, m);
-                    let wt = Mat::row_major(&w_t[s.w(g)], m, k);
-                    match T::as_f32_mut(dxb) {
-                        Some(dx32) => {
-                            T::matmul_serial(MatMut::row_major(dx32, rows, k), dzm, wt, false)
-                        }
-                        None => {
-                            sc.dx.resize(rows * k, 0.0);
-                            T::matmul_serial(
-                                MatMut::row_major(&mut sc.dx, rows, k),
-                                dzm,
-                                wt,
-                                false,
-                            );
-                            T::narrow_into(&sc.dx, dxb);
-                        }
-                    }
-                }
-                db
-            },
-        )
-        .collect();
-    let mut db = vec![0f32; s.groups * m];
-    let blocks_per_group = s.rows.div_ceil(BLOCK_ROWS);
-    for (i, partial) in db_partials.iter().enumerate() {
-        let g = i / blocks_per_group.max(1);
-        for (acc, &v) in db[s.b(g)].iter_mut().zip(partial) {
-            *acc += v;
+}
+
+/// One block: `rows` rows of group `g` from row `r0`. Writes dz = dy ⊙ act′ rounded to T into
+/// `dz_block` (None: no activation, dz is dy), and dx = dz·wᵀ into `dx_block` when asked;
+/// returns the block's bias-gradient partial.
+fn block_backward<T: Scalar>(
+    sc: &mut BlockScratch,
+    inp: &BackwardInputs<T>,
+    (g, r0, rows): (usize, usize, usize),
+    dz_block: Option<&mut [T]>,
+    dx_block: Option<&mut [T]>,
+) -> Vec<f32> {
+    let (s, m) = (inp.s, inp.s.outputs);
+    let range = s.y(g).start + r0 * m..s.y(g).start + (r0 + rows) * m;
+    sc.dz.resize(rows * m, 0.0);
+    T::widen_into(&inp.dy[range.clone()], &mut sc.dz);
+    if inp.act != Activation::Identity {
+        sc.y.resize(rows * m, 0.0);
+        T::widen_into(&inp.y[range.clone()], &mut sc.y);
+        match inp.act {
+            Activation::Tanh => tanh_grad(&mut sc.dz, &sc.y),
+            Activation::Relu => relu_grad(&mut sc.dz, &sc.y),
+            Activation::Identity => {}
         }
     }
-    let dz: &[T] = if act == Activation::Identity {
-        dy
-    } else {
-        &dz_owned
+    let mut db = vec![0f32; m];
+    add_column_sums(&mut db, &sc.dz);
+    // The matmuls read dz in T: this block's rounded copy, or dy itself.
+    let dz: &[T] = match dz_block {
+        Some(block) => {
+            T::narrow_into(&sc.dz, block);
+            block
+        }
+        None => &inp.dy[range],
     };
-    // dw = xᵀ·dz per group, its rows (x's columns) cut into pieces that run as serial products
-    // in parallel: on the ANC shape one threaded product per group ran ~20% slower.
+    if let Some(dxb) = dx_block {
+        let k = s.inputs;
+        let dzm = Mat::row_major(dz, rows, m);
+        let wt = Mat::row_major(&inp.w_t[s.w(g)], m, k);
+        match T::as_f32_mut(dxb) {
+            Some(dx32) => T::matmul_serial(MatMut::row_major(dx32, rows, k), dzm, wt, false),
+            None => {
+                sc.dx.resize(rows * k, 0.0);
+                T::matmul_serial(MatMut::row_major(&mut sc.dx, rows, k), dzm, wt, false);
+                T::narrow_into(&sc.dx, dxb);
+            }
+        }
+    }
+    db
+}
+
+/// dw = xᵀ·dz per group, its rows (x's columns) cut into pieces that run as serial products
+/// in parallel: on the ANC shape one threaded product per group ran ~20% slower.
+fn weight_gradients<T: Scalar>(x: &[T], dz: &[T], s: DenseShape) -> Vec<f32> {
+    let (k, m) = (s.inputs, s.outputs);
     let pieces = (2 * rayon::current_num_threads()).div_ceil(s.groups);
     let piece_rows = k.div_ceil(pieces).max(1);
     let mut dw = vec![0f32; s.groups * k * m];
@@ -337,9 +286,84 @@ pub fn dense_backward<T: Scalar>(
             false,
         );
     });
+    dw
+}
+
+/// The backward of `dense_forward`, from its output `y` and the output gradient `dy`.
+///
+/// Blocks of rows run in parallel: dz = dy ⊙ act′ (rounded once to T for the matmuls), the
+/// block's bias-gradient partial, and dx = dz·wᵀ while dz is in cache. Then dw = xᵀ·dz. The
+/// bias partials are summed in block order, so the result does not depend on which thread
+/// ran which block.
+pub fn dense_backward<T: Scalar>(
+    x: &[T],
+    w: &[T],
+    y: &[T],
+    dy: &[T],
+    s: DenseShape,
+    act: Activation,
+    need_dx: bool,
+) -> DenseGrads<T> {
+    let (k, m) = (s.inputs, s.outputs);
+    // With no activation dz is dy itself.
+    let mut dz_owned = T::zeros(if act == Activation::Identity {
+        0
+    } else {
+        dy.len()
+    });
+    let mut dx = T::zeros(if need_dx { s.groups * s.rows * k } else { 0 });
+    let blocks: Vec<(usize, usize, usize)> = (0..s.groups)
+        .flat_map(|g| (0..s.rows).step_by(BLOCK_ROWS).map(move |r0| (g, r0)))
+        .map(|(g, r0)| (g, r0, BLOCK_ROWS.min(s.rows - r0)))
+        .collect();
+    let mut dz_blocks: Vec<Option<&mut [T]>> = row_blocks(&mut dz_owned, m, s)
+        .into_iter()
+        .map(|(_, _, block)| Some(block))
+        .collect();
+    dz_blocks.resize_with(blocks.len(), || None);
+    let mut dx_blocks: Vec<Option<&mut [T]>> = row_blocks(&mut dx, k, s)
+        .into_iter()
+        .map(|(_, _, block)| Some(block))
+        .collect();
+    dx_blocks.resize_with(blocks.len(), || None);
+    let w_t: Vec<T> = if need_dx {
+        w.chunks_exact((k * m).max(1))
+            .flat_map(|wg| transposed(wg, k, m))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let inputs = BackwardInputs {
+        y,
+        dy,
+        w_t: &w_t,
+        s,
+        act,
+    };
+    let db_partials: Vec<Vec<f32>> = blocks
+        .into_par_iter()
+        .zip(dz_blocks)
+        .zip(dx_blocks)
+        .map_init(BlockScratch::default, |sc, ((block, dz), dx)| {
+            block_backward(sc, &inputs, block, dz, dx)
+        })
+        .collect();
+    let mut db = vec![0f32; s.groups * m];
+    let blocks_per_group = s.rows.div_ceil(BLOCK_ROWS);
+    for (i, partial) in db_partials.iter().enumerate() {
+        let g = i / blocks_per_group.max(1);
+        for (acc, &v) in db[s.b(g)].iter_mut().zip(partial) {
+            *acc += v;
+        }
+    }
+    let dz: &[T] = if act == Activation::Identity {
+        dy
+    } else {
+        &dz_owned
+    };
     DenseGrads {
         dx: need_dx.then_some(dx),
-        dw: T::narrow(dw),
+        dw: T::narrow(weight_gradients(x, dz, s)),
         db: T::narrow(db),
     }
 }
