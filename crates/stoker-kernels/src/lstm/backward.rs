@@ -211,17 +211,13 @@ pub(super) fn backward<E: Elem>(
     );
     let parts = parts.unwrap_or_else(|| default_parts(batch, hd));
 
-    let mut grads = LstmGrads {
-        dx: Vec::new(),
-        dwx: Vec::new(),
-        dbias: vec![0f32; g4],
-        dwh: Vec::new(),
-    };
     if n == 0 || hd == 0 {
-        grads.dx = vec![0f32; n * d];
-        grads.dwx = vec![0f32; d * g4];
-        grads.dwh = vec![0f32; hd * g4];
-        return grads;
+        return LstmGrads {
+            dx: vec![0f32; n * d],
+            dwx: vec![0f32; d * g4],
+            dbias: vec![0f32; g4],
+            dwh: vec![0f32; hd * g4],
+        };
     }
     // Per part, the weight gradients accumulate over the steps (summed in part order at the
     // end); the gate gradients of two steps, in the matmul type, alternate.
@@ -277,10 +273,12 @@ pub(super) fn backward<E: Elem>(
         }
         total
     };
-    grads.dbias = sum_parts(&dbias_parts, g4);
-    let mut dw = sum_parts(&dw_parts, dk * g4);
-    grads.dwh = dw.split_off(d * g4);
-    grads.dwx = dw;
-    grads.dx = dx.into_vec();
-    grads
+    let mut dwx = sum_parts(&dw_parts, dk * g4);
+    let dwh = dwx.split_off(d * g4);
+    LstmGrads {
+        dx: dx.into_vec(),
+        dwx,
+        dbias: sum_parts(&dbias_parts, g4),
+        dwh,
+    }
 }
