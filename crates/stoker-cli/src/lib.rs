@@ -1,17 +1,18 @@
 //! # stoker-cli
 //!
 //! The flags every stage takes ([`TaskArgs`]: `--config`, `--artifacts`; [`DeviceArgs`] where it
-//! computes: `--device`, `--no-fusion`), the one way a stage binary ends ([`exit`]): a one-line `error: …` on stderr and a non-zero status,
-//! and the allocator every binary installs ([`global_allocator!`]).
+//! computes: `--device`, `--no-fusion`), the one way a stage binary ends ([`exit`]: a one-line
+//! `error: …` on stderr and a non-zero status), and the allocator every binary installs
+//! ([`global_allocator!`]).
 
 use std::path::PathBuf;
-
-#[doc(hidden)]
-pub use mimalloc;
 use std::process::ExitCode;
 
 use clap::Args;
 use stoker_artifact::{ArtifactLayout, TaskConfig};
+
+#[doc(hidden)]
+pub use mimalloc;
 
 #[derive(Debug, Clone, Args)]
 pub struct TaskArgs {

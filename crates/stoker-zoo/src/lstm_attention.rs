@@ -170,7 +170,7 @@ impl LstmAttention {
         let context = ac
             .low(attention.clone())
             .reshape([batch, 1, steps])
-            .matmul(h.clone())
+            .matmul(h)
             .reshape([batch, hidden]);
         let joined = self.dropout.forward(Tensor::cat(vec![context, last], 1));
         let v = self.targets.len();
