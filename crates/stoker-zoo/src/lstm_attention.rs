@@ -152,7 +152,10 @@ impl LstmAttention {
         };
         let h = ac.low(h);
         let [steps, _, hidden] = h.dims();
-        let last = h.clone().slice([steps - 1..steps]).reshape([batch, hidden]);
+        let last = h
+            .clone()
+            .slice([steps - 1..steps, 0..batch, 0..hidden])
+            .reshape([batch, hidden]);
         let projected = fused::linear(
             &self.score_w,
             h.clone().reshape([steps * batch, hidden]),
