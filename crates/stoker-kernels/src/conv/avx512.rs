@@ -224,25 +224,19 @@ mod x86 {
         ld: usize,
         g: Geom,
     ) {
-        let mut row = 0;
-        for c in 0..g.channels {
-            for kh in 0..g.kernel[0] {
-                for kw in 0..g.kernel[1] {
-                    // SAFETY: the row origin and every 2-vector load from it lie in the
-                    // planes, every store in the row.
-                    unsafe {
-                        let src = planes.add(c * g.plane_len() + kh * g.plane[1] + kw);
-                        let dst = cols.add(row * ld);
-                        for (t, &s) in plan.starts.iter().enumerate() {
-                            let idx = plan.perm.as_ptr().add(t * 16);
-                            let idx = _mm512_cvtepu16_epi32(_mm256_loadu_si256(idx.cast()));
-                            let a = _mm512_loadu_ps(src.add(s));
-                            let b = _mm512_loadu_ps(src.add(s + 16));
-                            let v = _mm512_permutex2var_ps(a, idx, b);
-                            _mm512_storeu_ps(dst.add(t * 16), v);
-                        }
-                    }
-                    row += 1;
+        for (row, origin) in g.patch_origins().enumerate() {
+            // SAFETY: the row origin and every 2-vector load from it lie in the
+            // planes, every store in the row.
+            unsafe {
+                let src = planes.add(origin);
+                let dst = cols.add(row * ld);
+                for (t, &s) in plan.starts.iter().enumerate() {
+                    let idx = plan.perm.as_ptr().add(t * 16);
+                    let idx = _mm512_cvtepu16_epi32(_mm256_loadu_si256(idx.cast()));
+                    let a = _mm512_loadu_ps(src.add(s));
+                    let b = _mm512_loadu_ps(src.add(s + 16));
+                    let v = _mm512_permutex2var_ps(a, idx, b);
+                    _mm512_storeu_ps(dst.add(t * 16), v);
                 }
             }
         }
@@ -257,24 +251,18 @@ mod x86 {
         ld: usize,
         g: Geom,
     ) {
-        let mut row = 0;
-        for c in 0..g.channels {
-            for kh in 0..g.kernel[0] {
-                for kw in 0..g.kernel[1] {
-                    // SAFETY: as for f32.
-                    unsafe {
-                        let src = planes.add(c * g.plane_len() + kh * g.plane[1] + kw);
-                        let dst = cols.add(row * ld);
-                        for (t, &s) in plan.starts.iter().enumerate() {
-                            let idx = plan.perm.as_ptr().add(t * 32);
-                            let idx = _mm512_loadu_si512(idx.cast());
-                            let a = _mm512_loadu_si512(src.add(s).cast());
-                            let b = _mm512_loadu_si512(src.add(s + 32).cast());
-                            let v = _mm512_permutex2var_epi16(a, idx, b);
-                            _mm512_storeu_si512(dst.add(t * 32).cast(), v);
-                        }
-                    }
-                    row += 1;
+        for (row, origin) in g.patch_origins().enumerate() {
+            // SAFETY: as for f32.
+            unsafe {
+                let src = planes.add(origin);
+                let dst = cols.add(row * ld);
+                for (t, &s) in plan.starts.iter().enumerate() {
+                    let idx = plan.perm.as_ptr().add(t * 32);
+                    let idx = _mm512_loadu_si512(idx.cast());
+                    let a = _mm512_loadu_si512(src.add(s).cast());
+                    let b = _mm512_loadu_si512(src.add(s + 32).cast());
+                    let v = _mm512_permutex2var_epi16(a, idx, b);
+                    _mm512_storeu_si512(dst.add(t * 32).cast(), v);
                 }
             }
         }

@@ -365,6 +365,15 @@ impl Geom {
         self.channels * self.plane_len() + SLACK
     }
 
+    /// Where each row of cols (c, kh, kw, in that order) takes its first element in the
+    /// bordered planes: output pixel (oh, ow) of the row is at origin + oh·Wp + ow.
+    fn patch_origins(&self) -> impl Iterator<Item = usize> {
+        let (plane, wp, [kh_n, kw_n]) = (self.plane_len(), self.plane[1], self.kernel);
+        (0..self.channels).flat_map(move |c| {
+            (0..kh_n).flat_map(move |kh| (0..kw_n).map(move |kw| c * plane + kh * wp + kw))
+        })
+    }
+
     /// C·KH·KW.
     fn rows(&self) -> usize {
         self.channels * self.kernel[0] * self.kernel[1]
@@ -469,22 +478,16 @@ fn planes_to_cols<T: Copy>(planes: &[T], cols: &mut [T], ld: usize, g: Geom) {
     let block = (BLOCK_BYTES / size_of::<T>()).max(1);
     let [ho, wo] = g.out;
     let wp = g.plane[1];
-    let mut row = 0;
-    for c in 0..g.channels {
+    for (row, origin) in g.patch_origins().enumerate() {
         // The whole rest of the planes: the last block of a row may run past this plane.
-        let plane = &planes[c * g.plane_len()..];
-        for kh in 0..g.kernel[0] {
-            for kw in 0..g.kernel[1] {
-                let mut at = row * ld;
-                row += 1;
-                for oh in 0..ho {
-                    let from = &plane[(oh + kh) * wp + kw..];
-                    for j in (0..wo).step_by(block) {
-                        cols[at + j..][..block].copy_from_slice(&from[j..][..block]);
-                    }
-                    at += wo;
-                }
+        let patch = &planes[origin..];
+        let mut at = row * ld;
+        for oh in 0..ho {
+            let from = &patch[oh * wp..];
+            for j in (0..wo).step_by(block) {
+                cols[at + j..][..block].copy_from_slice(&from[j..][..block]);
             }
+            at += wo;
         }
     }
 }

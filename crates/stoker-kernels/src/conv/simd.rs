@@ -31,18 +31,12 @@ multiversion! {
         let wp = g.plane[1];
         let planes = &mut planes[..g.channels * g.plane_len()];
         planes.fill(0.0);
-        let mut row = 0;
-        for plane in planes.chunks_exact_mut(g.plane_len()) {
-            for kh in 0..g.kernel[0] {
-                for kw in 0..g.kernel[1] {
-                    let from = &dcols[row * ld..];
-                    row += 1;
-                    for oh in 0..ho {
-                        let to = &mut plane[(oh + kh) * wp + kw..][..wo];
-                        for (t, &v) in to.iter_mut().zip(&from[oh * wo..][..wo]) {
-                            *t += v;
-                        }
-                    }
+        for (row, origin) in g.patch_origins().enumerate() {
+            let from = &dcols[row * ld..];
+            for oh in 0..ho {
+                let to = &mut planes[origin + oh * wp..][..wo];
+                for (t, &v) in to.iter_mut().zip(&from[oh * wo..][..wo]) {
+                    *t += v;
                 }
             }
         }
