@@ -27,6 +27,19 @@ impl Case {
         }
     }
 
+    /// The kernel's forward over this case's input, in f32.
+    fn forward(&self, keep_tape: bool) -> (Vec<f32>, Option<LstmTape>) {
+        let w = self.weights();
+        lstm_forward(
+            &self.x,
+            self.steps,
+            self.batch,
+            &w,
+            MatmulType::F32,
+            keep_tape,
+        )
+    }
+
     fn weights(&self) -> LstmWeights<'_> {
         LstmWeights {
             wx: &self.wx,
@@ -92,27 +105,13 @@ fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
 
 fn check_forward(case: &Case) {
     let want = case.naive_h();
-    let (h, tape) = lstm_forward(
-        &case.x,
-        case.steps,
-        case.batch,
-        &case.weights(),
-        MatmulType::F32,
-        true,
-    );
+    let (h, tape) = case.forward(true);
     let diff = max_abs_diff(&h, &want);
     assert!(diff < 1e-5, "forward off by {diff}");
     let tape = tape.expect("asked for a tape");
     assert_eq!(tape.gates().len(), case.steps * case.batch * 4 * case.hd);
     assert_eq!(tape.cells().len(), case.steps * case.batch * case.hd);
-    let (h2, none) = lstm_forward(
-        &case.x,
-        case.steps,
-        case.batch,
-        &case.weights(),
-        MatmulType::F32,
-        false,
-    );
+    let (h2, none) = case.forward(false);
     assert!(none.is_none());
     assert_eq!(h, h2);
 }
@@ -129,14 +128,7 @@ fn lstm_forward_matches_naive_equations() {
 fn check_backward(case: &Case) {
     let n_out = case.steps * case.batch * case.hd;
     let r = pseudo_random(n_out, 99, 1.0);
-    let (_, tape) = lstm_forward(
-        &case.x,
-        case.steps,
-        case.batch,
-        &case.weights(),
-        MatmulType::F32,
-        true,
-    );
+    let (_, tape) = case.forward(true);
     let grads = lstm_backward(
         &case.x,
         &r,
