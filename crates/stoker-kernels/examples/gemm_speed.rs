@@ -64,6 +64,26 @@ const SHAPES: &[Shape] = &[
         b: Lay::T,
         batch: 1,
     },
+    // The LSTM backward's recurrent product, dgates·whᵀ: through a transposed view and
+    // through a row-major copy of the transpose (what the kernel reads).
+    Shape {
+        name: "dG.whT 256x512 . 512x128",
+        m: 256,
+        k: 512,
+        n: 128,
+        a: Lay::N,
+        b: Lay::T,
+        batch: 1,
+    },
+    Shape {
+        name: "dG.wh_t 256x512 . 512x128",
+        m: 256,
+        k: 512,
+        n: 128,
+        a: Lay::N,
+        b: Lay::N,
+        batch: 1,
+    },
     Shape {
         name: "8192x256 . 256x384",
         m: 8192,

@@ -62,8 +62,8 @@ impl<'a, T> MatMut<'a, T> {
 }
 
 /// `src` [rows, cols] row-major, transposed into [cols, rows] row-major: for products that
-/// would read a matrix through `Mat::t`, which the f32 gemm reads at ~half speed as a right
-/// operand (it packs column-major B poorly).
+/// would read a matrix through `Mat::t`, which the f32 gemm reads at about half speed as a
+/// right operand (`gemm_speed dG`: the LSTM's dgates·whᵀ through a view and through a copy).
 pub fn transposed<T: Copy + Default>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
     assert_eq!(src.len(), rows * cols, "transposed: shape");
     let mut out = vec![T::default(); rows * cols];
