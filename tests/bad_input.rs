@@ -17,7 +17,8 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
-            } else {
+            } else if path.file_name().is_some_and(|n| n != ".stoker.lock") {
+                // The lock file names its last holder's PID: not an artifact.
                 files.insert(path.clone(), std::fs::read(&path).unwrap());
             }
         }
@@ -33,6 +34,28 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// Runs `args` (a stage and its flags) on this fixture's config and artifacts, expecting a
+    /// one-line error that contains every `expected` part and leaves the artifacts untouched.
+    fn stage_fails(&self, args: &[&str], expected: &[&str]) {
+        let before = snapshot(&self.art);
+        let mut all = args.to_vec();
+        all.extend([
+            "--config",
+            self.config.to_str().unwrap(),
+            "--artifacts",
+            self.art.to_str().unwrap(),
+        ]);
+        let o = xtask(&all, self.dir.path());
+        assert!(!o.status.success(), "{args:?} was accepted");
+        let err = stderr(&o);
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        for part in expected {
+            assert!(err.contains(part), "{args:?}: `{part}` missing from: {err}");
+        }
+        assert_eq!(before, snapshot(&self.art), "{args:?} changed artifacts");
+    }
+
     /// A good prepared (and optionally trained) artifacts directory.
     fn new(train: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
@@ -274,4 +297,148 @@ fn anc_rate_mismatch_without_resampling() {
             "resample = false",
         ],
     );
+}
+
+#[test]
+fn flags_are_checked_like_the_config_they_override() {
+    let f = Fixture::new(true);
+    for (args, expected) in [
+        (
+            &["train", "--epochs", "0"][..],
+            &["--epochs", "must be > 0"][..],
+        ),
+        (&["train", "--lr", "NaN"], &["--lr", "finite"]),
+        (&["train", "--lr=-1"], &["--lr", "> 0"]),
+        (&["train", "--lr", "inf"], &["--lr", "finite"]),
+        (
+            &["predict", "--batch-size", "0"],
+            &["--batch-size", "must be > 0"],
+        ),
+    ] {
+        f.stage_fails(args, expected);
+    }
+}
+
+#[test]
+fn a_second_run_on_the_same_artifacts_directory_is_refused_naming_the_holder() {
+    use std::io::Write;
+    let f = Fixture::new(true);
+    // Another run holds the directory: this test process takes the lock as a stage would.
+    let mut lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(f.art.join(".stoker.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    lock.set_len(0).unwrap();
+    write!(lock, "{}", std::process::id()).unwrap();
+    let pid = std::process::id().to_string();
+    for stage in ["train", "predict", "prepare"] {
+        f.stage_fails(&[stage], &["already running", &pid, "art"]);
+    }
+    drop(lock);
+    assert!(f.run("predict", None).status.success());
+}
+
+#[test]
+fn temporaries_of_killed_runs_are_removed_by_the_next_run() {
+    let f = Fixture::new(true);
+    // PIDs above the kernel's maximum (2^22) belong to no process.
+    let staged = f.art.join(".data.tmp-4999999");
+    std::fs::create_dir_all(&staged).unwrap();
+    std::fs::write(staged.join("windows.bin"), b"partial").unwrap();
+    let scratch = f.art.join("train/best.bpk.4999998-0.tmp");
+    let ours = f.art.join("train/.state.json.tmp-4999997");
+    std::fs::write(&scratch, b"partial").unwrap();
+    std::fs::write(&ours, b"partial").unwrap();
+    let o = f.run("predict", None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!staged.exists() && !scratch.exists() && !ours.exists());
+    assert!(f.art.join("train/best.bpk").exists());
+}
+
+#[test]
+fn a_diverging_run_stops_saying_where_and_leaves_readable_checkpoints() {
+    let f = Fixture::new(true);
+    let o = xtask(
+        &[
+            "train",
+            "--lr",
+            "1e30",
+            "--config",
+            f.config.to_str().unwrap(),
+            "--artifacts",
+            f.art.to_str().unwrap(),
+        ],
+        f.dir.path(),
+    );
+    assert!(!o.status.success(), "a diverging run exited 0");
+    let err = stderr(&o);
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("diverged at epoch 1") && last.contains("train.lr"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    // `null` is how serde writes a NaN: only the optional loss scale may be absent.
+    for file in snapshot(&f.art.join("train")).keys() {
+        if file
+            .extension()
+            .is_some_and(|e| e == "json" || e == "jsonl")
+        {
+            for line in std::fs::read_to_string(file).unwrap().lines() {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                    assert_no_null(&v, file);
+                }
+            }
+            let whole: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(file).unwrap())
+                    .unwrap_or(serde_json::Value::Bool(true));
+            assert_no_null(&whole, file);
+        }
+    }
+    let o = f.run("predict", None);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+fn assert_no_null(v: &serde_json::Value, file: &Path) {
+    if let Some(map) = v.as_object() {
+        for (key, value) in map {
+            assert!(
+                !value.is_null() || key == "loss_scale",
+                "{}: `{key}` is null",
+                file.display()
+            );
+            assert_no_null(value, file);
+        }
+    } else if let Some(items) = v.as_array() {
+        items.iter().for_each(|x| assert_no_null(x, file));
+    }
+}
+
+#[test]
+fn metadata_naming_a_column_that_does_not_exist_is_refused() {
+    let f = Fixture::new(true);
+    let manifest = f.art.join("data/manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).unwrap()).unwrap();
+    m["targets"] = serde_json::json!([99]);
+    std::fs::write(&manifest, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    for stage in ["train", "predict"] {
+        f.stage_fails(
+            &[stage],
+            &["manifest.json", "target column 99 does not exist"],
+        );
+    }
+}
+
+#[test]
+fn a_checkpoint_whose_shapes_do_not_fit_the_data_is_refused() {
+    let f = Fixture::new(true);
+    let meta = f.art.join("train/best.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).unwrap()).unwrap();
+    m["input_features"] = serde_json::json!(m["input_features"].as_u64().unwrap() + 3);
+    std::fs::write(&meta, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    // The weights' shapes give it away first; either way the error names the checkpoint.
+    f.stage_fails(&["predict"], &["train/best"]);
 }

@@ -38,19 +38,7 @@ batch_size = 32
         art.to_str().unwrap(),
         csv.to_str().unwrap(),
     );
-    let o = xtask(
-        &[
-            "prepare",
-            "--config",
-            config,
-            "--artifacts",
-            art_s,
-            "--input",
-            csv_s,
-        ],
-        dir.path(),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    run_stages(dir.path(), config, art_s, &["prepare"], &["--input", csv_s]);
     run_stages(dir.path(), config, art_s, &["train", "predict"], &[]);
     let manifest = DatasetManifest::load(&art.join("data")).unwrap();
     assert_eq!(manifest.targets, vec![0, 1, 2, 3, 4]);

@@ -5,17 +5,18 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+
 use burn::prelude::*;
 use common::*;
 use stoker_artifact::{Cnn2dSpec, LossKind, LstmAttentionSpec, ModelSpec, WindowSpec};
-use stoker_train::loader::HostBatch;
-use stoker_train::step::batch_gradients;
-use stoker_train::trainer::optimizer;
-use stoker_zoo::{Autocast, InputShape, Model};
+use stoker_runtime::Autocast;
+use stoker_train::{HostBatch, batch_gradients, optimizer};
+use stoker_zoo::{InputShape, Model};
 
 fn wgpu() -> Option<Device> {
     let probe = std::panic::catch_unwind(|| {
-        let device = stoker_zoo::device::parse_device("wgpu").ok()?;
+        let device = stoker_runtime::device::parse_device("wgpu").ok()?;
         Tensor::<1>::ones([4], &device)
             .sum()
             .into_scalar::<f32>()
@@ -31,14 +32,28 @@ fn wgpu() -> Option<Device> {
     }
 }
 
+/// A temporary directory holding an ETT-format series of `rows` rows, for a test that needs a
+/// wgpu adapter; None (the test is skipped) without one.
+fn ett_series_for_wgpu(rows: usize) -> Option<(tempfile::TempDir, PathBuf)> {
+    wgpu()?;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = ett_csv(dir.path(), rows);
+    Some((dir, csv))
+}
+
+/// Prepare has no device; train and predict run on wgpu.
+fn prepare_then_train_and_predict_on_wgpu(cwd: &Path, config: &Path, art: &Path) {
+    let (c, a) = (config.to_str().unwrap(), art.to_str().unwrap());
+    run_stages(cwd, c, a, &["prepare"], &[]);
+    run_stages(cwd, c, a, &["train", "predict"], &["--device", "wgpu"]);
+}
+
 #[test]
 fn every_zoo_model_runs_end_to_end_on_wgpu() {
-    if wgpu().is_none() {
-        return;
-    }
     // A short ETT-format series keeps lavapipe (a CPU emulating a GPU) quick.
-    let dir = tempfile::tempdir().unwrap();
-    let csv = ett_csv(dir.path(), 700);
+    let Some((dir, csv)) = ett_series_for_wgpu(700) else {
+        return;
+    };
     let config = |name: &str, model: &str| {
         let path = dir.path().join(format!("{name}.toml"));
         std::fs::write(
@@ -60,16 +75,7 @@ fn every_zoo_model_runs_end_to_end_on_wgpu() {
     );
     for (name, config) in [("cnn2d", cnn), ("lstm-attention", lstm)] {
         let art = dir.path().join(name);
-        let (c, a) = (config.to_str().unwrap(), art.to_str().unwrap());
-        let o = xtask(&["prepare", "--config", c, "--artifacts", a], dir.path());
-        assert!(o.status.success(), "{name} prepare: {}", stderr(&o));
-        run_stages(
-            dir.path(),
-            c,
-            a,
-            &["train", "predict"],
-            &["--device", "wgpu"],
-        );
+        prepare_then_train_and_predict_on_wgpu(dir.path(), &config, &art);
         let metrics =
             stoker_artifact::ForecastMetrics::load(&art.join("predict/metrics.json")).unwrap();
         assert!(metrics.mse.is_finite(), "{name}: {metrics:?}");
@@ -82,16 +88,7 @@ fn every_zoo_model_runs_end_to_end_on_wgpu() {
          [predict]\nbatch_size = 2048\nfxnlms_taps = 64",
     );
     let art = dir.path().join("anc");
-    let (c, a) = (config.to_str().unwrap(), art.to_str().unwrap());
-    let o = xtask(&["prepare", "--config", c, "--artifacts", a], dir.path());
-    assert!(o.status.success(), "anc prepare: {}", stderr(&o));
-    run_stages(
-        dir.path(),
-        c,
-        a,
-        &["train", "predict"],
-        &["--device", "wgpu"],
-    );
+    prepare_then_train_and_predict_on_wgpu(dir.path(), &config, &art);
     let metrics = stoker_artifact::AncMetrics::load(&art.join("predict/metrics.json")).unwrap();
     assert!(metrics.nr_db.is_finite(), "anc: {metrics:?}");
 }
@@ -100,11 +97,9 @@ fn every_zoo_model_runs_end_to_end_on_wgpu() {
 /// fusion really ran in one and not the other (burn-fusion's log names each strategy it picks).
 #[test]
 fn fused_and_unfused_training_agree() {
-    if wgpu().is_none() {
+    let Some((dir, csv)) = ett_series_for_wgpu(600) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let csv = ett_csv(dir.path(), 600);
+    };
     let config = dir.path().join("lstm.toml");
     std::fs::write(
         &config,
@@ -207,9 +202,11 @@ fn first_training_losses_match_the_cpu_from_the_same_weights() {
     ];
     for (spec, shape) in cases {
         let (cpu, gpu) = (Device::flex().autodiff(), gpu.clone().autodiff());
-        let mut on_cpu = Model::new(&spec, &shape, &cpu);
+        let mut on_cpu = Model::new(&spec, &shape, &cpu).unwrap();
         // Initialised once: the CPU model's weights, loaded into a model on the GPU.
-        let mut on_gpu = Model::new(&spec, &shape, &gpu).load_record(on_cpu.clone().into_record());
+        let mut on_gpu = Model::new(&spec, &shape, &gpu)
+            .unwrap()
+            .load_record(on_cpu.clone().into_record());
         let (mut opt_cpu, mut opt_gpu) = (
             optimizer(&Default::default()),
             optimizer(&Default::default()),
@@ -226,28 +223,21 @@ fn first_training_losses_match_the_cpu_from_the_same_weights() {
         };
         for k in 0..3 {
             let f32 = Autocast::F32;
-            let (g_cpu, l_cpu) = batch_gradients(
-                &on_cpu,
-                &batch(k),
-                shape.window,
-                shape.features,
-                1,
-                LossKind::Mse,
-                &f32,
-                1.0,
-                &cpu,
-            );
-            let (g_gpu, l_gpu) = batch_gradients(
-                &on_gpu,
-                &batch(k),
-                shape.window,
-                shape.features,
-                1,
-                LossKind::Mse,
-                &f32,
-                1.0,
-                &gpu,
-            );
+            let gradients_on = |model: &Model, device: &Device| {
+                batch_gradients(
+                    model,
+                    &batch(k),
+                    shape.window,
+                    shape.features,
+                    1,
+                    LossKind::Mse,
+                    &f32,
+                    1.0,
+                    device,
+                )
+            };
+            let (g_cpu, l_cpu) = gradients_on(&on_cpu, &cpu);
+            let (g_gpu, l_gpu) = gradients_on(&on_gpu, &gpu);
             let (a, b) = (l_cpu.into_scalar::<f32>(), l_gpu.into_scalar::<f32>());
             assert!(
                 (a - b).abs() <= 1e-3 * a.abs().max(1e-6),

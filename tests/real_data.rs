@@ -63,19 +63,8 @@ fn etth1_protocol_on_the_real_file() {
     .unwrap();
     let art = dir.path().join("art");
     let (config, art_s) = (config.to_str().unwrap(), art.to_str().unwrap());
-    let o = xtask(
-        &[
-            "prepare",
-            "--config",
-            config,
-            "--artifacts",
-            art_s,
-            "--input",
-            csv.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let input = ["--input", csv.to_str().unwrap()];
+    run_stages(dir.path(), config, art_s, &["prepare"], &input);
     run_stages(dir.path(), config, art_s, &["train", "predict"], &[]);
     let manifest = DatasetManifest::load(&art.join("data")).unwrap();
     assert_eq!(manifest.rows, 17_420);

@@ -1,7 +1,7 @@
 """PyTorch peers of stoker's model benchmark (`cargo xtask bench` runs this when PyTorch is
 importable): training-step (forward, MSE loss, backward, Adam) and batched-inference
 (inference_mode forward) samples/s of the zoo's three architectures on their reference shapes
-(xtask/src/bench.rs), in f32 and bf16 autocast with f32 master weights, on 2 threads. Each
+(crates/stoker-bench/src/reference.rs), in f32 and bf16 autocast with f32 master weights, on 2 threads. Each
 figure is the median of 5 timed runs of 10 steps after 3 warm-up steps, as stoker's."""
 
 import argparse
@@ -24,7 +24,7 @@ THREADS = 2
 PRECISIONS = {"f32": None, "bf16-mixed": torch.bfloat16}
 
 
-def uniform(*shape):  # U(−0.5, 0.5) inputs and targets, as bench.rs's random_batch
+def uniform(*shape):  # U(−0.5, 0.5) inputs and targets, as stoker-bench's random_batch
     return torch.rand(*shape) - 0.5
 
 
@@ -39,10 +39,10 @@ def lstm_attention():
 
 
 def multiband_anc():
-    """bench.rs's anc_reference(): one chunk of 1 024 error samples per training step; the input
+    """stoker-bench's anc_reference(): one chunk of 1 024 error samples per training step; the input
     holds the reference x (column 0) over receptive_field − 1 + |S| − 1 + 1 024 samples, so the
     forward yields the chunk's 1 024 + |S| − 1 control samples (what inference counts, as
-    bench.rs counts the product of the output's dims)."""
+    stoker-bench counts the product of the output's dims)."""
     chunk, s_taps = 1024, 256
     k = torch.arange(s_taps, dtype=torch.float32)
     secondary = torch.exp(-k / 40) * torch.sin(k * 0.3)

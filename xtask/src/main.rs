@@ -6,16 +6,16 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use stoker_artifact::{ArtifactLayout, ForecastMetrics, TaskConfig};
 use stoker_cli::{DeviceArgs, TaskArgs};
 use stoker_data::cli::{PrepareArgs, SynthArgs, run_prepare, run_synth};
+use stoker_data::{PrepareRequest, prepare};
 use stoker_infer::cli::{PredictArgs, run_predict};
+use stoker_train::BoxError;
 use stoker_train::cli::{TrainArgs, TuneArgs, run_train, run_tune};
 
-mod bench;
-mod peers;
-mod sweep;
-use bench::{BenchArgs, run_bench};
-use sweep::{SweepArgs, run_sweep};
+use stoker_bench::{BenchArgs, run_bench};
+use stoker_train::sweep::{Prepare, SweepArgs, run_sweep};
 
 stoker_cli::global_allocator!();
 
@@ -79,6 +79,8 @@ struct DemoArgs {
     data_seed: u64,
 }
 
+/// The demo's input: generated, so the default job downloads nothing (not an artifact: the
+/// series is the demo's raw data, read by prepare like any other CSV).
 const DEMO_DATA: &str = "data/generated/synthetic-pm25.csv";
 
 fn run_all(args: &RunArgs) -> Result<()> {
@@ -127,18 +129,40 @@ fn demo(args: &DemoArgs) -> Result<()> {
         epochs: None,
     };
     run_all(&run)?;
-    let task = stoker_artifact::TaskConfig::name_of(&args.config);
-    let root = Path::new("artifacts").join(&task);
-    let metrics = stoker_artifact::ForecastMetrics::load(&root.join("predict/metrics.json"))?;
+    let layout = ArtifactLayout::for_config(&run.config, run.artifacts.as_deref());
+    let metrics = ForecastMetrics::load(&layout.predict_metrics())?;
     println!(
         "demo done in {:.0}s: test RMSE {:.2} {u} (persistence {:.2} {u}); artifacts in {}/ (data/, train/, predict/)",
         started.elapsed().as_secs_f64(),
         metrics.rmse,
         metrics.persistence_rmse,
-        root.display(),
+        layout.root().display(),
         u = metrics.unit
     );
     Ok(())
+}
+
+/// The prepare stage as the sweep calls it (the train stage does not depend on the data stage).
+struct DataStage;
+
+impl Prepare for DataStage {
+    fn prepare_task(&self, task: &TaskArgs, input: Option<&Path>) -> Result<(), BoxError> {
+        run_prepare(&PrepareArgs {
+            task: task.clone(),
+            input: input.map(PathBuf::from),
+            anc: Default::default(),
+        })?;
+        Ok(())
+    }
+
+    fn prepare(&self, config: &TaskConfig, input: &Path, out_dir: &Path) -> Result<(), BoxError> {
+        prepare(&PrepareRequest {
+            config: config.clone(),
+            input: input.into(),
+            out_dir: out_dir.into(),
+        })?;
+        Ok(())
+    }
 }
 
 fn main() -> ExitCode {
@@ -149,7 +173,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_all(&args),
         Command::Demo(args) => demo(&args),
         Command::Synth(args) => run_synth(&args).map(drop),
-        Command::Sweep(args) => run_sweep(&args).map(drop),
+        Command::Sweep(args) => run_sweep(&args, &DataStage).map(drop).map_err(Into::into),
         Command::Tune(args) => run_tune(&args).map(drop),
         Command::Bench(args) => run_bench(&args),
     })

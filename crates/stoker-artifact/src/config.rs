@@ -334,6 +334,10 @@ pub enum CheckpointChoice {
     Last,
 }
 
+/// A real-valued setting: its name (and flag), its value, the range it must lie in and how
+/// the error states that range.
+type NumberRule = (&'static str, f64, fn(f64) -> bool, &'static str);
+
 impl TaskConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| ArtifactError::io(path, e))?;
@@ -349,7 +353,9 @@ impl TaskConfig {
         Ok(config)
     }
 
-    fn validate(&self, path: &Path) -> Result<()> {
+    /// Checks the settings a run will use. Stages call it again after command-line overrides,
+    /// so a flag cannot smuggle in what the file may not hold; `path` is the config file.
+    pub fn validate(&self, path: &Path) -> Result<()> {
         let anc = matches!(self.data.source, SourceConfig::Anc(_));
         if anc != matches!(self.model, ModelSpec::MultibandAnc(_)) {
             return Err(ArtifactError::invalid(
@@ -358,21 +364,27 @@ impl TaskConfig {
             ));
         }
         let positive = [
-            ("data.input_len", if anc { 1 } else { self.data.input_len }),
-            ("data.horizon", self.data.horizon),
-            ("data.output_len", self.data.output_len),
-            ("data.shard_rows", self.data.shard_rows),
-            ("train.epochs", self.train.epochs),
-            ("train.batch_size", self.train.batch_size),
-            ("train.accumulate", self.train.accumulate),
-            ("train.workers", self.train.workers),
-            ("train.prefetch", self.train.prefetch),
-            ("train.keep_last", self.train.keep_last),
-            ("predict.batch_size", self.predict.batch_size),
+            (
+                "`data.input_len`",
+                if anc { 1 } else { self.data.input_len },
+            ),
+            ("`data.horizon`", self.data.horizon),
+            ("`data.output_len`", self.data.output_len),
+            ("`data.shard_rows`", self.data.shard_rows),
+            ("`train.epochs` (`--epochs`)", self.train.epochs),
+            ("`train.batch_size` (`--batch-size`)", self.train.batch_size),
+            ("`train.accumulate` (`--accumulate`)", self.train.accumulate),
+            ("`train.workers`", self.train.workers),
+            ("`train.prefetch`", self.train.prefetch),
+            ("`train.keep_last`", self.train.keep_last),
+            (
+                "`predict.batch_size` (predict `--batch-size`)",
+                self.predict.batch_size,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
-                return Err(ArtifactError::invalid(path, format!("`{key}` must be > 0")));
+                return Err(ArtifactError::invalid(path, format!("{key} must be > 0")));
             }
         }
         if let (ModelSpec::MultibandAnc(m), SourceConfig::Anc(src)) =
@@ -400,8 +412,36 @@ impl TaskConfig {
                 ));
             }
         }
-        if self.train.lr.is_nan() || self.train.lr <= 0.0 {
-            return Err(ArtifactError::invalid(path, "`train.lr` must be > 0"));
+        self.validate_numbers(path)
+    }
+
+    /// Real-valued knobs: NaN or infinity would train on without a word and write `null`s.
+    fn validate_numbers(&self, path: &Path) -> Result<()> {
+        let t = &self.train;
+        let rules: [NumberRule; 5] = [
+            ("`train.lr` (`--lr`)", t.lr, |x| x > 0.0, "> 0"),
+            ("`train.lr_decay`", t.lr_decay, |x| x > 0.0, "> 0"),
+            ("`train.weight_decay`", t.weight_decay, |x| x >= 0.0, "≥ 0"),
+            (
+                "`train.grad_clip`",
+                t.grad_clip,
+                |x| x >= 0.0,
+                "≥ 0 (0 = off)",
+            ),
+            (
+                "`predict.fxnlms_step`",
+                self.predict.fxnlms_step,
+                |x| x > 0.0 && x < 2.0,
+                "in (0, 2)",
+            ),
+        ];
+        for (key, value, ok, wanted) in rules {
+            if !value.is_finite() || !ok(value) {
+                return Err(ArtifactError::invalid(
+                    path,
+                    format!("{key} must be a finite number {wanted}, got {value}"),
+                ));
+            }
         }
         Ok(())
     }
@@ -498,6 +538,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("often") && msg.contains("N epochs"), "{msg}");
+    }
+
+    #[test]
+    fn non_finite_and_negative_knobs_are_rejected_naming_the_key() {
+        for (line, key) in [
+            ("lr = inf", "train.lr"),
+            ("lr = nan", "train.lr"),
+            ("lr = -1.0", "train.lr"),
+            ("lr_decay = nan", "train.lr_decay"),
+            ("grad_clip = -0.5", "train.grad_clip"),
+            ("weight_decay = nan", "train.weight_decay"),
+        ] {
+            let text = format!("{MINIMAL}\n[train]\n{line}\n");
+            let msg = TaskConfig::parse(&text, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.starts_with("c.toml:") && msg.contains(key),
+                "{line}: {msg}"
+            );
+        }
+        let fine = format!("{MINIMAL}\n[train]\ngrad_clip = 0.0\nweight_decay = 0.0\n");
+        TaskConfig::parse(&fine, Path::new("c.toml")).unwrap();
+    }
+
+    #[test]
+    fn overrides_are_checked_by_validating_again() {
+        let mut c = TaskConfig::parse(MINIMAL, Path::new("c.toml")).unwrap();
+        c.train.epochs = 0;
+        let msg = c.validate(Path::new("c.toml")).unwrap_err().to_string();
+        assert!(msg.contains("train.epochs"), "{msg}");
     }
 
     #[test]

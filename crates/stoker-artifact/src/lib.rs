@@ -26,7 +26,9 @@
 pub mod atomic;
 pub mod config;
 pub mod error;
+pub mod family;
 pub mod layout;
+pub mod lock;
 pub mod manifest;
 pub mod model;
 pub mod prepared;
@@ -39,7 +41,9 @@ pub use config::{
     SourceConfig, TaskConfig, TrainConfig,
 };
 pub use error::{ArtifactError, Result};
+pub use family::TaskFamily;
 pub use layout::ArtifactLayout;
+pub use lock::RunLock;
 pub use manifest::{
     AncSignals, DatasetManifest, Feature, FeatureKind, MetricScale, Split, Splits, WindowSpec,
 };

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic;
 use crate::error::{ArtifactError, Result};
+use crate::family::TaskFamily;
 
 pub const MANIFEST_VERSION: u32 = 1;
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -229,6 +230,15 @@ impl DatasetManifest {
 
     pub fn save(&self, dir: &Path) -> Result<()> {
         atomic::write_json(&dir.join(MANIFEST_FILE), self)
+    }
+
+    /// Control when the data is an ANC recording (it carries the acoustic setup), else
+    /// forecast.
+    pub fn family(&self) -> TaskFamily {
+        match self.anc {
+            Some(_) => TaskFamily::Control,
+            None => TaskFamily::Forecast,
+        }
     }
 
     pub fn target_features(&self) -> impl Iterator<Item = &Feature> {

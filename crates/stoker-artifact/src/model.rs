@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::family::TaskFamily;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum ModelSpec {
@@ -137,6 +139,14 @@ impl ModelSpec {
             ModelSpec::Cnn2d(_) => "cnn2d",
             ModelSpec::LstmAttention(_) => "lstm-attention",
             ModelSpec::MultibandAnc(_) => "multiband-anc",
+        }
+    }
+
+    /// Whether this architecture forecasts or controls.
+    pub fn family(&self) -> TaskFamily {
+        match self {
+            ModelSpec::Cnn2d(_) | ModelSpec::LstmAttention(_) => TaskFamily::Forecast,
+            ModelSpec::MultibandAnc(_) => TaskFamily::Control,
         }
     }
 }

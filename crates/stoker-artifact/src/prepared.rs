@@ -25,6 +25,7 @@ impl PreparedData {
             ));
         }
         let manifest = DatasetManifest::load(dir)?;
+        check_targets(&manifest_path, &manifest.targets, manifest.features.len())?;
         let (manifest_sha256, _) = sha256_file(&manifest_path)?;
         let store = WindowStore::open(&dir.join(&manifest.store_file))?;
         if store.cols() != manifest.features.len() || store.rows() != manifest.rows {
@@ -52,5 +53,23 @@ impl PreparedData {
     pub fn windows(&self, split: Split, spec: WindowSpec) -> Vec<usize> {
         self.store
             .window_starts(spec, self.manifest.splits.rows(split))
+    }
+}
+
+/// Target indices name columns: every one must exist, or the models would index past the
+/// store's rows. `file` is the metadata that holds them.
+pub fn check_targets(file: &Path, targets: &[usize], columns: usize) -> Result<()> {
+    if targets.is_empty() {
+        return Err(ArtifactError::invalid(file, "`targets` is empty"));
+    }
+    match targets.iter().find(|&&t| t >= columns) {
+        Some(t) => Err(ArtifactError::invalid(
+            file,
+            format!(
+                "target column {t} does not exist: there are {columns} columns (0…{})",
+                columns.saturating_sub(1)
+            ),
+        )),
+        None => Ok(()),
     }
 }

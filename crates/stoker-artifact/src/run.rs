@@ -57,7 +57,9 @@ pub struct CheckpointMeta {
 
 impl CheckpointMeta {
     pub fn load(path: &Path) -> Result<Self> {
-        load_versioned(path, |m: &Self| m.format_version, CHECKPOINT_VERSION)
+        let meta: Self = load_versioned(path, |m: &Self| m.format_version, CHECKPOINT_VERSION)?;
+        crate::prepared::check_targets(path, &meta.targets, meta.input_features)?;
+        Ok(meta)
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {

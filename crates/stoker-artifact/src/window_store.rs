@@ -130,6 +130,84 @@ impl WindowStoreWriter {
     }
 }
 
+/// The header's size fields, as read (untrusted: any bit pattern).
+struct Header {
+    cols: u64,
+    rows: u64,
+    matrix_offset: u64,
+    ts_offset: u64,
+    flags_offset: u64,
+}
+
+/// Section sizes a header was checked to describe exactly, within a file of the checked length.
+struct Layout {
+    cols: usize,
+    rows: usize,
+    ts_offset: usize,
+    flags_offset: usize,
+}
+
+impl Header {
+    /// Checks every size and offset against `file_len` in checked u64 arithmetic (a crafted
+    /// header must not wrap into a plausible layout), naming the field that is wrong.
+    fn check(&self, file_len: u64) -> std::result::Result<Layout, String> {
+        let overflow = |what: &str| {
+            format!(
+                "inconsistent header: `{what}` overflows ({} rows × {} cols)",
+                self.rows, self.cols
+            )
+        };
+        if self.matrix_offset != HEADER_LEN {
+            return Err(format!(
+                "inconsistent header: `matrix_offset` is {}, expected {HEADER_LEN}",
+                self.matrix_offset
+            ));
+        }
+        let matrix_end = self
+            .rows
+            .checked_mul(self.cols)
+            .and_then(|n| n.checked_mul(4))
+            .and_then(|n| n.checked_add(HEADER_LEN))
+            .ok_or_else(|| overflow("rows × cols × 4"))?;
+        if self.ts_offset < matrix_end || !self.ts_offset.is_multiple_of(8) {
+            return Err(format!(
+                "inconsistent header: `timestamps_offset` is {}, expected a multiple of 8 at or \
+                 after the matrix's end ({matrix_end}: {} rows × {} cols)",
+                self.ts_offset, self.rows, self.cols
+            ));
+        }
+        let ts_end = self
+            .rows
+            .checked_mul(8)
+            .and_then(|n| n.checked_add(self.ts_offset))
+            .ok_or_else(|| overflow("timestamps_offset + rows × 8"))?;
+        if self.flags_offset != ts_end {
+            return Err(format!(
+                "inconsistent header: `flags_offset` is {}, expected {ts_end} (the timestamps' end)",
+                self.flags_offset
+            ));
+        }
+        let flags_end = self
+            .flags_offset
+            .checked_add(self.rows)
+            .ok_or_else(|| overflow("flags_offset + rows"))?;
+        if flags_end != file_len {
+            return Err(format!(
+                "inconsistent header: {} rows × {} cols needs {flags_end} bytes, file has {file_len}",
+                self.rows, self.cols
+            ));
+        }
+        // Every section ends within the file, whose length fits usize: so do all of these.
+        let fits = |v: u64| usize::try_from(v).map_err(|_| overflow("a section offset"));
+        Ok(Layout {
+            cols: fits(self.cols)?,
+            rows: fits(self.rows)?,
+            ts_offset: fits(self.ts_offset)?,
+            flags_offset: fits(self.flags_offset)?,
+        })
+    }
+}
+
 /// A read-only, memory-mapped window store. Windows are borrowed slices of the map.
 pub struct WindowStore {
     map: Mmap,
@@ -162,32 +240,21 @@ impl WindowStore {
                 expected: STORE_VERSION,
             });
         }
-        let cols = u32_at(12) as usize;
-        let rows = u64_at(16) as usize;
-        let (matrix_offset, ts_offset, flags_offset) = (
-            u64_at(24) as usize,
-            u64_at(32) as usize,
-            u64_at(40) as usize,
-        );
-        let expected_len = flags_offset + rows;
-        if matrix_offset != HEADER_LEN as usize
-            || ts_offset < matrix_offset + rows * cols * 4
-            || ts_offset % 8 != 0
-            || flags_offset != ts_offset + rows * 8
-            || map.len() != expected_len
-        {
-            return Err(bad(format!(
-                "inconsistent header: {rows} rows × {cols} cols needs {expected_len} bytes, file has {}",
-                map.len()
-            )));
-        }
+        let header = Header {
+            cols: u32_at(12) as u64,
+            rows: u64_at(16),
+            matrix_offset: u64_at(24),
+            ts_offset: u64_at(32),
+            flags_offset: u64_at(40),
+        };
+        let layout = header.check(map.len() as u64).map_err(bad)?;
         Ok(Self {
             map,
             path: path.into(),
-            cols,
-            rows,
-            ts_offset,
-            flags_offset,
+            cols: layout.cols,
+            rows: layout.rows,
+            ts_offset: layout.ts_offset,
+            flags_offset: layout.flags_offset,
         })
     }
 

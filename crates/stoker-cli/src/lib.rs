@@ -41,11 +41,9 @@ impl TaskArgs {
         TaskConfig::name_of(&self.config)
     }
 
+    /// Where the task's artifacts go: `--artifacts`, else `artifacts/<config name>/`.
     pub fn layout(&self) -> ArtifactLayout {
-        match &self.artifacts {
-            Some(dir) => ArtifactLayout::new(dir),
-            None => ArtifactLayout::for_task(&self.task()),
-        }
+        ArtifactLayout::for_config(&self.config, self.artifacts.as_deref())
     }
 }
 

@@ -11,91 +11,78 @@
 //!
 //! Unlike the tabular sources, the recording is held in memory (resampling and convolution
 //! need all of it; ANC recordings are seconds to minutes long). The shards hold x and d before
-//! normalisation, and the second pass (`prepare::finish`) is the tabular sources' own.
+//! normalisation, and the second pass ([`crate::finish`]) is the tabular sources' own.
 
 use std::ops::Range;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail, ensure};
 use stoker_artifact::atomic::StagingDir;
 use stoker_artifact::manifest::{QualityReport, SourceFile, sha256_file};
 use stoker_artifact::{AncSignals, AncSourceConfig, DatasetManifest, Feature, FeatureKind, Splits};
+use stoker_dsp::convolve_causal_f64;
 
+use crate::error::{Error, Result};
+use crate::finish::{Staged, finish};
 use crate::impulse::read_impulse_response;
-use crate::prepare::{PrepareRequest, Staged, check_input, finish};
+use crate::request::{PrepareRequest, check_input};
 use crate::resample::resample;
 use crate::shards::ShardWriter;
 use crate::source::SourceSchema;
 use crate::wav;
 
 /// Store columns, in order: the reference, then the disturbance (the target).
-pub const COLUMNS: [&str; 2] = ["x", "d"];
+pub(crate) const COLUMNS: [&str; 2] = ["x", "d"];
 
 /// Reads the recording at `path` as mono samples at `sample_rate`, resampling when allowed;
 /// returns them with the file's own rate.
-pub fn read_reference(
-    path: &Path,
-    sample_rate: u32,
-    allow_resample: bool,
-) -> Result<(Vec<f64>, u32)> {
+fn read_reference(path: &Path, sample_rate: u32, allow_resample: bool) -> Result<(Vec<f64>, u32)> {
     let rec = wav::read_mono(path)?;
     if rec.sample_rate == sample_rate {
         return Ok((rec.samples, rec.sample_rate));
     }
     if !allow_resample {
-        bail!(
-            "{}: recorded at {} Hz but the ANC sample rate is {sample_rate} Hz and `resample = false`: set `resample = true` or convert the file",
-            path.display(),
-            rec.sample_rate
-        );
+        return Err(Error::input(
+            path,
+            format!(
+                "recorded at {} Hz but the ANC sample rate is {sample_rate} Hz and `resample = false`: set `resample = true` or convert the file",
+                rec.sample_rate
+            ),
+        ));
     }
-    let samples = resample(&rec.samples, rec.sample_rate, sample_rate)
-        .with_context(|| path.display().to_string())?;
+    let samples =
+        resample(&rec.samples, rec.sample_rate, sample_rate).map_err(|e| e.in_file(path))?;
     Ok((samples, rec.sample_rate))
 }
 
-/// y = h * x, causal and as long as x (x before its first sample is 0):
-/// y(n) = Σ_k h(k)·x(n − k). Blocked so each block of y stays in cache while every tap adds a
-/// shifted slice of x to it (a loop the compiler vectorises).
-pub fn convolve_causal(h: &[f64], x: &[f64]) -> Vec<f64> {
-    const BLOCK: usize = 4096;
-    let mut y = vec![0.0; x.len()];
-    for (b, out) in y.chunks_mut(BLOCK).enumerate() {
-        let start = b * BLOCK;
-        let end = start + out.len();
-        for (k, &hk) in h.iter().enumerate().take(end) {
-            let first = start.max(k);
-            for (o, &v) in out[first - start..].iter_mut().zip(&x[first - k..end - k]) {
-                *o += hk * v;
-            }
-        }
-    }
-    y
-}
-
 /// Checks 0 < `val_fraction` < `train_fraction` < 1.
-pub fn check_fractions(train_fraction: f64, val_fraction: f64) -> Result<()> {
-    ensure!(
-        val_fraction > 0.0 && val_fraction < train_fraction && train_fraction < 1.0,
-        "config: the anc source needs 0 < val_fraction < train_fraction < 1 (got val_fraction = {val_fraction}, train_fraction = {train_fraction})"
-    );
-    Ok(())
+fn check_fractions(train_fraction: f64, val_fraction: f64) -> Result<()> {
+    if val_fraction > 0.0 && val_fraction < train_fraction && train_fraction < 1.0 {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "the anc source needs 0 < val_fraction < train_fraction < 1 (got val_fraction = {val_fraction}, train_fraction = {train_fraction})"
+    )))
 }
 
 /// The splits of `rows` samples: train `0..round((t − v)·N)`, validation up to `round(t·N)`,
-/// test to the end (t = `train_fraction`, v = `val_fraction`); none may be empty.
-pub fn anc_splits(rows: usize, train_fraction: f64, val_fraction: f64) -> Result<Splits> {
+/// test to the end (t = `train_fraction`, v = `val_fraction`); none may be empty, or the error
+/// names `input`.
+fn anc_splits(input: &Path, rows: usize, train_fraction: f64, val_fraction: f64) -> Result<Splits> {
     check_fractions(train_fraction, val_fraction)?;
     let n = rows as f64;
     let train_end = (train_fraction * n).round() as usize;
     let val_start = ((train_fraction - val_fraction) * n).round() as usize;
-    ensure!(
-        0 < val_start && val_start < train_end && train_end < rows,
-        "{rows} samples are too few to split {:.0} % / {:.0} % / {:.0} %",
-        100.0 * (train_fraction - val_fraction),
-        100.0 * val_fraction,
-        100.0 * (1.0 - train_fraction)
-    );
+    if !(0 < val_start && val_start < train_end && train_end < rows) {
+        return Err(Error::input(
+            input,
+            format!(
+                "{rows} samples are too few to split {:.0} % / {:.0} % / {:.0} %",
+                100.0 * (train_fraction - val_fraction),
+                100.0 * val_fraction,
+                100.0 * (1.0 - train_fraction)
+            ),
+        ));
+    }
     Ok(Splits {
         train: 0..val_start,
         val: val_start..train_end,
@@ -104,31 +91,38 @@ pub fn anc_splits(rows: usize, train_fraction: f64, val_fraction: f64) -> Result
 }
 
 /// Root mean square of `x[rows]`.
-pub fn rms(x: &[f32], rows: Range<usize>) -> f64 {
+fn rms(x: &[f32], rows: Range<usize>) -> f64 {
     let part = &x[rows];
     (part.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / part.len().max(1) as f64).sqrt()
 }
 
 fn path_of<'a>(path: &'a Option<std::path::PathBuf>, key: &str, flag: &str) -> Result<&'a Path> {
-    let path = path.as_deref().with_context(|| {
-        format!("config: the anc source has no `{key}`: set `data.source.{key}` or pass {flag}")
+    let path = path.as_deref().ok_or_else(|| {
+        Error::Config(format!(
+            "the anc source has no `{key}`: set `data.source.{key}` or pass {flag}"
+        ))
     })?;
     check_input(path)?;
     Ok(path)
 }
 
 /// The ANC prepare: every input is read and checked before anything is staged.
-pub fn prepare_anc(req: &PrepareRequest, source: &AncSourceConfig) -> Result<DatasetManifest> {
+pub(crate) fn prepare_anc(
+    req: &PrepareRequest,
+    source: &AncSourceConfig,
+) -> Result<DatasetManifest> {
     check_fractions(source.train_fraction, source.val_fraction)?;
-    ensure!(
-        source.sample_rate > 0,
-        "config: the anc source's `sample_rate` must be > 0"
-    );
-    ensure!(
-        source.saturation.is_finite() && source.saturation >= 0.0,
-        "config: the anc source's `saturation` must be ≥ 0 (0 = linear), got {}",
-        source.saturation
-    );
+    if source.sample_rate == 0 {
+        return Err(Error::Config(
+            "the anc source's `sample_rate` must be > 0".into(),
+        ));
+    }
+    if !(source.saturation.is_finite() && source.saturation >= 0.0) {
+        return Err(Error::Config(format!(
+            "the anc source's `saturation` must be ≥ 0 (0 = linear), got {}",
+            source.saturation
+        )));
+    }
     let primary_path = path_of(&source.primary_path, "primary_path", "--primary-path")?;
     let secondary_path = path_of(&source.secondary_path, "secondary_path", "--secondary-path")?;
     check_input(&req.input)?;
@@ -137,23 +131,29 @@ pub fn prepare_anc(req: &PrepareRequest, source: &AncSourceConfig) -> Result<Dat
     let (x, source_rate) = read_reference(&req.input, rate, source.resample)?;
     let primary = read_impulse_response(primary_path, rate)?;
     let secondary = read_impulse_response(secondary_path, rate)?;
-    let splits = anc_splits(x.len(), source.train_fraction, source.val_fraction)
-        .with_context(|| req.input.display().to_string())?;
-    let d = convolve_causal(&primary, &x);
+    let splits = anc_splits(
+        &req.input,
+        x.len(),
+        source.train_fraction,
+        source.val_fraction,
+    )?;
+    let d = convolve_causal_f64(&primary, &x);
     // The stored values are f32: the statistics are those of what is stored.
     let x: Vec<f32> = x.iter().map(|&v| v as f32).collect();
     let d: Vec<f32> = d.iter().map(|&v| v as f32).collect();
     let (rms_x, rms_d) = (rms(&x, splits.train.clone()), rms(&d, splits.train.clone()));
-    ensure!(
-        rms_x > 0.0,
-        "{}: the train part of the recording is silent",
-        req.input.display()
-    );
-    ensure!(
-        rms_d > 0.0,
-        "{}: the disturbance primary * x is silent over the train part (is the primary path all zeros?)",
-        primary_path.display()
-    );
+    if rms_x.is_nan() || rms_x <= 0.0 {
+        return Err(Error::input(
+            &req.input,
+            "the train part of the recording is silent",
+        ));
+    }
+    if rms_d.is_nan() || rms_d <= 0.0 {
+        return Err(Error::input(
+            primary_path,
+            "the disturbance primary * x is silent over the train part (is the primary path all zeros?)",
+        ));
+    }
 
     let mut sources = Vec::new();
     for path in [&req.input, primary_path, secondary_path] {
@@ -212,59 +212,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn disturbance_is_the_causal_convolution() {
-        let h = [0.5, -1.0, 0.25];
-        let x = [1.0, 2.0, 0.0, -1.0, 3.0];
-        // y(n) = 0.5 x(n) − x(n−1) + 0.25 x(n−2), x(<0) = 0.
-        let expected = [0.5, 0.0, -1.75, 0.0, 2.5];
-        assert_eq!(convolve_causal(&h, &x), expected);
-        // Longer filter than signal, and an empty signal.
-        assert_eq!(
-            convolve_causal(&[1.0, 1.0, 1.0, 1.0], &[1.0, 2.0]),
-            vec![1.0, 3.0]
-        );
-        assert!(convolve_causal(&h, &[]).is_empty());
-    }
-
-    #[test]
-    fn blocked_convolution_matches_the_direct_sum() {
-        let x: Vec<f64> = (0..10_000)
-            .map(|i| ((i * 7919) % 101) as f64 - 50.0)
-            .collect();
-        let h: Vec<f64> = (0..300)
-            .map(|k| ((k * 31) % 17) as f64 * 0.01 - 0.08)
-            .collect();
-        let y = convolve_causal(&h, &x);
-        for n in [0, 1, 299, 300, 4095, 4096, 4097, 8191, 9999] {
-            let direct: f64 = (0..h.len())
-                .filter(|&k| k <= n)
-                .map(|k| h[k] * x[n - k])
-                .sum();
-            assert!(
-                (y[n] - direct).abs() < 1e-9,
-                "n = {n}: {} vs {direct}",
-                y[n]
-            );
-        }
-    }
-
-    #[test]
     fn splits_follow_the_fractions() {
-        let s = anc_splits(160_000, 0.7, 0.1).unwrap();
+        let input = Path::new("noise.wav");
+        let s = anc_splits(input, 160_000, 0.7, 0.1).unwrap();
         assert_eq!(
             (s.train, s.val, s.test),
             (0..96_000, 96_000..112_000, 112_000..160_000)
         );
-        let s = anc_splits(1001, 0.7, 0.1).unwrap();
+        let s = anc_splits(input, 1001, 0.7, 0.1).unwrap();
         assert_eq!((s.train, s.val, s.test), (0..601, 601..701, 701..1001));
         for (t, v) in [(0.7, 0.0), (0.7, 0.7), (1.0, 0.1), (0.5, 0.6), (0.7, -0.1)] {
-            let msg = anc_splits(1000, t, v).unwrap_err().to_string();
+            let msg = anc_splits(input, 1000, t, v).unwrap_err().to_string();
             assert!(
                 msg.contains("0 < val_fraction < train_fraction < 1"),
                 "{msg}"
             );
         }
-        assert!(anc_splits(3, 0.7, 0.1).is_err(), "a split would be empty");
+        let msg = anc_splits(input, 3, 0.7, 0.1).unwrap_err().to_string();
+        assert!(msg.starts_with("noise.wav: 3 samples are too few"), "{msg}");
     }
 
     #[test]

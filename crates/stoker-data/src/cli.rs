@@ -7,7 +7,8 @@ use clap::Args;
 use stoker_artifact::{DatasetManifest, SourceConfig, TaskConfig};
 use stoker_cli::TaskArgs;
 
-use crate::prepare::{PrepareRequest, check_input, prepare};
+use crate::prepare::prepare;
+use crate::request::{PrepareRequest, check_input};
 use crate::synthetic::{SyntheticSpec, write_pm25_csv, write_synthetic_anc};
 
 #[derive(Debug, Clone, Args)]

@@ -5,14 +5,14 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use chrono::NaiveDateTime;
 
+use crate::error::{Error, Result};
 use crate::source::{RawRow, Source, SourceSchema, csv_error, open_csv, parse_cell};
 
 const FORMATS: [&str; 3] = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y/%m/%d %H:%M"];
 
-pub struct EttReader {
+pub(crate) struct EttReader {
     path: PathBuf,
     records: csv::StringRecordsIntoIter<File>,
     columns: Vec<String>,
@@ -24,10 +24,10 @@ impl EttReader {
     pub fn open(path: &Path) -> Result<Self> {
         let (header, records) = open_csv(path, "date,<column>,…")?;
         if header.len() < 2 {
-            bail!(
-                "{}: line 1: expected a timestamp column and at least one numeric column",
-                path.display()
-            );
+            return Err(Error::input(
+                path,
+                "line 1: expected a timestamp column and at least one numeric column",
+            ));
         }
         Ok(Self {
             path: path.into(),
@@ -57,7 +57,7 @@ impl EttReader {
 
     fn parse(&mut self, record: &csv::StringRecord) -> Result<RawRow> {
         let line = record.position().map_or(0, |p| p.line());
-        let path = self.path.display();
+        let path = self.path.as_path();
         let cell = record[0].trim();
         let timestamp = FORMATS
             .iter()
@@ -67,22 +67,28 @@ impl EttReader {
                     .ok()
                     .and_then(|d| d.and_hms_opt(0, 0, 0))
             })
-            .with_context(|| format!("{path}: line {line}, column 1: `{cell}` is not a date (expected YYYY-MM-DD HH:MM:SS)"))?
+            .ok_or_else(|| {
+                Error::input(
+                    path,
+                    format!("line {line}, column 1: `{cell}` is not a date (expected YYYY-MM-DD HH:MM:SS)"),
+                )
+            })?
             .and_utc()
             .timestamp();
         if let Some(last) = self.last_timestamp
             && timestamp <= last
         {
-            bail!(
-                "{path}: line {line}: time goes backwards or repeats (`{cell}`); rows must be in time order"
-            );
+            return Err(Error::input(
+                path,
+                format!(
+                    "line {line}: time goes backwards or repeats (`{cell}`); rows must be in time order"
+                ),
+            ));
         }
         self.last_timestamp = Some(timestamp);
         let mut numeric = Vec::with_capacity(self.columns.len());
         for (i, name) in self.columns.iter().enumerate() {
-            numeric.push(parse_cell(&record[i + 1], || {
-                format!("{path}: line {line}, column `{name}`")
-            })?);
+            numeric.push(parse_cell(&record[i + 1], path, line, name)?);
         }
         Ok(RawRow {
             timestamp,
@@ -99,9 +105,9 @@ impl Iterator for EttReader {
 
     fn next(&mut self) -> Option<Self::Item> {
         match self.records.next() {
-            None if self.data_rows == 0 => Some(Err(anyhow::anyhow!(
-                "{}: no data rows after the header",
-                self.path.display()
+            None if self.data_rows == 0 => Some(Err(Error::input(
+                &self.path,
+                "no data rows after the header",
             ))),
             None => None,
             Some(Err(e)) => Some(Err(csv_error(&self.path, e))),

@@ -54,7 +54,11 @@ impl<R: GapRow> GapFiller<R> {
             self.last[c] = Some(value);
         }
         self.buffer.push_back(row);
-        (self.buffer.len() > self.max_gap).then(|| self.buffer.pop_front().unwrap())
+        if self.buffer.len() > self.max_gap {
+            self.buffer.pop_front()
+        } else {
+            None
+        }
     }
 
     /// The rows still held back, in order.

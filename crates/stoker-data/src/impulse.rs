@@ -3,8 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
-
+use crate::error::{Error, Result};
 use crate::wav;
 
 /// Reads the impulse response at `path`; a WAV must be recorded at `sample_rate`.
@@ -15,21 +14,22 @@ pub fn read_impulse_response(path: &Path, sample_rate: u32) -> Result<Vec<f64>> 
     if is_wav {
         let r = wav::read_mono(path)?;
         if r.sample_rate != sample_rate {
-            bail!(
-                "{}: impulse response at {} Hz, the ANC sample rate is {sample_rate} Hz: resample it first (impulse responses are not resampled)",
-                path.display(),
-                r.sample_rate
-            );
+            return Err(Error::input(
+                path,
+                format!(
+                    "impulse response at {} Hz, the ANC sample rate is {sample_rate} Hz: resample it first (impulse responses are not resampled)",
+                    r.sample_rate
+                ),
+            ));
         }
         return Ok(r.samples);
     }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read", e))?;
     parse_impulse_text(&text, path)
 }
 
 /// Parses one coefficient per line; errors name `path` and the line.
-pub fn parse_impulse_text(text: &str, path: &Path) -> Result<Vec<f64>> {
+pub(crate) fn parse_impulse_text(text: &str, path: &Path) -> Result<Vec<f64>> {
     let mut taps = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let cell = line.trim();
@@ -38,18 +38,22 @@ pub fn parse_impulse_text(text: &str, path: &Path) -> Result<Vec<f64>> {
         }
         match cell.parse::<f64>() {
             Ok(v) if v.is_finite() => taps.push(v),
-            _ => bail!(
-                "{}: line {}: `{cell}` is not a number (one coefficient per line, `#` for comments)",
-                path.display(),
-                i + 1
-            ),
+            _ => {
+                return Err(Error::input(
+                    path,
+                    format!(
+                        "line {}: `{cell}` is not a number (one coefficient per line, `#` for comments)",
+                        i + 1
+                    ),
+                ));
+            }
         }
     }
     if taps.is_empty() {
-        bail!(
-            "{}: no coefficients: an impulse response needs at least one tap",
-            path.display()
-        );
+        return Err(Error::input(
+            path,
+            "no coefficients: an impulse response needs at least one tap",
+        ));
     }
     Ok(taps)
 }

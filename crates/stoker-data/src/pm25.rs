@@ -6,9 +6,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
 use chrono::NaiveDate;
 
+use crate::error::{Error, Result};
 use crate::source::{RawRow, Source, SourceSchema, csv_error, open_csv, parse_cell};
 
 /// Numeric columns, in store order. `pm2.5` is the target.
@@ -18,7 +18,7 @@ pub const WIND: [&str; 4] = ["NE", "NW", "SE", "cv"];
 const TIME: [&str; 4] = ["year", "month", "day", "hour"];
 pub const STEP_SECONDS: i64 = 3600;
 
-pub struct Pm25Reader {
+pub(crate) struct Pm25Reader {
     path: PathBuf,
     records: csv::StringRecordsIntoIter<File>,
     /// Column index of each of TIME, NUMERIC and `cbwd`.
@@ -35,15 +35,9 @@ impl Pm25Reader {
     pub fn open(path: &Path) -> Result<Self> {
         let (header, records) = open_csv(path, "No,year,month,day,hour,pm2.5,…")?;
         let find = |name: &str| {
-            header
-                .iter()
-                .position(|h| h.trim() == name)
-                .with_context(|| {
-                    format!(
-                        "{}: line 1: missing column `{name}` in header",
-                        path.display()
-                    )
-                })
+            header.iter().position(|h| h.trim() == name).ok_or_else(|| {
+                Error::input(path, format!("line 1: missing column `{name}` in header"))
+            })
         };
         let mut time_cols = [0; 4];
         for (slot, name) in time_cols.iter_mut().zip(TIME) {
@@ -79,11 +73,14 @@ impl Pm25Reader {
 
     fn parse(&mut self, record: &csv::StringRecord) -> Result<RawRow> {
         let line = record.position().map_or(0, |p| p.line());
-        let path = self.path.display();
+        let path = self.path.as_path();
         let int = |col: usize, name: &str| -> Result<u32> {
             let cell = record[col].trim();
-            cell.parse::<u32>().with_context(|| {
-                format!("{path}: line {line}, column `{name}`: `{cell}` is not a whole number")
+            cell.parse::<u32>().map_err(|_| {
+                Error::input(
+                    path,
+                    format!("line {line}, column `{name}`: `{cell}` is not a whole number"),
+                )
             })
         };
         let [y, m, d, h] = self.time_cols;
@@ -95,32 +92,41 @@ impl Pm25Reader {
         );
         let timestamp = NaiveDate::from_ymd_opt(year as i32, month, day)
             .and_then(|date| date.and_hms_opt(hour, 0, 0))
-            .with_context(|| {
-                format!("{path}: line {line}: {year}-{month}-{day} {hour}:00 is not a valid date and hour")
+            .ok_or_else(|| {
+                Error::input(
+                    path,
+                    format!(
+                        "line {line}: {year}-{month}-{day} {hour}:00 is not a valid date and hour"
+                    ),
+                )
             })?
             .and_utc()
             .timestamp();
         let mut row = RawRow::missing(timestamp, NUMERIC.len());
         row.inserted = false;
         for (i, (&col, name)) in self.numeric_cols.iter().zip(NUMERIC).enumerate() {
-            row.numeric[i] = parse_cell(&record[col], || {
-                format!("{path}: line {line}, column `{name}`")
-            })?;
+            row.numeric[i] = parse_cell(&record[col], path, line, name)?;
         }
         row.targets_observed = !row.numeric[0].is_nan();
         let cell = record[self.wind_col].trim();
         if !(cell.is_empty() || cell == "NA") {
-            let idx = WIND.iter().position(|w| *w == cell).with_context(|| {
-                format!("{path}: line {line}, column `cbwd`: unknown wind direction `{cell}` (expected one of {WIND:?})")
+            let idx = WIND.iter().position(|w| *w == cell).ok_or_else(|| {
+                Error::input(
+                    path,
+                    format!("line {line}, column `cbwd`: unknown wind direction `{cell}` (expected one of {WIND:?})"),
+                )
             })?;
             row.category = Some(idx as u8);
         }
         if let Some(expected) = self.next_timestamp
             && timestamp < expected
         {
-            bail!(
-                "{path}: line {line}: time goes backwards or repeats ({year}-{month:02}-{day:02} {hour:02}:00); rows must be in hourly order"
-            );
+            return Err(Error::input(
+                path,
+                format!(
+                    "line {line}: time goes backwards or repeats ({year}-{month:02}-{day:02} {hour:02}:00); rows must be in hourly order"
+                ),
+            ));
         }
         Ok(row)
     }
@@ -134,9 +140,9 @@ impl Iterator for Pm25Reader {
             Some(row) => row,
             None => match self.records.next() {
                 None if self.data_rows == 0 => {
-                    return Some(Err(anyhow::anyhow!(
-                        "{}: no data rows after the header",
-                        self.path.display()
+                    return Some(Err(Error::input(
+                        &self.path,
+                        "no data rows after the header",
                     )));
                 }
                 None => return None,

@@ -1,39 +1,25 @@
-//! The prepare stage, in two streaming passes over any [`Source`]:
+//! The prepare stage, in two streaming passes over a tabular source (PM2.5, ETT):
 //! 1. raw rows → gap filling → Parquet shards, while fitting normalisation on train rows;
-//! 2. shards → normalised feature rows → window store; then the manifest (`finish`).
+//! 2. shards → normalised feature rows → window store; then the manifest ([`crate::finish`]).
 //!
 //! An ANC recording ([`crate::anc`]) has its own first pass and shares the second.
 //! Everything is written into a staging directory that replaces `data/` only when complete.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Result, bail, ensure};
-use chrono::{Datelike, Timelike};
 use stoker_artifact::atomic::StagingDir;
-use stoker_artifact::layout::STORE_FILE;
-use stoker_artifact::manifest::{
-    MANIFEST_VERSION, QualityReport, ShardRef, SourceFile, Split, sha256_file,
-};
-use stoker_artifact::{
-    AncSignals, DatasetManifest, Feature, FeatureKind, INPUT_OK, MetricScale, SourceConfig, Splits,
-    TARGET_OK, TaskConfig, WindowStore, WindowStoreWriter,
-};
+use stoker_artifact::manifest::{QualityReport, SourceFile, sha256_file};
+use stoker_artifact::{DatasetManifest, Feature, FeatureKind, RunLock, SourceConfig, Splits};
 
+use crate::error::{Error, Result};
 use crate::ett::EttReader;
+use crate::finish::{Staged, finish};
 use crate::gapfill::GapFiller;
 use crate::pm25::Pm25Reader;
-use crate::shards::{ShardWriter, for_each_row};
+use crate::request::PrepareRequest;
+use crate::shards::ShardWriter;
 use crate::source::{RawRow, Source, SourceSchema};
 use crate::stats::RunningStats;
-
-/// What to prepare and where.
-#[derive(Debug, Clone)]
-pub struct PrepareRequest {
-    pub config: TaskConfig,
-    pub input: PathBuf,
-    /// The `data/` directory to (re)create.
-    pub out_dir: PathBuf,
-}
 
 /// Which split a row belongs to, decided as rows stream by.
 enum SplitRule {
@@ -48,6 +34,7 @@ enum SplitRule {
     },
 }
 
+/// How a tabular source is read and split.
 struct Plan {
     source: Source,
     rule: SplitRule,
@@ -55,20 +42,25 @@ struct Plan {
     calendar: bool,
 }
 
-fn plan(config: &SourceConfig, input: &Path) -> Result<Plan> {
-    Ok(match *config {
+/// Prepares the request's data into `req.out_dir`, replacing it only when complete, and returns
+/// the manifest written. The tabular sources (PM2.5, ETT) stream through two passes; an ANC
+/// recording is read whole, its disturbance simulated, and shares the second pass.
+pub fn prepare(req: &PrepareRequest) -> Result<DatasetManifest> {
+    let _lock = RunLock::for_stage_dir(&req.out_dir)?;
+    let plan = match req.config.data.source {
         SourceConfig::Pm25 {
             val_start_year,
             test_start_year,
             max_gap,
             calendar,
         } => {
-            ensure!(
-                val_start_year < test_start_year,
-                "config: `val_start_year` ({val_start_year}) must be before `test_start_year` ({test_start_year})"
-            );
+            if val_start_year >= test_start_year {
+                return Err(Error::Config(format!(
+                    "`val_start_year` ({val_start_year}) must be before `test_start_year` ({test_start_year})"
+                )));
+            }
             Plan {
-                source: Pm25Reader::open(input)?.into_source(),
+                source: Pm25Reader::open(&req.input)?.into_source(),
                 rule: SplitRule::ByYear {
                     val_start: val_start_year,
                     test_start: test_start_year,
@@ -83,7 +75,7 @@ fn plan(config: &SourceConfig, input: &Path) -> Result<Plan> {
             test_rows,
             max_gap,
         } => Plan {
-            source: EttReader::open(input)?.into_source(),
+            source: EttReader::open(&req.input)?.into_source(),
             rule: SplitRule::ByRows {
                 train: train_rows,
                 val: val_rows,
@@ -92,22 +84,18 @@ fn plan(config: &SourceConfig, input: &Path) -> Result<Plan> {
             max_gap,
             calendar: false,
         },
-        SourceConfig::Anc(_) => unreachable!("ANC recordings are prepared by crate::anc"),
-    })
+        SourceConfig::Anc(ref source) => return crate::anc::prepare_anc(req, source),
+    };
+    prepare_tabular(req, plan)
 }
 
-/// Prepares the request's data: the tabular sources stream through `Pass1`, an ANC recording
-/// goes through [`crate::anc`]; both end in `finish`.
-pub fn prepare(req: &PrepareRequest) -> Result<DatasetManifest> {
-    if let SourceConfig::Anc(source) = &req.config.data.source {
-        return crate::anc::prepare_anc(req, source);
-    }
+fn prepare_tabular(req: &PrepareRequest, plan: Plan) -> Result<DatasetManifest> {
     let Plan {
         source: Source { schema, rows },
         rule,
         max_gap,
         calendar,
-    } = plan(&req.config.data.source, &req.input)?;
+    } = plan;
     let staging = StagingDir::new(&req.out_dir)?;
     let (sha256, bytes) = sha256_file(&req.input)?;
 
@@ -159,142 +147,16 @@ pub fn prepare(req: &PrepareRequest) -> Result<DatasetManifest> {
     finish(req, staging, staged)
 }
 
-/// What a source's first pass leaves in the staging directory: its rows in raw units in
-/// Parquet shards, the features (normalisation fitted on the train rows) and the splits.
-pub(crate) struct Staged {
-    pub sources: Vec<SourceFile>,
-    pub schema: SourceSchema,
-    pub features: Vec<Feature>,
-    pub calendar: bool,
-    pub shards: Vec<ShardRef>,
-    pub splits: Splits,
-    pub rows: usize,
-    /// Everything but `windows`, which [`finish`] counts.
-    pub quality: QualityReport,
-    /// `None`: the step between the first two timestamps.
-    pub time_step_seconds: Option<i64>,
-    pub anc: Option<AncSignals>,
-}
-
-/// The second pass, shared by every source: shards → normalised rows in the window store; then
-/// the window spec, the windows per split and the manifest; then the staging directory
-/// replaces `req.out_dir`.
-pub(crate) fn finish(
-    req: &PrepareRequest,
-    staging: StagingDir,
-    staged: Staged,
-) -> Result<DatasetManifest> {
-    let Staged {
-        sources,
-        schema,
-        features,
-        calendar,
-        shards,
-        splits,
-        rows,
-        mut quality,
-        time_step_seconds,
-        anc,
-    } = staged;
-    let n_numeric = schema.numeric.len();
-    let categories = schema.categorical.as_ref().map_or(0, |(_, c)| c.len());
-    let store_path = staging.path().join(STORE_FILE);
-    let mut store = WindowStoreWriter::create(&store_path, features.len())?;
-    let mut values = vec![0f32; features.len()];
-    for_each_row(staging.path(), &shards, |row| {
-        let mut input_ok = true;
-        for (i, &raw) in row.numeric.iter().enumerate() {
-            input_ok &= !raw.is_nan();
-            values[i] = ((f64::from(raw) - features[i].mean) / features[i].std) as f32;
-        }
-        if let Some((_, names)) = &schema.categorical {
-            let value = row.categories[0].as_deref();
-            input_ok &= value.is_some();
-            for (k, name) in names.iter().enumerate() {
-                values[n_numeric + k] = f32::from(value == Some(name.as_str()));
-            }
-        }
-        if calendar {
-            values[n_numeric + categories..].copy_from_slice(&calendar_features(row.timestamp));
-        }
-        let flags =
-            if input_ok { INPUT_OK } else { 0 } | if row.target_observed { TARGET_OK } else { 0 };
-        store.push_row(&values, row.timestamp, flags)?;
-        Ok(())
-    })?;
-    store.finish()?;
-
-    let opened = WindowStore::open(&store_path)?;
-    let timestamps = opened.timestamps();
-    let mut manifest = DatasetManifest {
-        format_version: MANIFEST_VERSION,
-        source_kind: source_kind(&req.config.data.source).into(),
-        sources,
-        features,
-        targets: schema.targets.clone(),
-        target_unit: schema
-            .raw_unit
-            .clone()
-            .unwrap_or_else(|| "normalised".into()),
-        metric_scale: if schema.raw_unit.is_some() {
-            MetricScale::Raw
-        } else {
-            MetricScale::Normalised
-        },
-        window: req.config.window(),
-        rows,
-        time_step_seconds: time_step_seconds
-            .unwrap_or_else(|| timestamps.get(1).map_or(0, |t| t - timestamps[0])),
-        splits,
-        store_file: STORE_FILE.into(),
-        shards,
-        quality: QualityReport::default(),
-        anc,
-    };
-    // ANC's window depends on the prepared secondary path; the others' on the config alone.
-    let window = req.config.window_for(&manifest);
-    manifest.window = window;
-    quality.windows = [Split::Train, Split::Val, Split::Test]
-        .map(|s| {
-            (
-                s.name().to_string(),
-                opened
-                    .clean_window_starts(window, manifest.splits.rows(s))
-                    .count(),
-            )
-        })
-        .to_vec();
-    for (name, n) in &quality.windows {
-        ensure!(
-            *n > 0,
-            "{}: the {name} split has no complete window ({} input rows, horizon {}, {} output rows)",
-            req.input.display(),
-            window.input_len,
-            window.horizon,
-            window.output_len
-        );
-    }
-    manifest.quality = quality;
-    manifest.save(staging.path())?;
-    staging.commit()?;
-    Ok(manifest)
-}
-
-fn source_kind(source: &SourceConfig) -> &'static str {
-    match source {
-        SourceConfig::Pm25 { .. } => "pm25",
-        SourceConfig::Ett { .. } => "ett",
-        SourceConfig::Anc(_) => "anc",
-    }
-}
-
 struct Pass1 {
     rule: SplitRule,
     rows: usize,
     val_start: Option<usize>,
     test_start: Option<usize>,
     stats: Vec<RunningStats>,
+    /// Missing cells per numeric column, in schema order.
     missing: Vec<usize>,
+    /// Missing cells of the categorical column.
+    missing_category: usize,
     inserted: usize,
     unobserved_targets: usize,
 }
@@ -308,7 +170,8 @@ impl Pass1 {
             val_start: None,
             test_start: None,
             stats: vec![RunningStats::default(); n],
-            missing: vec![0; n + 1],
+            missing: vec![0; n],
+            missing_category: 0,
             inserted: 0,
             unobserved_targets: 0,
         }
@@ -323,7 +186,7 @@ impl Pass1 {
         for (m, v) in self.missing.iter_mut().zip(&row.numeric) {
             *m += usize::from(v.is_nan());
         }
-        *self.missing.last_mut().unwrap() += usize::from(row.category.is_none());
+        self.missing_category += usize::from(row.category.is_none());
     }
 
     fn in_train(&mut self, row: &RawRow) -> bool {
@@ -332,7 +195,8 @@ impl Pass1 {
                 val_start,
                 test_start,
             } => {
-                let year = row.year();
+                // A timestamp past chrono's range is later than any split year.
+                let year = row.year().unwrap_or(i32::MAX);
                 if year >= val_start && self.val_start.is_none() {
                     self.val_start = Some(self.rows);
                 }
@@ -360,7 +224,8 @@ impl Pass1 {
         let category = schema
             .categorical
             .as_ref()
-            .and_then(|(_, names)| row.category.map(|c| names[c as usize].as_str()));
+            .and_then(|(_, names)| names.get(usize::from(row.category?)))
+            .map(String::as_str);
         shards.push(
             row.timestamp,
             &row.numeric,
@@ -373,7 +238,6 @@ impl Pass1 {
 
     fn splits(&self, input: &Path) -> Result<Splits> {
         let rows = self.rows;
-        let input = input.display();
         let (val_start, test_start, test_end) = match self.rule {
             SplitRule::ByYear {
                 val_start,
@@ -383,26 +247,35 @@ impl Pass1 {
                     self.val_start.unwrap_or(rows),
                     self.test_start.unwrap_or(rows),
                 );
-                ensure!(
-                    v > 0,
-                    "{input}: no rows before {val_start}: the train split is empty"
-                );
-                ensure!(
-                    t > v,
-                    "{input}: no rows in {val_start}..{test_start}: the validation split is empty"
-                );
-                ensure!(
-                    rows > t,
-                    "{input}: no rows from {test_start} on: the test split is empty"
-                );
+                let empty = if v == 0 {
+                    Some(format!(
+                        "no rows before {val_start}: the train split is empty"
+                    ))
+                } else if t <= v {
+                    Some(format!(
+                        "no rows in {val_start}..{test_start}: the validation split is empty"
+                    ))
+                } else if rows <= t {
+                    Some(format!(
+                        "no rows from {test_start} on: the test split is empty"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(message) = empty {
+                    return Err(Error::input(input, message));
+                }
                 (v, t, rows)
             }
             SplitRule::ByRows { train, val, test } => {
                 let needed = train + val + test;
                 if rows < needed {
-                    bail!(
-                        "{input}: {rows} data rows, the split needs {train} train + {val} validation + {test} test = {needed}"
-                    );
+                    return Err(Error::input(
+                        input,
+                        format!(
+                            "{rows} data rows, the split needs {train} train + {val} validation + {test} test = {needed}"
+                        ),
+                    ));
                 }
                 (train, train + val, needed)
             }
@@ -422,7 +295,7 @@ impl Pass1 {
             .zip(self.missing.iter().copied())
             .collect();
         if let Some((name, _)) = &schema.categorical {
-            report.push((name.clone(), *self.missing.last().unwrap()));
+            report.push((name.clone(), self.missing_category));
         }
         report.push(("inserted_missing_rows".into(), self.inserted));
         report
@@ -466,29 +339,4 @@ fn feature_list(schema: &SourceSchema, stats: &[RunningStats], calendar: bool) -
         }
     }
     features
-}
-
-/// Hour of day, day of week and day of year as (sin, cos) pairs.
-fn calendar_features(timestamp: i64) -> [f32; 6] {
-    let t = chrono::DateTime::from_timestamp(timestamp, 0).expect("valid timestamp");
-    let tau = std::f64::consts::TAU;
-    let phases = [
-        f64::from(t.hour()) / 24.0,
-        f64::from(t.weekday().num_days_from_monday()) / 7.0,
-        f64::from(t.ordinal0()) / 365.25,
-    ];
-    let mut out = [0f32; 6];
-    for (i, p) in phases.iter().enumerate() {
-        out[2 * i] = (tau * p).sin() as f32;
-        out[2 * i + 1] = (tau * p).cos() as f32;
-    }
-    out
-}
-
-/// Fails with a clear message when `input` does not exist, before anything is staged.
-pub fn check_input(input: &Path) -> Result<()> {
-    if !input.is_file() {
-        bail!("{}: no such file", input.display());
-    }
-    Ok(())
 }

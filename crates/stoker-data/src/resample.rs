@@ -2,7 +2,7 @@
 //! spectrum is cut (anti-aliasing) or extended, and the resampler's startup delay is trimmed so
 //! output sample n lies at the time of input sample n · from / to (to within one input sample).
 
-use anyhow::{Context, Result, ensure};
+use crate::error::{Error, Result};
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler, WindowFunction};
 
@@ -11,11 +11,11 @@ use rubato::{Fft, FixedSync, Resampler, WindowFunction};
 const CHUNK: usize = 2048;
 
 /// `signal` at `from` Hz, resampled to `to` Hz: ⌈len · to / from⌉ samples.
-pub fn resample(signal: &[f64], from: u32, to: u32) -> Result<Vec<f64>> {
-    ensure!(
-        from > 0 && to > 0,
-        "cannot resample from {from} Hz to {to} Hz"
-    );
+pub(crate) fn resample(signal: &[f64], from: u32, to: u32) -> Result<Vec<f64>> {
+    let failed = |message: String| Error::Resample { from, to, message };
+    if from == 0 || to == 0 {
+        return Err(failed("a rate of 0 Hz".into()));
+    }
     if from == to || signal.is_empty() {
         return Ok(signal.to_vec());
     }
@@ -28,11 +28,12 @@ pub fn resample(signal: &[f64], from: u32, to: u32) -> Result<Vec<f64>> {
         WindowFunction::BlackmanHarris2,
         FixedSync::Both,
     )
-    .with_context(|| format!("cannot resample from {from} Hz to {to} Hz"))?;
-    let input = InterleavedSlice::new(signal, 1, signal.len()).context("resampler input buffer")?;
+    .map_err(|e| failed(e.to_string()))?;
+    let input = InterleavedSlice::new(signal, 1, signal.len())
+        .map_err(|e| failed(format!("resampler input buffer: {e}")))?;
     let output = resampler
         .process_all(&input, signal.len(), None)
-        .with_context(|| format!("resampling from {from} Hz to {to} Hz failed"))?;
+        .map_err(|e| failed(e.to_string()))?;
     Ok(output.take_data())
 }
 

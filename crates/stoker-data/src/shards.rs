@@ -6,7 +6,6 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
 use arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBuilder, Float32Array, Float32Builder, Int64Array,
     Int64Builder, StringArray, StringBuilder,
@@ -19,18 +18,20 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use stoker_artifact::manifest::ShardRef;
 
+use crate::error::{Error, Result};
+
 const ROW_GROUP_ROWS: usize = 16_384;
 
 /// One cleaned row, borrowed for writing or reused while reading.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ShardRow {
+pub(crate) struct ShardRow {
     pub timestamp: i64,
     pub numeric: Vec<f32>,
     pub categories: Vec<Option<String>>,
     pub target_observed: bool,
 }
 
-pub struct ShardWriter {
+pub(crate) struct ShardWriter {
     dir: PathBuf,
     schema: SchemaRef,
     shard_rows: usize,
@@ -111,20 +112,24 @@ impl ShardWriter {
                 .map(|b| Arc::new(b.finish()) as ArrayRef),
         );
         columns.push(Arc::new(self.target_observed.finish()));
-        let batch = RecordBatch::try_new(self.schema.clone(), columns)?;
         let name = format!("shard-{:05}.parquet", self.written.len());
         let path = self.dir.join(&name);
+        let failed = |e: &dyn std::fmt::Display| Error::Shard {
+            path: path.clone(),
+            message: format!("cannot write: {e}"),
+        };
+        let batch = RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| failed(&e))?;
         let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).map_err(|e| failed(&e))?,
+            ))
             .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
             .build();
-        let file =
-            File::create(&path).with_context(|| format!("{}: cannot create", path.display()))?;
-        let mut writer = ArrowWriter::try_new(file, self.schema.clone(), Some(props))?;
-        writer.write(&batch)?;
-        writer
-            .close()
-            .with_context(|| format!("{}: cannot write", path.display()))?;
+        let file = File::create(&path).map_err(|e| Error::io(&path, "cannot create", e))?;
+        let mut writer =
+            ArrowWriter::try_new(file, self.schema.clone(), Some(props)).map_err(|e| failed(&e))?;
+        writer.write(&batch).map_err(|e| failed(&e))?;
+        writer.close().map_err(|e| failed(&e))?;
         self.written.push(ShardRef {
             file: name,
             rows: self.buffered,
@@ -140,7 +145,7 @@ impl ShardWriter {
 }
 
 /// Calls `visit` for every row of the shards, in order, reusing one row buffer.
-pub fn for_each_row(
+pub(crate) fn for_each_row(
     dir: &Path,
     shards: &[ShardRef],
     mut visit: impl FnMut(&ShardRow) -> Result<()>,
@@ -148,21 +153,29 @@ pub fn for_each_row(
     let mut row = ShardRow::default();
     for shard in shards {
         let path = dir.join(&shard.file);
-        let file = File::open(&path).with_context(|| format!("{}: cannot open", path.display()))?;
+        let failed = |message: String| Error::Shard {
+            path: path.clone(),
+            message,
+        };
+        let file = File::open(&path).map_err(|e| Error::io(&path, "cannot open", e))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .with_context(|| format!("{}: not a Parquet shard", path.display()))?
+            .map_err(|e| failed(format!("not a Parquet shard: {e}")))?
             .with_batch_size(8192)
-            .build()?;
+            .build()
+            .map_err(|e| failed(format!("cannot read: {e}")))?;
         for batch in reader {
-            let batch = batch.with_context(|| format!("{}: cannot read", path.display()))?;
+            let batch = batch.map_err(|e| failed(format!("cannot read: {e}")))?;
             let n_cols = batch.num_columns();
+            if n_cols < 2 {
+                return Err(failed(format!("{n_cols} columns, not a prepare shard")));
+            }
             let col = |i: usize| batch.column(i).as_any();
             let ts = col(0)
                 .downcast_ref::<Int64Array>()
-                .context("timestamp column")?;
+                .ok_or_else(|| failed("the timestamp column is not Int64".into()))?;
             let observed = col(n_cols - 1)
                 .downcast_ref::<BooleanArray>()
-                .context("target_observed column")?;
+                .ok_or_else(|| failed("the target_observed column is not Boolean".into()))?;
             let numeric: Vec<&Float32Array> = (1..n_cols - 1)
                 .filter_map(|i| col(i).downcast_ref::<Float32Array>())
                 .collect();

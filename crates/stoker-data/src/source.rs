@@ -1,11 +1,15 @@
 //! What every raw-data reader yields: a schema, then rows in time order.
 
+use std::fs::File;
+use std::path::Path;
+
+use crate::error::{Error, Result};
 use crate::gapfill::GapRow;
 
 /// Columns of a source, in store order: numeric columns, then the categories of at most one
 /// categorical column (one-hot encoded).
 #[derive(Debug, Clone, PartialEq)]
-pub struct SourceSchema {
+pub(crate) struct SourceSchema {
     pub numeric: Vec<String>,
     pub categorical: Option<(String, Vec<String>)>,
     /// Indices into `numeric` of the predicted columns.
@@ -15,7 +19,7 @@ pub struct SourceSchema {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct RawRow {
+pub(crate) struct RawRow {
     /// Seconds since the Unix epoch (the file's clock, read as UTC).
     pub timestamp: i64,
     /// Numeric cells in schema order; NaN where missing.
@@ -39,11 +43,11 @@ impl RawRow {
         }
     }
 
-    pub fn year(&self) -> i32 {
+    /// The row's calendar year (UTC); `None` for a timestamp chrono cannot represent, which
+    /// no reader yields (they build timestamps from valid dates).
+    pub fn year(&self) -> Option<i32> {
         use chrono::Datelike;
-        chrono::DateTime::from_timestamp(self.timestamp, 0)
-            .expect("timestamps come from valid dates")
-            .year()
+        chrono::DateTime::from_timestamp(self.timestamp, 0).map(|t| t.year())
     }
 }
 
@@ -54,60 +58,62 @@ impl GapRow for RawRow {
 }
 
 /// A reader: its schema and its rows.
-pub struct Source {
+pub(crate) struct Source {
     pub schema: SourceSchema,
-    pub rows: Box<dyn Iterator<Item = anyhow::Result<RawRow>>>,
+    pub rows: Box<dyn Iterator<Item = Result<RawRow>>>,
 }
 
 /// Parses a numeric cell: empty, `NA` and `nan` are missing (NaN); anything else must be a
-/// finite number, or the error names the place.
-pub fn parse_cell(cell: &str, place: impl FnOnce() -> String) -> anyhow::Result<f32> {
+/// finite number, or the error names the file, line and column.
+pub(crate) fn parse_cell(cell: &str, path: &Path, line: u64, column: &str) -> Result<f32> {
     let cell = cell.trim();
     if cell.is_empty() || cell.eq_ignore_ascii_case("NA") || cell.eq_ignore_ascii_case("nan") {
         return Ok(f32::NAN);
     }
     match cell.parse::<f32>() {
         Ok(v) if v.is_finite() => Ok(v),
-        _ => anyhow::bail!(
-            "{}: `{cell}` is not a number (write NA for missing)",
-            place()
-        ),
+        _ => Err(Error::NotANumber {
+            path: path.into(),
+            line,
+            column: column.into(),
+            cell: cell.into(),
+        }),
     }
 }
 
 /// The error of a CSV record that could not be read, with its line.
-pub fn csv_error(path: &std::path::Path, e: csv::Error) -> anyhow::Error {
+pub(crate) fn csv_error(path: &Path, e: csv::Error) -> Error {
     let line = e.position().map_or(0, |p| p.line());
     match e.kind() {
         csv::ErrorKind::UnequalLengths {
             expected_len, len, ..
-        } => anyhow::anyhow!(
-            "{}: line {line}: expected {expected_len} fields, found {len} (truncated or malformed row)",
-            path.display()
-        ),
-        _ => anyhow::anyhow!("{}: line {line}: {e}", path.display()),
+        } => Error::FieldCount {
+            path: path.into(),
+            line,
+            expected: *expected_len,
+            found: *len,
+        },
+        _ => Error::input(path, format!("line {line}: {e}")),
     }
 }
 
 /// Opens a CSV with a header row: the header and the record stream. An empty file is an error
 /// that says which header was `expected`.
-pub fn open_csv(
-    path: &std::path::Path,
+pub(crate) fn open_csv(
+    path: &Path,
     expected: &str,
-) -> anyhow::Result<(csv::StringRecord, csv::StringRecordsIntoIter<std::fs::File>)> {
-    use anyhow::Context;
-    let file =
-        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+) -> Result<(csv::StringRecord, csv::StringRecordsIntoIter<File>)> {
+    let file = File::open(path).map_err(|e| Error::io(path, "cannot open", e))?;
     let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(file);
     let header = reader
         .headers()
-        .with_context(|| format!("{}: line 1: cannot read the header", path.display()))?
+        .map_err(|e| Error::input(path, format!("line 1: cannot read the header: {e}")))?
         .clone();
     if header.iter().all(|h| h.trim().is_empty()) {
-        anyhow::bail!(
-            "{}: empty file: expected a header row `{expected}`",
-            path.display()
-        );
+        return Err(Error::EmptyFile {
+            path: path.into(),
+            detail: format!(": expected a header row `{expected}`"),
+        });
     }
     Ok((header, reader.into_records()))
 }

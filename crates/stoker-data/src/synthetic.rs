@@ -14,14 +14,15 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, ensure};
-use chrono::{Datelike, Duration, NaiveDate, Timelike};
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime, Timelike};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use stoker_artifact::atomic;
 
+use crate::error::{Error, Result};
 use crate::pm25::WIND;
 
+/// The series [`write_pm25_csv`] writes: whole years from `start_year`, random by `seed`.
 pub struct SyntheticSpec {
     pub start_year: i32,
     pub years: u32,
@@ -35,123 +36,130 @@ fn normal(rng: &mut StdRng) -> f64 {
     (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
 }
 
+/// Midnight of 1 January of `year`.
+fn new_year(year: Option<i32>) -> Result<NaiveDateTime> {
+    year.and_then(|y| NaiveDate::from_ymd_opt(y, 1, 1))
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .ok_or_else(|| Error::Request(format!("synthetic series: year {year:?} is out of range")))
+}
+
 /// Writes the series to `path` (atomically) and returns the number of rows.
 pub fn write_pm25_csv(path: &Path, spec: &SyntheticSpec) -> Result<usize> {
-    let mut rng = StdRng::seed_from_u64(spec.seed);
-    let start = NaiveDate::from_ymd_opt(spec.start_year, 1, 1)
-        .expect("valid year")
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight");
-    let end = NaiveDate::from_ymd_opt(spec.start_year + spec.years as i32, 1, 1)
-        .expect("valid year")
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight");
-    let hours = (end - start).num_hours() as usize;
-    let tau = std::f64::consts::TAU;
+    let start = new_year(Some(spec.start_year))?;
+    let end_year = i32::try_from(spec.years)
+        .ok()
+        .and_then(|years| spec.start_year.checked_add(years));
+    let hours = (new_year(end_year)? - start).num_hours() as usize;
+    write_pm25_hours(path, spec.start_year, spec.seed, hours)
+}
 
-    let mut lines = Vec::with_capacity(hours);
-    let (mut log_pm, mut pressure_anom, mut temp_anom, mut humid) =
-        (4.0f64, 0.0f64, 0.0f64, 0.0f64);
-    let (mut wind, mut iws, mut rain_left, mut is_cum, mut ir_cum) =
-        (1usize, 0.0f64, 0u32, 0u32, 0u32);
-    let mut missing_left = 0u32;
-    for h in 0..hours {
-        let t = start + Duration::hours(h as i64);
-        let season = tau * (f64::from(t.ordinal0()) / 365.25);
-        let daily = tau * f64::from(t.hour()) / 24.0;
-        let winter = season.cos(); // +1 in January, −1 in July
-        // Weather: slow anomalies (AR(1)) on top of the cycles.
-        pressure_anom = 0.985 * pressure_anom + 0.9 * normal(&mut rng);
-        temp_anom = 0.97 * temp_anom + 0.5 * normal(&mut rng);
-        humid = 0.95 * humid + 0.4 * normal(&mut rng);
-        let temp = 12.5 - 15.0 * winter + 5.0 * (daily - 2.6).cos() + temp_anom;
-        let dewp = temp - 8.0 - 4.0 * winter + 3.0 * humid;
-        let pres = 1016.0 + 10.0 * winter + pressure_anom;
-        // Wind regime: persistent, high pressure favours north-westerlies.
-        if rng.random::<f64>() < 0.06 {
-            let nw_bias = (0.35 + 0.03 * pressure_anom + 0.1 * winter).clamp(0.05, 0.8);
-            let u: f64 = rng.random();
-            let next = if u < nw_bias {
-                1
-            } else {
-                [0, 2, 3][rng.random_range(0..3usize)]
-            };
-            if next != wind {
-                iws = 0.0;
-            }
-            wind = next;
-        }
-        let speed = match wind {
-            1 => 3.0 + 2.5 * rng.random::<f64>(),
-            0 => 2.0 + 1.5 * rng.random::<f64>(),
-            2 => 1.5 + 1.5 * rng.random::<f64>(),
-            _ => 0.4 + 0.5 * rng.random::<f64>(),
-        };
-        iws += speed;
-        // Precipitation spells, snow when cold.
-        if rain_left == 0 && rng.random::<f64>() < 0.006 + 0.004 * humid.max(0.0) {
-            rain_left = rng.random_range(2..12);
-        }
-        let precipitating = rain_left > 0;
-        rain_left = rain_left.saturating_sub(1);
-        let (snow, rain) = (precipitating && temp < 0.5, precipitating && temp >= 0.5);
-        is_cum = if snow { is_cum + 1 } else { 0 };
-        ir_cum = if rain { ir_cum + 1 } else { 0 };
-        // PM2.5: accumulation vs. ventilation, plus human cycles.
-        let weekday = f64::from(u8::from(t.weekday().num_days_from_monday() < 5));
-        let emission = 0.035
-            + 0.02 * winter.max(0.0)
-            + 0.012 * ((daily - 2.2).cos() + 0.8 * (2.0 * daily - 0.5).cos())
-            + 0.006 * weekday;
-        let ventilation = match wind {
-            1 => 0.012 * (iws.min(120.0) / 10.0),
-            0 => 0.004 * (iws.min(80.0) / 10.0),
-            2 => -0.004,
-            _ => -0.008,
-        };
-        let washout = if precipitating { 0.06 } else { 0.0 };
-        let humidity_growth = 0.01 * (dewp - temp + 8.0).max(0.0) / 8.0;
-        log_pm += emission + humidity_growth - ventilation - washout - 0.02 * (log_pm - 4.2)
-            + 0.07 * normal(&mut rng);
-        log_pm = log_pm.clamp(1.0, 6.8);
-        let pm = log_pm.exp().round();
-        if missing_left == 0 && rng.random::<f64>() < 0.004 {
-            missing_left = if rng.random::<f64>() < 0.8 {
-                rng.random_range(1..4)
-            } else {
-                rng.random_range(6..30)
-            };
-        }
-        let pm_cell = if missing_left > 0 {
-            missing_left -= 1;
-            "NA".to_string()
-        } else {
-            format!("{pm}")
-        };
-        lines.push(format!(
-            "{},{},{},{},{},{},{:.0},{:.0},{:.0},{},{:.2},{},{}",
-            h + 1,
-            t.year(),
-            t.month(),
-            t.day(),
-            t.hour(),
-            pm_cell,
-            dewp,
-            temp,
-            pres,
-            WIND[wind],
-            iws,
-            is_cum,
-            ir_cum
-        ));
-    }
+/// Writes `hours` rows of the series from 1 January of `start_year` to `path` (atomically),
+/// streaming: memory does not grow with `hours`. The first rows are those
+/// [`write_pm25_csv`] writes for the same start year and seed. Returns `hours`.
+pub fn write_pm25_hours(path: &Path, start_year: i32, seed: u64, hours: usize) -> Result<usize> {
+    let start = new_year(Some(start_year))?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let tau = std::f64::consts::TAU;
     atomic::write_with(path, |out| {
         writeln!(
             out,
             "No,year,month,day,hour,pm2.5,DEWP,TEMP,PRES,cbwd,Iws,Is,Ir"
         )?;
-        for line in &lines {
-            writeln!(out, "{line}")?;
+        let (mut log_pm, mut pressure_anom, mut temp_anom, mut humid) =
+            (4.0f64, 0.0f64, 0.0f64, 0.0f64);
+        let (mut wind, mut iws, mut rain_left, mut is_cum, mut ir_cum) =
+            (1usize, 0.0f64, 0u32, 0u32, 0u32);
+        let mut missing_left = 0u32;
+        for h in 0..hours {
+            let t = start + Duration::hours(h as i64);
+            let season = tau * (f64::from(t.ordinal0()) / 365.25);
+            let daily = tau * f64::from(t.hour()) / 24.0;
+            let winter = season.cos(); // +1 in January, −1 in July
+            // Weather: slow anomalies (AR(1)) on top of the cycles.
+            pressure_anom = 0.985 * pressure_anom + 0.9 * normal(&mut rng);
+            temp_anom = 0.97 * temp_anom + 0.5 * normal(&mut rng);
+            humid = 0.95 * humid + 0.4 * normal(&mut rng);
+            let temp = 12.5 - 15.0 * winter + 5.0 * (daily - 2.6).cos() + temp_anom;
+            let dewp = temp - 8.0 - 4.0 * winter + 3.0 * humid;
+            let pres = 1016.0 + 10.0 * winter + pressure_anom;
+            // Wind regime: persistent, high pressure favours north-westerlies.
+            if rng.random::<f64>() < 0.06 {
+                let nw_bias = (0.35 + 0.03 * pressure_anom + 0.1 * winter).clamp(0.05, 0.8);
+                let u: f64 = rng.random();
+                let next = if u < nw_bias {
+                    1
+                } else {
+                    [0, 2, 3][rng.random_range(0..3usize)]
+                };
+                if next != wind {
+                    iws = 0.0;
+                }
+                wind = next;
+            }
+            let speed = match wind {
+                1 => 3.0 + 2.5 * rng.random::<f64>(),
+                0 => 2.0 + 1.5 * rng.random::<f64>(),
+                2 => 1.5 + 1.5 * rng.random::<f64>(),
+                _ => 0.4 + 0.5 * rng.random::<f64>(),
+            };
+            iws += speed;
+            // Precipitation spells, snow when cold.
+            if rain_left == 0 && rng.random::<f64>() < 0.006 + 0.004 * humid.max(0.0) {
+                rain_left = rng.random_range(2..12);
+            }
+            let precipitating = rain_left > 0;
+            rain_left = rain_left.saturating_sub(1);
+            let (snow, rain) = (precipitating && temp < 0.5, precipitating && temp >= 0.5);
+            is_cum = if snow { is_cum + 1 } else { 0 };
+            ir_cum = if rain { ir_cum + 1 } else { 0 };
+            // PM2.5: accumulation vs. ventilation, plus human cycles.
+            let weekday = f64::from(u8::from(t.weekday().num_days_from_monday() < 5));
+            let emission = 0.035
+                + 0.02 * winter.max(0.0)
+                + 0.012 * ((daily - 2.2).cos() + 0.8 * (2.0 * daily - 0.5).cos())
+                + 0.006 * weekday;
+            let ventilation = match wind {
+                1 => 0.012 * (iws.min(120.0) / 10.0),
+                0 => 0.004 * (iws.min(80.0) / 10.0),
+                2 => -0.004,
+                _ => -0.008,
+            };
+            let washout = if precipitating { 0.06 } else { 0.0 };
+            let humidity_growth = 0.01 * (dewp - temp + 8.0).max(0.0) / 8.0;
+            log_pm += emission + humidity_growth - ventilation - washout - 0.02 * (log_pm - 4.2)
+                + 0.07 * normal(&mut rng);
+            log_pm = log_pm.clamp(1.0, 6.8);
+            let pm = log_pm.exp().round();
+            if missing_left == 0 && rng.random::<f64>() < 0.004 {
+                missing_left = if rng.random::<f64>() < 0.8 {
+                    rng.random_range(1..4)
+                } else {
+                    rng.random_range(6..30)
+                };
+            }
+            let pm_cell = if missing_left > 0 {
+                missing_left -= 1;
+                "NA".to_string()
+            } else {
+                format!("{pm}")
+            };
+            writeln!(
+                out,
+                "{},{},{},{},{},{},{:.0},{:.0},{:.0},{},{:.2},{},{}",
+                h + 1,
+                t.year(),
+                t.month(),
+                t.day(),
+                t.hour(),
+                pm_cell,
+                dewp,
+                temp,
+                pres,
+                WIND[wind],
+                iws,
+                is_cum,
+                ir_cum
+            )?;
         }
         Ok(())
     })?;
@@ -179,12 +187,17 @@ pub fn write_synthetic_anc(
     rate: u32,
     seed: u64,
 ) -> Result<(PathBuf, PathBuf, PathBuf)> {
-    ensure!(rate > 0, "synthetic ANC: the sample rate must be > 0");
+    if rate == 0 {
+        return Err(Error::Request(
+            "synthetic ANC: the sample rate must be > 0".into(),
+        ));
+    }
     let n = (seconds * f64::from(rate)).round();
-    ensure!(
-        seconds.is_finite() && n >= 1.0,
-        "synthetic ANC: {seconds} s at {rate} Hz is not a single sample"
-    );
+    if !(seconds.is_finite() && n >= 1.0) {
+        return Err(Error::Request(format!(
+            "synthetic ANC: {seconds} s at {rate} Hz is not a single sample"
+        )));
+    }
     let n = n as usize;
     let mut rng = StdRng::seed_from_u64(seed);
     let tau = std::f64::consts::TAU;

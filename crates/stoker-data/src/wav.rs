@@ -3,13 +3,14 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
-use hound::{SampleFormat, WavReader, WavSpec, WavWriter};
+use crate::error::{Error, Result};
+use hound::{SampleFormat, WavReader};
 use stoker_artifact::atomic;
+use stoker_dsp::wav::{WavFormat, write_mono};
 
 /// A recording, mixed down to mono.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Recording {
+pub(crate) struct Recording {
     /// Integers scaled by 2^-(bits-1), so in [-1, 1); floats as stored.
     pub samples: Vec<f64>,
     pub sample_rate: u32,
@@ -18,49 +19,60 @@ pub struct Recording {
 }
 
 /// Reads `path` as mono samples.
-pub fn read_mono(path: &Path) -> Result<Recording> {
-    let place = path.display();
+pub(crate) fn read_mono(path: &Path) -> Result<Recording> {
+    let fail = |message: String| Err(Error::input(path, message));
     let bytes = std::fs::metadata(path)
-        .with_context(|| format!("{place}: cannot open"))?
+        .map_err(|e| Error::io(path, "cannot open", e))?
         .len();
     if bytes == 0 {
-        bail!("{place}: empty file (0 bytes): expected a WAV recording");
+        return Err(Error::EmptyFile {
+            path: path.into(),
+            detail: " (0 bytes): expected a WAV recording".into(),
+        });
     }
     let reader = WavReader::open(path).map_err(|e| {
-        anyhow::anyhow!("{place}: not a readable WAV file (truncated or corrupt header?): {e}")
+        Error::input(
+            path,
+            format!("not a readable WAV file (truncated or corrupt header?): {e}"),
+        )
     })?;
     let spec = reader.spec();
     let channels = usize::from(spec.channels);
     if channels == 0 {
-        bail!("{place}: the header declares 0 channels");
+        return fail("the header declares 0 channels".into());
     }
     let interleaved = match (spec.sample_format, spec.bits_per_sample) {
         (SampleFormat::Int, 8) => {
-            bail!("{place}: 8-bit PCM is not supported, convert to 16-bit or float")
+            return fail("8-bit PCM is not supported, convert to 16-bit or float".into());
         }
         (SampleFormat::Int, bits @ (16 | 24 | 32)) => {
             let scale = 1.0 / f64::from(1u32 << (bits - 1));
             collect(path, reader.into_samples::<i32>(), |v| f64::from(v) * scale)?
         }
         (SampleFormat::Float, 32) => collect(path, reader.into_samples::<f32>(), f64::from)?,
-        (format, bits) => bail!(
-            "{place}: {bits}-bit {} samples are not supported (16-, 24- or 32-bit integer PCM, or 32-bit float)",
-            match format {
+        (format, bits) => {
+            let format = match format {
                 SampleFormat::Int => "integer",
                 SampleFormat::Float => "float",
-            }
-        ),
+            };
+            return fail(format!(
+                "{bits}-bit {format} samples are not supported (16-, 24- or 32-bit integer PCM, or 32-bit float)"
+            ));
+        }
     };
     if interleaved.len() < channels {
-        bail!("{place}: no samples (the data chunk is empty)");
+        return fail("no samples (the data chunk is empty)".into());
     }
     if let Some(i) = interleaved.iter().position(|v| !v.is_finite()) {
-        bail!("{place}: sample {i} is not a finite number");
+        return fail(format!("sample {i} is not a finite number"));
     }
     let samples = if channels == 1 {
         interleaved
     } else {
-        eprintln!("warning: {place}: {channels} channels averaged to mono");
+        eprintln!(
+            "warning: {}: {channels} channels averaged to mono",
+            path.display()
+        );
         let k = 1.0 / channels as f64;
         interleaved
             .chunks_exact(channels)
@@ -83,11 +95,15 @@ fn collect<S>(
     for s in samples {
         match s {
             Ok(v) => out.push(scale(v)),
-            Err(e) => bail!(
-                "{}: truncated or corrupt sample data after {} samples: {e}",
-                path.display(),
-                out.len()
-            ),
+            Err(e) => {
+                return Err(Error::input(
+                    path,
+                    format!(
+                        "truncated or corrupt sample data after {} samples: {e}",
+                        out.len()
+                    ),
+                ));
+            }
         }
     }
     Ok(out)
@@ -95,20 +111,9 @@ fn collect<S>(
 
 /// Writes mono `samples` (clipped to [-1, 1)) as 16-bit PCM, atomically: the inverse of
 /// [`read_mono`]'s scaling.
-pub fn write_pcm16(path: &Path, samples: &[f64], sample_rate: u32) -> Result<()> {
-    let spec = WavSpec {
-        channels: 1,
-        sample_rate,
-        bits_per_sample: 16,
-        sample_format: SampleFormat::Int,
-    };
+pub(crate) fn write_pcm16(path: &Path, samples: &[f64], sample_rate: u32) -> Result<()> {
     atomic::write_with(path, |out| {
-        let mut writer = WavWriter::new(out, spec).map_err(std::io::Error::other)?;
-        for &v in samples {
-            let q = (v * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
-            writer.write_sample(q).map_err(std::io::Error::other)?;
-        }
-        writer.finalize().map_err(std::io::Error::other)
+        write_mono(out, WavFormat::Pcm16, sample_rate, samples.iter().copied())
     })?;
     Ok(())
 }
@@ -116,6 +121,7 @@ pub fn write_pcm16(path: &Path, samples: &[f64], sample_rate: u32) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hound::{WavSpec, WavWriter};
 
     fn write<S: hound::Sample + Copy>(path: &Path, spec: WavSpec, samples: &[S]) {
         let mut w = WavWriter::create(path, spec).unwrap();

@@ -8,8 +8,8 @@ use stoker_artifact::{
 };
 use stoker_cli::TaskArgs;
 use stoker_data::cli::{AncPathArgs, PrepareArgs, run_prepare};
-use stoker_data::prepare::{PrepareRequest, prepare};
-use stoker_data::synthetic::write_synthetic_anc;
+use stoker_data::write_synthetic_anc;
+use stoker_data::{PrepareRequest, prepare};
 
 fn anc_config(
     dir: &Path,
@@ -131,7 +131,7 @@ fn synthetic_recording_prepares_and_normalises() {
         assert!((r - 1.0).abs() < 1e-4, "column {col}: train RMS {r}");
     }
     // d = primary * x, checked on the stored (normalised) values at one sample.
-    let taps = stoker_data::impulse::read_impulse_response(&primary, 16_000).unwrap();
+    let taps = stoker_data::read_impulse_response(&primary, 16_000).unwrap();
     let n = 20_000;
     let x = |i: usize| f64::from(data.store.value(i, 0)) * anc.reference_rms;
     let d: f64 = (0..taps.len()).map(|k| taps[k] * x(n - k)).sum();

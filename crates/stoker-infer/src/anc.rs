@@ -7,24 +7,28 @@ use std::cell::Cell;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
 use burn::prelude::*;
-use stoker_artifact::{AncMetrics, AncSignals, BandNr, MultibandAncSpec, PreparedData, Split};
-use stoker_zoo::batch::{fitting_batch, inputs_tensor, try_to_host};
-use stoker_zoo::signal::baselines::{apply_controller, fxnlms, least_squares_fir};
-use stoker_zoo::signal::fir::{convolve_causal, nr_db, saturate};
-use stoker_zoo::signal::spectrum::welch_psd;
-use stoker_zoo::{Forecaster, Model, MultibandAnc};
+use stoker_artifact::{
+    AncMetrics, AncSignals, BandNr, ModelSpec, MultibandAncSpec, PreparedData, Split,
+};
+use stoker_dsp::wav::{WavFormat, write_mono};
+use stoker_dsp::{
+    apply_controller, convolve_causal, fxnlms, least_squares_fir, nr_db, saturate, welch_psd,
+};
+use stoker_runtime::Autocast;
+use stoker_runtime::batch::{fitting_batch, inputs_tensor, try_to_host};
+use stoker_zoo::{Model, MultibandAnc, Network};
 
+use crate::error::{Error, Result};
 use crate::plot::{LinePlot, Series};
 
 /// Control samples per chunk of a batch: long enough that a chunk's reference history (the
 /// receptive field) is a small overhead, short enough to keep the batch's memory flat.
 const CHUNK: usize = 512;
 
-pub const RESIDUAL_WAV: &str = "residual.wav";
-pub const ANTI_NOISE_WAV: &str = "anti_noise.wav";
-pub const SPECTRUM_PNG: &str = "spectrum.png";
+const RESIDUAL_WAV: &str = "residual.wav";
+const ANTI_NOISE_WAV: &str = "anti_noise.wav";
+const SPECTRUM_PNG: &str = "spectrum.png";
 
 #[derive(Debug, Clone, Copy)]
 pub struct AncOptions {
@@ -41,12 +45,8 @@ pub fn control_signal(
     model: &MultibandAnc,
     reference: &[f32],
     opts: AncOptions,
-) -> anyhow::Result<Vec<f32>> {
-    let device = model
-        .devices()
-        .into_iter()
-        .next()
-        .expect("model has a device");
+) -> Result<Vec<f32>> {
+    let device = model.devices().into_iter().next().ok_or(Error::NoDevice)?;
     let history = model.receptive_field() - 1;
     let mut padded = vec![0.0; history];
     padded.extend_from_slice(reference);
@@ -60,7 +60,7 @@ pub fn control_signal(
     };
     let starts: Vec<usize> = (0..reference.len()).step_by(chunk).collect();
     let mut y = Vec::with_capacity(reference.len());
-    let ac = stoker_zoo::Autocast::F32;
+    let ac = Autocast::F32;
     for batch in starts.chunks(chunks_per_batch) {
         // The last chunk may be short: pad its reference so every chunk has one shape.
         let mut inputs = Vec::with_capacity(batch.len() * (chunk + history));
@@ -80,20 +80,16 @@ pub fn control_signal(
 /// `spectrum.png` into `out_dir` and returns the metrics (the caller writes them).
 pub fn predict(
     model: &Model,
-    spec: &MultibandAncSpec,
+    spec: &ModelSpec,
     data: &PreparedData,
     checkpoint: String,
     out_dir: &Path,
     opts: AncOptions,
 ) -> Result<AncMetrics> {
-    let Forecaster::MultibandAnc(net) = &model.net else {
-        anyhow::bail!("the checkpoint is not an ANC model");
+    let (Network::MultibandAnc(net), ModelSpec::MultibandAnc(spec)) = (&model.net, spec) else {
+        return Err(Error::NotAnc);
     };
-    let plant = data
-        .manifest
-        .anc
-        .as_ref()
-        .context("the prepared data has no ANC setup: re-run prepare with an anc source")?;
+    let plant = data.manifest.anc.as_ref().ok_or(Error::NoAncSetup)?;
     let (x, d) = columns(data);
     let started = Instant::now();
     let y = fitting_batch(&Cell::new(opts.batch_size), "prediction", |batch_size| {
@@ -168,7 +164,7 @@ fn columns(data: &PreparedData) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// e = d − S * g(y), the error microphone's signal.
-pub fn residual(plant: &AncSignals, d: &[f32], y: &[f32]) -> Vec<f32> {
+fn residual(plant: &AncSignals, d: &[f32], y: &[f32]) -> Vec<f32> {
     let eta = plant.saturation as f32;
     let heard: Vec<f32> = y.iter().map(|&v| saturate(v, eta)).collect();
     let anti = convolve_causal(&plant.secondary_path, &heard);
@@ -185,20 +181,20 @@ fn band_edges(spec: &MultibandAncSpec, rate: u32) -> Vec<(f64, f64)> {
 
 /// A 32-bit float mono WAV in the recording's units.
 fn write_wav(path: &Path, signal: &[f32], scale: f32, rate: u32) -> Result<()> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: rate,
-        bits_per_sample: 32,
-        sample_format: hound::SampleFormat::Float,
+    let failed = |e: std::io::Error| Error::Output {
+        path: path.into(),
+        message: format!("cannot write the WAV: {e}"),
     };
-    let mut writer =
-        hound::WavWriter::create(path, spec).with_context(|| format!("{}", path.display()))?;
-    for &v in signal {
-        writer.write_sample(v * scale)?;
-    }
-    writer
-        .finalize()
-        .with_context(|| format!("{}: cannot finish the WAV", path.display()))
+    let file = std::fs::File::create(path).map_err(failed)?;
+    // Scaled in f32 before widening: the samples are the f32 products, as always written.
+    let samples = signal.iter().map(|&v| f64::from(v * scale));
+    write_mono(
+        std::io::BufWriter::new(file),
+        WavFormat::Float32,
+        rate,
+        samples,
+    )
+    .map_err(failed)
 }
 
 /// Power spectral density (dB) of the disturbance and of the residual over the test split.
@@ -252,7 +248,7 @@ mod tests {
             hidden: 6,
             ..Default::default()
         };
-        let model = MultibandAnc::new(&spec, &plant, &device);
+        let model = MultibandAnc::new(&spec, &plant, &device).unwrap();
         let x: Vec<f32> = (0..1_300)
             .map(|n| ((n * 37 % 101) as f32 / 50.0) - 1.0)
             .collect();

@@ -5,11 +5,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Result;
 use arrow::array::{ArrayRef, Float32Array, TimestampSecondArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use serde::Serialize;
 use stoker_artifact::{PreparedData, WindowSpec, atomic};
+
+use crate::error::Result;
 
 pub const ATTENTION_FILE: &str = "attention.parquet";
 pub const PROFILE_FILE: &str = "attention_profile.json";

@@ -2,14 +2,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use clap::Args;
-use stoker_artifact::layout::PREDICT_METRICS_FILE;
 use stoker_artifact::{AncMetrics, CheckpointChoice, ForecastMetrics};
 use stoker_cli::{DeviceArgs, TaskArgs};
-use stoker_zoo::device::open;
+use stoker_runtime::device::open;
 
-use crate::predictor::{PredictRequest, Prediction, predict};
+use crate::{PredictRequest, Prediction, predict};
 
 #[derive(Debug, Clone, Args)]
 pub struct PredictArgs {
@@ -30,8 +29,10 @@ pub struct PredictArgs {
 
 /// Runs predict; prints a summary and, as the last line, the path of `metrics.json`.
 pub fn run_predict(args: &PredictArgs) -> Result<(Prediction, PathBuf)> {
-    let config = args.task.load_config()?;
-    let device = open(&args.device.device, !args.device.no_fusion).map_err(|e| anyhow!(e))?;
+    let mut config = args.task.load_config()?;
+    config.predict.batch_size = args.batch_size.unwrap_or(config.predict.batch_size);
+    config.validate(&args.task.config)?;
+    let device = open(&args.device.device, !args.device.no_fusion)?;
     let layout = args.task.layout();
     let prediction = predict(&PredictRequest {
         data_dir: layout.data_dir(),
@@ -42,13 +43,13 @@ pub fn run_predict(args: &PredictArgs) -> Result<(Prediction, PathBuf)> {
         } else {
             config.predict.checkpoint
         },
-        batch_size: args.batch_size.unwrap_or(config.predict.batch_size),
+        batch_size: config.predict.batch_size,
         device,
         per_sample: args.per_sample,
         fxnlms_taps: config.predict.fxnlms_taps,
         fxnlms_step: config.predict.fxnlms_step,
     })?;
-    let path = layout.predict_dir().join(PREDICT_METRICS_FILE);
+    let path = layout.predict_metrics();
     match &prediction {
         Prediction::Forecast(m) => print_forecast(m),
         Prediction::Anc(m) => print_anc(m),

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use anyhow::{Result, anyhow};
+use crate::error::{Error, Result};
 use plotters::prelude::*;
 
 const FONT_PATHS: [&str; 2] = [
@@ -40,8 +40,10 @@ pub struct LinePlot<'a> {
 
 impl LinePlot<'_> {
     pub fn write_png(&self, path: &Path) -> Result<()> {
-        self.draw(path)
-            .map_err(|e| anyhow!("{}: cannot draw plot: {e}", path.display()))
+        self.draw(path).map_err(|e| Error::Output {
+            path: path.into(),
+            message: format!("cannot draw plot: {e}"),
+        })
     }
 
     fn draw(&self, path: &Path) -> Result<(), Box<dyn std::error::Error>> {

@@ -5,20 +5,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Result, ensure};
 use arrow::array::{ArrayRef, Float32Array, StringArray, TimestampSecondArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use burn::prelude::*;
 use stoker_artifact::atomic::{self, StagingDir};
 use stoker_artifact::layout::{PREDICT_METRICS_FILE, PREDICTIONS_FILE};
+use stoker_artifact::manifest::MANIFEST_FILE;
 use stoker_artifact::{
-    AncMetrics, CheckpointChoice, ForecastMetrics, MetricScale, ModelSpec, PreparedData, Split,
-    WindowSpec,
+    AncMetrics, CheckpointChoice, ForecastMetrics, MetricScale, PreparedData, RunLock, Split,
+    TaskFamily, WindowSpec,
 };
-use stoker_zoo::batch::{fitting_batch, inputs_tensor, try_to_host};
+use stoker_runtime::batch::{fitting_batch, inputs_tensor, try_to_host};
 use stoker_zoo::{Model, checkpoint};
 
 use crate::anc::AncOptions;
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
 pub struct PredictRequest {
@@ -44,7 +45,7 @@ pub enum Prediction {
 
 /// Forecasts of every window, flattened window-major, then step, then target; in the metric
 /// scale (raw units or normalised).
-pub struct Forecasts {
+pub(crate) struct Forecasts {
     pub truth: Vec<f32>,
     pub prediction: Vec<f32>,
     pub persistence: Vec<f32>,
@@ -53,23 +54,41 @@ pub struct Forecasts {
 }
 
 pub fn predict(req: &PredictRequest) -> Result<Prediction> {
+    if req.batch_size == 0 {
+        return Err(Error::BatchSize);
+    }
+    let _lock = RunLock::for_stage_dir(&req.out_dir)?;
     let data = PreparedData::open(&req.data_dir)?;
     let name = match req.checkpoint {
         CheckpointChoice::Best => stoker_artifact::layout::BEST_CHECKPOINT,
         CheckpointChoice::Last => stoker_artifact::layout::LAST_CHECKPOINT,
     };
-    let (model, meta) = checkpoint::load(&req.train_dir, name, &req.device)?;
-    ensure!(
-        meta.manifest_sha256 == data.manifest_sha256,
-        "{}: trained on other prepared data than {} (manifest hash differs): re-run train",
-        req.train_dir.join(format!("{name}.json")).display(),
-        data.dir.join("manifest.json").display()
-    );
-    if let ModelSpec::MultibandAnc(anc) = &meta.model {
+    let (model, meta) = checkpoint::load(&req.train_dir, name, &req.device)
+        .map_err(|e| Error::Checkpoint(e.into()))?;
+    if meta.manifest_sha256 != data.manifest_sha256 {
+        return Err(Error::StaleCheckpoint {
+            checkpoint: req.train_dir.join(format!("{name}.json")),
+            manifest: data.dir.join(MANIFEST_FILE),
+        });
+    }
+    // Same hash, so normally the same shapes; a hand-edited checkpoint must not reach the model.
+    if meta.input_features != data.manifest.features.len() || meta.targets != data.manifest.targets
+    {
+        return Err(Error::ShapeMismatch {
+            checkpoint: req.train_dir.join(format!("{name}.json")),
+            expected: format!(
+                "{} inputs, targets {:?}",
+                data.manifest.features.len(),
+                data.manifest.targets
+            ),
+            found: format!("{} inputs, targets {:?}", meta.input_features, meta.targets),
+        });
+    }
+    if meta.model.family() == TaskFamily::Control {
         let staging = StagingDir::new(&req.out_dir)?;
         let metrics = crate::anc::predict(
             &model,
-            anc,
+            &meta.model,
             &data,
             format!("{name} (epoch {})", meta.epoch),
             staging.path(),
@@ -86,11 +105,11 @@ pub fn predict(req: &PredictRequest) -> Result<Prediction> {
     }
     let spec = meta.window;
     let windows = data.windows(Split::Test, spec);
-    ensure!(
-        !windows.is_empty(),
-        "{}: no test windows for this model's window",
-        data.dir.display()
-    );
+    if windows.is_empty() {
+        return Err(Error::NoTestWindows {
+            data_dir: data.dir.clone(),
+        });
+    }
     let started = Instant::now();
     let (normalised, attention) =
         fitting_batch(&Cell::new(req.batch_size), "prediction", |batch_size| {
@@ -133,11 +152,7 @@ fn infer(
     windows: &[usize],
     batch_size: usize,
 ) -> Result<(Vec<f32>, Option<Attention>)> {
-    let device = model
-        .devices()
-        .into_iter()
-        .next()
-        .expect("model has a device");
+    let device = model.devices().into_iter().next().ok_or(Error::NoDevice)?;
     let mut predictions = Vec::new();
     let mut attention: Option<Attention> = None;
     for chunk in windows.chunks(batch_size) {
@@ -223,7 +238,7 @@ fn metrics(
 }
 
 /// (MSE, MAE) of `predicted` against `truth`.
-pub fn errors(truth: &[f32], predicted: &[f32]) -> (f64, f64) {
+pub(crate) fn errors(truth: &[f32], predicted: &[f32]) -> (f64, f64) {
     let n = truth.len().max(1) as f64;
     let (mut sq, mut abs) = (0.0, 0.0);
     for (&t, &p) in truth.iter().zip(predicted) {

@@ -188,6 +188,29 @@ fn time(mut f: impl FnMut()) -> (f64, f64) {
     (t[runs / 2], t[0])
 }
 
+/// `time` of c_i = a_i·b_i for every product of the shape's batch.
+fn time_batch<T>(
+    s: &Shape,
+    a: &[Vec<T>],
+    b: &[Vec<T>],
+    c: &mut [Vec<f32>],
+    matmul: fn(MatMut<f32>, Mat<T>, Mat<T>, bool),
+) -> (f64, f64) {
+    let (m, k, n) = (s.m, s.k, s.n);
+    time(|| {
+        for i in 0..s.batch {
+            let (a, b) = (view(&a[i], m, k, s.a), view(&b[i], k, n, s.b));
+            matmul(
+                MatMut::row_major(&mut c[i], m, n),
+                black_box(a),
+                black_box(b),
+                false,
+            );
+        }
+        black_box(&c);
+    })
+}
+
 fn main() {
     let filter = std::env::args().nth(1).unwrap_or_default();
     println!(
@@ -208,40 +231,16 @@ fn main() {
         let bf: Vec<Vec<f32>> = (0..s.batch)
             .map(|i| pseudo_random(k * n, 2 * i as u32 + 2, 1.0))
             .collect();
-        let ah: Vec<Vec<bf16>> = af
-            .iter()
-            .map(|v| v.iter().map(|&x| bf16::from_f32(x)).collect())
-            .collect();
-        let bh: Vec<Vec<bf16>> = bf
-            .iter()
-            .map(|v| v.iter().map(|&x| bf16::from_f32(x)).collect())
-            .collect();
+        let narrow = |f: &[Vec<f32>]| -> Vec<Vec<bf16>> {
+            f.iter()
+                .map(|v| v.iter().map(|&x| bf16::from_f32(x)).collect())
+                .collect()
+        };
+        let (ah, bh) = (narrow(&af), narrow(&bf));
         let mut c = vec![vec![0f32; m * n]; s.batch];
         let flops = 2.0 * (m * n * k * s.batch) as f64;
-        let t16 = time(|| {
-            for i in 0..s.batch {
-                let (a, b) = (view(&ah[i], m, k, s.a), view(&bh[i], k, n, s.b));
-                matmul_bf16(
-                    MatMut::row_major(&mut c[i], m, n),
-                    black_box(a),
-                    black_box(b),
-                    false,
-                );
-            }
-            black_box(&c);
-        });
-        let t32 = time(|| {
-            for i in 0..s.batch {
-                let (a, b) = (view(&af[i], m, k, s.a), view(&bf[i], k, n, s.b));
-                matmul_f32(
-                    MatMut::row_major(&mut c[i], m, n),
-                    black_box(a),
-                    black_box(b),
-                    false,
-                );
-            }
-            black_box(&c);
-        });
+        let t16 = time_batch(s, &ah, &bh, &mut c, matmul_bf16);
+        let t32 = time_batch(s, &af, &bf, &mut c, matmul_f32);
         let g = |t: f64| flops / t / 1e9;
         println!(
             "{:<28} {:>7.1} ({:>6.1}) {:>7.1} ({:>6.1}) {:>6.2}x",

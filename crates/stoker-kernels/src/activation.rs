@@ -2,7 +2,8 @@
 //! f32, exact saturation beyond ±7.9): branch-free, so the loops below compile to AVX-512 on
 //! CPUs that have it, where the scalar libm call costs ~3 ns an element.
 
-/// Runs `$body` (a loop over slices) compiled for AVX-512 when the CPU has it, else baseline.
+/// Runs `$body` (a loop over slices) compiled for AVX-512 when the CPU has every feature it is
+/// compiled for (`cpu::avx512_wide`), else baseline.
 macro_rules! multiversion {
     ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
         $(#[$meta])*
@@ -11,8 +12,8 @@ macro_rules! multiversion {
             {
                 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
                 unsafe fn wide($($arg: $ty),*) $body
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has the features `wide` was compiled for.
+                if $crate::cpu::avx512_wide() {
+                    // SAFETY: `avx512_wide` detected every feature `wide` is compiled for.
                     return unsafe { wide($($arg),*) };
                 }
             }

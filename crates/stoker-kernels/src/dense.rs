@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use crate::activation::{multiversion, tanh};
 use crate::gemm::{Mat, MatMut, transposed};
 use crate::scalar::Scalar;
+use crate::size::expect_len;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -41,6 +42,14 @@ pub struct DenseShape {
 }
 
 impl DenseShape {
+    /// Panics unless x, w and b have this shape's lengths (sizes computed without overflow).
+    fn check(&self, x: usize, w: usize, b: usize) {
+        let [g, n, k, m] = [self.groups, self.rows, self.inputs, self.outputs];
+        expect_len("dense: x must be [groups, rows, inputs]", x, &[g, n, k]);
+        expect_len("dense: w must be [groups, inputs, outputs]", w, &[g, k, m]);
+        expect_len("dense: b must be [groups, outputs]", b, &[g, m]);
+    }
+
     fn x(&self, g: usize) -> std::ops::Range<usize> {
         let len = self.rows * self.inputs;
         g * len..(g + 1) * len
@@ -80,33 +89,32 @@ fn row_blocks<U>(out: &mut [U], width: usize, s: DenseShape) -> Vec<(usize, usiz
         .collect()
 }
 
+/// act(z + bias) in place, bias added to every row. Always inlined, so that it compiles with
+/// the target features of each multiversioned caller below.
+#[inline(always)]
+fn add_bias_then(z: &mut [f32], bias: &[f32], act: impl Fn(f32) -> f32) {
+    for row in z.chunks_exact_mut(bias.len()) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v = act(*v + b);
+        }
+    }
+}
+
 multiversion! {
     fn add_bias_tanh(z: &mut [f32], bias: &[f32]) {
-        for row in z.chunks_exact_mut(bias.len()) {
-            for (v, &b) in row.iter_mut().zip(bias) {
-                *v = tanh(*v + b);
-            }
-        }
+        add_bias_then(z, bias, tanh)
     }
 }
 
 multiversion! {
     fn add_bias_relu(z: &mut [f32], bias: &[f32]) {
-        for row in z.chunks_exact_mut(bias.len()) {
-            for (v, &b) in row.iter_mut().zip(bias) {
-                *v = (*v + b).max(0.0);
-            }
-        }
+        add_bias_then(z, bias, |v| v.max(0.0))
     }
 }
 
 multiversion! {
     fn add_bias(z: &mut [f32], bias: &[f32]) {
-        for row in z.chunks_exact_mut(bias.len()) {
-            for (v, &b) in row.iter_mut().zip(bias) {
-                *v += b;
-            }
-        }
+        add_bias_then(z, bias, |v| v)
     }
 }
 
@@ -150,6 +158,7 @@ pub fn dense_forward<T: Scalar>(
     s: DenseShape,
     act: Activation,
 ) -> Vec<T> {
+    s.check(x.len(), w.len(), b.len());
     let (k, m) = (s.inputs, s.outputs);
     let mut y = T::zeros(s.groups * s.rows * m);
     let bias = T::widen(b);
@@ -277,11 +286,7 @@ fn weight_gradients<T: Scalar>(x: &[T], dz: &[T], s: DenseShape) -> Vec<f32> {
         let rows = piece.len() / m;
         T::matmul_serial(
             MatMut::row_major(piece, rows, m),
-            Mat {
-                data: &xt.data[i0..],
-                rows,
-                ..xt
-            },
+            xt.block(i0, rows, 0, xt.cols()),
             Mat::row_major(&dz[s.y(g)], s.rows, m),
             false,
         );
@@ -304,6 +309,18 @@ pub fn dense_backward<T: Scalar>(
     act: Activation,
     need_dx: bool,
 ) -> DenseGrads<T> {
+    s.check(x.len(), w.len(), s.groups * s.outputs);
+    let y_dims = [s.groups, s.rows, s.outputs];
+    expect_len(
+        "dense_backward: y must be [groups, rows, outputs]",
+        y.len(),
+        &y_dims,
+    );
+    expect_len(
+        "dense_backward: dy must be [groups, rows, outputs]",
+        dy.len(),
+        &y_dims,
+    );
     let (k, m) = (s.inputs, s.outputs);
     // With no activation dz is dy itself.
     let mut dz_owned = T::zeros(if act == Activation::Identity {
@@ -381,6 +398,15 @@ mod tests {
         outputs: 4,
     };
 
+    /// x, w and b of shape `s` from seeds `seed`, `seed + 1` and `seed + 2`.
+    fn random_operands(s: DenseShape, seed: u32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        (
+            pseudo_random(s.groups * s.rows * s.inputs, seed, 0.5),
+            pseudo_random(s.groups * s.inputs * s.outputs, seed + 1, 0.5),
+            pseudo_random(s.groups * s.outputs, seed + 2, 0.5),
+        )
+    }
+
     /// Loss L = Σ r ⊙ act(x·w + b), in f64, for finite differences.
     fn loss(x: &[f32], w: &[f32], b: &[f32], r: &[f32], act: Activation) -> f64 {
         let s = SHAPE;
@@ -408,9 +434,7 @@ mod tests {
     #[test]
     fn forward_and_backward_match_finite_differences() {
         let s = SHAPE;
-        let x = pseudo_random(s.groups * s.rows * s.inputs, 1, 0.5);
-        let w = pseudo_random(s.groups * s.inputs * s.outputs, 2, 0.5);
-        let b = pseudo_random(s.groups * s.outputs, 3, 0.5);
+        let (x, w, b) = random_operands(s, 1);
         let r = pseudo_random(s.groups * s.rows * s.outputs, 4, 0.5);
         // With these fixed inputs no ReLU pre-activation lies within the FD step of its kink.
         for act in [Activation::Tanh, Activation::Relu, Activation::Identity] {
@@ -489,9 +513,7 @@ mod tests {
             inputs: 9,
             outputs: 37,
         };
-        let x = pseudo_random(s.groups * s.rows * s.inputs, 11, 0.5);
-        let w = pseudo_random(s.groups * s.inputs * s.outputs, 12, 0.5);
-        let b = pseudo_random(s.groups * s.outputs, 13, 0.5);
+        let (x, w, b) = random_operands(s, 11);
         let r = pseudo_random(s.groups * s.rows * s.outputs, 14, 0.5);
         for act in [Activation::Tanh, Activation::Relu, Activation::Identity] {
             let want = reference(&x, &w, &b, &r, s, act);
@@ -513,9 +535,7 @@ mod tests {
     #[test]
     fn bf16_agrees_with_f32_to_bf16_precision() {
         let s = SHAPE;
-        let x = pseudo_random(s.groups * s.rows * s.inputs, 5, 0.5);
-        let w = pseudo_random(s.groups * s.inputs * s.outputs, 6, 0.5);
-        let b = pseudo_random(s.groups * s.outputs, 7, 0.5);
+        let (x, w, b) = random_operands(s, 5);
         let low = |v: &[f32]| v.iter().map(|&v| bf16::from_f32(v)).collect::<Vec<_>>();
         let y32 = dense_forward(&x, &w, &b, s, Activation::Tanh);
         let y16 = dense_forward(&low(&x), &low(&w), &low(&b), s, Activation::Tanh);

@@ -5,25 +5,61 @@ use gemm::Parallelism;
 use half::bf16;
 
 /// A read-only matrix view: element (i, j) is `data[i * row_stride + j * col_stride]`.
+///
+/// Built only by the checked constructors below, so every element of a view lies inside its
+/// slice: the products hand views to raw-pointer kernels on that guarantee.
 #[derive(Debug, Clone, Copy)]
 pub struct Mat<'a, T> {
-    pub data: &'a [T],
-    pub rows: usize,
-    pub cols: usize,
-    pub row_stride: isize,
-    pub col_stride: isize,
+    data: &'a [T],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+/// Elements a rows × cols view with these strides spans (0 when empty), or None on overflow.
+fn extent(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Option<usize> {
+    if rows == 0 || cols == 0 {
+        return Some(0);
+    }
+    (rows - 1)
+        .checked_mul(row_stride)?
+        .checked_add((cols - 1).checked_mul(col_stride)?)?
+        .checked_add(1)
 }
 
 impl<'a, T> Mat<'a, T> {
-    /// A contiguous row-major matrix.
+    /// A contiguous row-major matrix. Panics unless `data` holds rows × cols elements.
     pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
-        assert!(data.len() >= rows * cols, "matrix view exceeds its data");
+        Self::strided(data, rows, cols, cols, 1)
+    }
+
+    /// A view with element (i, j) at `data[i * row_stride + j * col_stride]`. Panics unless
+    /// every element lies inside `data` (computed without overflow) and both strides fit
+    /// `isize` (the kernels offset pointers by them).
+    pub fn strided(
+        data: &'a [T],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        assert!(
+            isize::try_from(row_stride).is_ok() && isize::try_from(col_stride).is_ok(),
+            "matrix view: strides {row_stride}, {col_stride} exceed isize::MAX"
+        );
+        let needed = extent(rows, cols, row_stride, col_stride);
+        assert!(
+            needed.is_some_and(|n| n <= data.len()),
+            "matrix view: {rows} x {cols} with strides ({row_stride}, {col_stride}) exceeds its {} elements",
+            data.len()
+        );
         Self {
             data,
             rows,
             cols,
-            row_stride: cols as isize,
-            col_stride: 1,
+            row_stride,
+            col_stride,
         }
     }
 
@@ -38,26 +74,109 @@ impl<'a, T> Mat<'a, T> {
         }
     }
 
+    /// The sub-view of `rows` × `cols` elements from (row0, col0), strides unchanged. Panics
+    /// unless it lies inside this view.
+    pub fn block(self, row0: usize, rows: usize, col0: usize, cols: usize) -> Self {
+        assert!(
+            row0.checked_add(rows).is_some_and(|end| end <= self.rows)
+                && col0.checked_add(cols).is_some_and(|end| end <= self.cols),
+            "matrix view: block {row0}+{rows} x {col0}+{cols} outside {} x {}",
+            self.rows,
+            self.cols
+        );
+        // In the view, so the offset is inside data (and the block's extent within the rest).
+        let start = if rows == 0 || cols == 0 {
+            0
+        } else {
+            row0 * self.row_stride + col0 * self.col_stride
+        };
+        Self::strided(
+            &self.data[start..],
+            rows,
+            cols,
+            self.row_stride,
+            self.col_stride,
+        )
+    }
+
+    pub fn data(&self) -> &'a [T] {
+        self.data
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn row_stride(&self) -> usize {
+        self.row_stride
+    }
+
+    pub fn col_stride(&self) -> usize {
+        self.col_stride
+    }
+
+    /// The same shape and strides over another slice of the same length (a reinterpretation
+    /// of `data`, e.g. `[T]` that is `[f32]`).
+    pub fn with_data<U>(&self, data: &'a [U]) -> Mat<'a, U> {
+        assert_eq!(
+            data.len(),
+            self.data.len(),
+            "matrix view: new data's length"
+        );
+        Mat {
+            data,
+            rows: self.rows,
+            cols: self.cols,
+            row_stride: self.row_stride,
+            col_stride: self.col_stride,
+        }
+    }
+
+    /// Element (i, j). Panics outside the view.
     pub fn at(&self, i: usize, j: usize) -> T
     where
         T: Copy,
     {
-        self.data[(i as isize * self.row_stride + j as isize * self.col_stride) as usize]
+        assert!(
+            i < self.rows && j < self.cols,
+            "matrix view: ({i}, {j}) outside {} x {}",
+            self.rows,
+            self.cols
+        );
+        self.data[i * self.row_stride + j * self.col_stride]
     }
 }
 
-/// A contiguous row-major output matrix.
+/// A contiguous row-major output matrix, built only by the checked `row_major`: its slice holds
+/// rows × cols elements.
 #[derive(Debug)]
 pub struct MatMut<'a, T> {
-    pub data: &'a mut [T],
-    pub rows: usize,
-    pub cols: usize,
+    data: &'a mut [T],
+    rows: usize,
+    cols: usize,
 }
 
 impl<'a, T> MatMut<'a, T> {
+    /// Panics unless `data` holds rows × cols elements (computed without overflow).
     pub fn row_major(data: &'a mut [T], rows: usize, cols: usize) -> Self {
-        assert!(data.len() >= rows * cols, "matrix view exceeds its data");
+        assert!(
+            rows.checked_mul(cols).is_some_and(|n| n <= data.len()),
+            "output matrix: {rows} x {cols} exceeds its {} elements",
+            data.len()
+        );
         Self { data, rows, cols }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
     }
 }
 
@@ -65,7 +184,11 @@ impl<'a, T> MatMut<'a, T> {
 /// would read a matrix through `Mat::t`, which the f32 gemm reads at about half speed as a
 /// right operand (`gemm_speed dG`: the LSTM's dgates·whᵀ through a view and through a copy).
 pub fn transposed<T: Copy + Default>(src: &[T], rows: usize, cols: usize) -> Vec<T> {
-    assert_eq!(src.len(), rows * cols, "transposed: shape");
+    crate::size::expect_len(
+        "transposed: src must be [rows, cols]",
+        src.len(),
+        &[rows, cols],
+    );
     let mut out = vec![T::default(); rows * cols];
     for (i, row) in src.chunks_exact(cols.max(1)).enumerate() {
         for (j, &v) in row.iter().enumerate() {
@@ -78,6 +201,23 @@ pub fn transposed<T: Copy + Default>(src: &[T], rows: usize, cols: usize) -> Vec
 fn check_shapes<A, B, C>(c: &MatMut<C>, a: &Mat<A>, b: &Mat<B>) {
     assert_eq!(a.cols, b.rows, "matmul: inner dimensions differ");
     assert_eq!((c.rows, c.cols), (a.rows, b.cols), "matmul: output shape");
+}
+
+/// Checks the shapes; true when the product is done without a kernel: c empty, or no inner
+/// dimension to sum over (then c is zeroed unless accumulating).
+fn nothing_to_sum<T>(c: &mut MatMut<f32>, a: &Mat<T>, b: &Mat<T>, accumulate: bool) -> bool {
+    check_shapes(c, a, b);
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    if m == 0 || n == 0 {
+        return true;
+    }
+    if k == 0 {
+        if !accumulate {
+            c.data[..m * n].fill(0.0);
+        }
+        return true;
+    }
+    false
 }
 
 /// Below this many multiply-adds a second thread costs more than it saves.
@@ -102,29 +242,15 @@ pub fn matmul_f32_serial(c: MatMut<f32>, a: Mat<f32>, b: Mat<f32>, accumulate: b
     gemm_f32(c, a, b, accumulate, Parallelism::None);
 }
 
-fn gemm_f32(c: MatMut<f32>, a: Mat<f32>, b: Mat<f32>, accumulate: bool, p: Parallelism) {
-    check_shapes(&c, &a, &b);
+fn gemm_f32(mut c: MatMut<f32>, a: Mat<f32>, b: Mat<f32>, accumulate: bool, p: Parallelism) {
+    if nothing_to_sum(&mut c, &a, &b, accumulate) {
+        return;
+    }
     let (m, n, k) = (a.rows, b.cols, a.cols);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            c.data[..m * n].fill(0.0);
-        }
-        return;
-    }
-    let in_bounds = |v: &Mat<f32>| {
-        v.row_stride >= 0
-            && v.col_stride >= 0
-            && (v.rows - 1) * (v.row_stride as usize) + (v.cols - 1) * (v.col_stride as usize)
-                < v.data.len()
-    };
-    assert!(
-        in_bounds(&a) && in_bounds(&b),
-        "matmul: view exceeds its data"
-    );
-    // SAFETY: shapes checked, every element of both views and of c lies inside its slice.
+    let stride = |s: usize| s as isize; // fits: checked when the view was built
+    // SAFETY: shapes checked above; `Mat`'s constructors put every element of a and b inside
+    // their slices (non-negative strides that fit isize), and `MatMut::row_major` checked that
+    // c's slice holds m × n.
     unsafe {
         gemm::gemm(
             m,
@@ -135,11 +261,11 @@ fn gemm_f32(c: MatMut<f32>, a: Mat<f32>, b: Mat<f32>, accumulate: bool, p: Paral
             n as isize,
             accumulate,
             a.data.as_ptr(),
-            a.col_stride,
-            a.row_stride,
+            stride(a.col_stride),
+            stride(a.row_stride),
             b.data.as_ptr(),
-            b.col_stride,
-            b.row_stride,
+            stride(b.col_stride),
+            stride(b.row_stride),
             1.0,
             1.0,
             false,
@@ -153,31 +279,7 @@ fn gemm_f32(c: MatMut<f32>, a: Mat<f32>, b: Mat<f32>, accumulate: bool, p: Paral
 /// Whether `matmul_bf16` runs the native AVX512_BF16 kernel on this CPU (else it widens to
 /// f32 and runs `matmul_f32`).
 pub fn native_bf16_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// Whether every element of the view lies inside its slice (non-negative strides only, so
-/// raw pointer arithmetic from the slice start stays in bounds).
-fn in_bounds<T>(v: &Mat<T>) -> bool {
-    if v.row_stride < 0 || v.col_stride < 0 {
-        return false;
-    }
-    if v.rows == 0 || v.cols == 0 {
-        return true;
-    }
-    let last =
-        (v.rows - 1) as u128 * v.row_stride as u128 + (v.cols - 1) as u128 * v.col_stride as u128;
-    last < v.data.len() as u128
+    crate::cpu::avx512_bf16()
 }
 
 /// c = a·b, or c += a·b when `accumulate`, with bf16 inputs and f32 accumulation.
@@ -195,25 +297,13 @@ pub fn matmul_bf16_serial(c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate
     bf16_product(c, a, b, accumulate, false);
 }
 
-fn bf16_product(c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate: bool, threaded: bool) {
-    check_shapes(&c, &a, &b);
-    assert!(
-        c.data.len() >= c.rows * c.cols,
-        "matrix view exceeds its data"
-    );
-    let (m, n, k) = (a.rows, b.cols, a.cols);
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            c.data[..m * n].fill(0.0);
-        }
+fn bf16_product(mut c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate: bool, threaded: bool) {
+    if nothing_to_sum(&mut c, &a, &b, accumulate) {
         return;
     }
     // The native path wins at every size (even 7x5x3: the portable one widens both inputs).
     #[cfg(target_arch = "x86_64")]
-    if native_bf16_available() && in_bounds(&a) && in_bounds(&b) {
+    if native_bf16_available() {
         native::matmul(c, a, b, accumulate, threaded);
         return;
     }
@@ -270,14 +360,16 @@ mod native {
     unsafe impl<T> Sync for AssertSend<T> {}
 
     fn raw(v: &Mat<bf16>) -> Raw {
+        // The strides fit isize: checked when the view was built.
         Raw {
             ptr: v.data.as_ptr().cast(),
-            rs: v.row_stride,
-            cs: v.col_stride,
+            rs: v.row_stride as isize,
+            cs: v.col_stride as isize,
         }
     }
 
-    /// Caller checked: CPU features, shapes, both views in bounds, c holds m * n. Splits the
+    /// Caller checked: CPU features and shapes; `Mat` and `MatMut` guarantee the views in
+    /// bounds and c holding m * n. Splits the
     /// product over rayon's threads when `threaded` and it is big enough.
     pub(super) fn matmul(
         c: MatMut<f32>,
@@ -288,40 +380,41 @@ mod native {
     ) {
         let (m, n, k) = (a.rows, b.cols, a.cols);
         let cp = c.data.as_mut_ptr();
-        // A matrix-vector product: one dot product per output, no packing.
-        if n == 1 && a.col_stride == 1 {
-            let v: Vec<bf16> = (0..k).map(|p| b.at(p, 0)).collect();
-            // SAFETY: a's rows are in bounds (checked), v has k elements, c has m.
+        // c = mat·v, `rows` outputs, for a `rows` x k matrix whose rows are contiguous and
+        // `stride` apart: one dot product per output, no packing.
+        let gemv = |rows: usize, mat: &[bf16], stride: usize, v: Vec<bf16>| {
+            // SAFETY: the callers pass a view checked in bounds with `rows` rows of k, v of k
+            // elements, and c holds `rows` (m * n with m or n 1).
             unsafe {
                 k512::gemv(
                     cp,
                     1,
-                    m,
+                    rows,
                     k,
-                    a.data.as_ptr().cast(),
-                    a.row_stride,
+                    mat.as_ptr().cast(),
+                    stride as isize,
                     v.as_ptr().cast(),
                     accumulate,
                 )
             };
+        };
+        if n == 1 && a.col_stride == 1 {
+            gemv(
+                m,
+                a.data,
+                a.row_stride,
+                (0..k).map(|p| b.at(p, 0)).collect(),
+            );
             return;
         }
         if m == 1 && b.row_stride == 1 {
             // c^T = b^T a^T: the rows of b^T are b's columns, contiguous.
-            let v: Vec<bf16> = (0..k).map(|p| a.at(0, p)).collect();
-            // SAFETY: as above with b^T (n x k) and c of n elements.
-            unsafe {
-                k512::gemv(
-                    cp,
-                    1,
-                    n,
-                    k,
-                    b.data.as_ptr().cast(),
-                    b.col_stride,
-                    v.as_ptr().cast(),
-                    accumulate,
-                )
-            };
+            gemv(
+                n,
+                b.data,
+                b.col_stride,
+                (0..k).map(|p| a.at(0, p)).collect(),
+            );
             return;
         }
         if k == 1 && b.col_stride == 1 {
@@ -332,7 +425,7 @@ mod native {
                     m,
                     n,
                     a.data.as_ptr().cast(),
-                    a.row_stride,
+                    a.row_stride as isize,
                     b.data.as_ptr().cast(),
                     accumulate,
                 )
@@ -350,7 +443,7 @@ mod native {
                     m,
                     k,
                     a.data.as_ptr().cast(),
-                    a.col_stride,
+                    a.col_stride as isize,
                     &v,
                     accumulate,
                 )
@@ -537,7 +630,7 @@ mod tests {
     }
 
     /// A rows x cols bf16 matrix stored as `lay`: the storage and the view's strides.
-    fn layout(rows: usize, cols: usize, lay: Layout, seed: u32) -> (Vec<bf16>, isize, isize) {
+    fn layout(rows: usize, cols: usize, lay: Layout, seed: u32) -> (Vec<bf16>, usize, usize) {
         let (outer, inner) = if lay.transposed {
             (cols, rows)
         } else {
@@ -548,7 +641,7 @@ mod tests {
             .into_iter()
             .map(bf16::from_f32)
             .collect();
-        let (ld, step) = (ld as isize, lay.step as isize);
+        let step = lay.step;
         if lay.transposed {
             (data, step, ld)
         } else {
@@ -569,20 +662,8 @@ mod tests {
     ) {
         let (ad, ars, acs) = layout(m, k, la, seed);
         let (bd, brs, bcs) = layout(k, n, lb, seed + 1);
-        let a = Mat {
-            data: &ad,
-            rows: m,
-            cols: k,
-            row_stride: ars,
-            col_stride: acs,
-        };
-        let b = Mat {
-            data: &bd,
-            rows: k,
-            cols: n,
-            row_stride: brs,
-            col_stride: bcs,
-        };
+        let a = Mat::strided(&ad, m, k, ars, acs);
+        let b = Mat::strided(&bd, k, n, brs, bcs);
         let init = pseudo_random(m * n, seed + 2, 1.0);
         let mut c = init.clone();
         matmul_bf16(MatMut::row_major(&mut c, m, n), a, b, accumulate);

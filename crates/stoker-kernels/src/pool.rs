@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use crate::scalar::Scalar;
+use crate::size::expect_len;
 
 /// Output [planes, H/2, W/2] and the argmax of each output within its window (0..4, row-major).
 pub fn max_pool2x2_forward<T: Scalar>(
@@ -15,6 +16,12 @@ pub fn max_pool2x2_forward<T: Scalar>(
     height: usize,
     width: usize,
 ) -> (Vec<T>, Vec<u8>) {
+    let x_dims = [planes, height, width];
+    expect_len(
+        "max_pool2x2_forward: x must be [planes, height, width]",
+        x.len(),
+        &x_dims,
+    );
     let (oh, ow) = (height / 2, width / 2);
     let mut y = T::zeros(planes * oh * ow);
     let mut arg = vec![0u8; planes * oh * ow];
@@ -52,7 +59,9 @@ fn pool_row_any<T: Scalar>(rows: [&[T]; 2], y: &mut [T], arg: &mut [u8]) {
         if let (Some(top), Some(bottom), Some(y)) =
             (T::as_f32(rows[0]), T::as_f32(rows[1]), T::as_f32_mut(y))
         {
-            // SAFETY: AVX-512 present and the row fits one vector (`handles`).
+            // SAFETY: `handles` detected the features (`cpu::avx512_bw_vl`) and checked that
+            // the row fits one vector; both rows, y and arg are the `[..width]` and `[..ow]`
+            // slices `max_pool2x2_forward` cuts.
             return unsafe { avx512::pool_row_f32([top, bottom], y, arg) };
         }
         if let (Some(top), Some(bottom), Some(y)) =
@@ -139,7 +148,19 @@ pub fn max_pool2x2_backward<T: Scalar>(
     width: usize,
 ) -> Vec<T> {
     let (oh, ow) = (height / 2, width / 2);
-    let mut dx = T::zeros(planes * height * width);
+    let x_len = crate::size::product("max_pool2x2_backward: dx", &[planes, height, width]);
+    let y_dims = [planes, oh, ow];
+    expect_len(
+        "max_pool2x2_backward: dy must be [planes, H/2, W/2]",
+        dy.len(),
+        &y_dims,
+    );
+    expect_len(
+        "max_pool2x2_backward: arg must be [planes, H/2, W/2]",
+        arg.len(),
+        &y_dims,
+    );
+    let mut dx = T::zeros(x_len);
     if oh * ow == 0 {
         return dx;
     }
@@ -174,14 +195,12 @@ mod avx512 {
 
     /// Whether rows of `width` values take this path on this CPU.
     pub(super) fn handles(width: usize) -> bool {
-        (2..=16).contains(&width)
-            && is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
+        (2..=16).contains(&width) && crate::cpu::avx512_bw_vl()
     }
 
     /// `super::key` on 16 lanes.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     fn keys(bits: __m512i) -> __m512i {
         let negative_zero = _mm512_cmpeq_epi32_mask(bits, _mm512_set1_epi32(i32::MIN));
         let bits = _mm512_maskz_mov_epi32(!negative_zero, bits);
@@ -193,7 +212,7 @@ mod avx512 {
 
     /// (max key, original bits, index 0 / 1) of each column pair (2j, 2j + 1) of one row.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     fn pairs(bits: __m512i) -> (__m512i, __m512i, __m512i) {
         let even = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 14, 12, 10, 8, 6, 4, 2, 0);
         let odd = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 15, 13, 11, 9, 7, 5, 3, 1);
@@ -216,7 +235,7 @@ mod avx512 {
 
     /// The pooled f32 bits and argmax of a row pair given as f32 bits.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     fn pool(top: __m512i, bottom: __m512i) -> (__m512i, __m512i) {
         let (tk, tv, ti) = pairs(top);
         let (bk, bv, bi) = pairs(bottom);
@@ -225,8 +244,8 @@ mod avx512 {
         (_mm512_mask_mov_epi32(tv, lower, bv), at)
     }
 
-    /// SAFETY: AVX-512F/BW present; rows of the same width ≤ 16, y and arg of width / 2.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    /// SAFETY: `cpu::avx512_bw_vl()` is true; rows of the same width ≤ 16, y and arg of width / 2.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn pool_row_f32([top, bottom]: [&[f32]; 2], y: &mut [f32], arg: &mut [u8]) {
         let (inputs, outputs) = ((1u32 << top.len()) - 1, (1u32 << y.len()) - 1);
         // SAFETY: every load and store is masked to the slices' lengths.
@@ -240,7 +259,7 @@ mod avx512 {
     }
 
     /// SAFETY: as for `pool_row_f32`.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn pool_row_bf16(
         [top, bottom]: [&[bf16]; 2],
         y: &mut [bf16],

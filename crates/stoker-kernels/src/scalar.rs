@@ -79,6 +79,7 @@ impl Scalar for bf16 {
         out
     }
     fn widen_into(src: &[bf16], dst: &mut [f32]) {
+        assert_eq!(src.len(), dst.len(), "widen_into: lengths differ");
         bf16_to_f32(src, dst);
     }
     fn narrow(values: Vec<f32>) -> Vec<bf16> {
@@ -87,6 +88,7 @@ impl Scalar for bf16 {
         out
     }
     fn narrow_into(src: &[f32], dst: &mut [bf16]) {
+        assert_eq!(src.len(), dst.len(), "narrow_into: lengths differ");
         f32_to_bf16(src, dst);
     }
     fn as_f32(_: &[bf16]) -> Option<&[f32]> {

@@ -8,7 +8,13 @@ use burn::optim::{
     Adam, AdamConfig, AdamState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer,
 };
 use burn::prelude::*;
-use stoker_zoo::fused::{AdamStep, adam_applies, adam_step};
+use stoker_artifact::TrainConfig;
+use stoker_runtime::fused::{AdamStep, adam_applies, adam_step};
+
+/// The trainer's optimizer for `t`: Adam with `t.weight_decay` and `t.grad_clip` (0: off).
+pub fn optimizer(t: &TrainConfig) -> ModuleOptimizer {
+    FusedAdam::module_optimizer(t.weight_decay as f32, t.grad_clip as f32)
+}
 
 /// burn's `AdamConfig` defaults, which the fused path must repeat (burn keeps them private).
 const BETA_1: f32 = 0.9;
@@ -16,7 +22,7 @@ const BETA_2: f32 = 0.999;
 const EPSILON: f32 = 1e-5;
 
 #[derive(Clone)]
-pub struct FusedAdam {
+pub(crate) struct FusedAdam {
     composed: Adam,
     weight_decay: f32,
 }

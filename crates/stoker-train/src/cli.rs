@@ -4,15 +4,14 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use clap::Args;
 use stoker_artifact::layout::SUMMARY_FILE;
 use stoker_artifact::{Precision, PreparedData, RunSummary, TaskConfig, atomic};
 use stoker_cli::{DeviceArgs, TaskArgs};
-use stoker_zoo::device::open;
+use stoker_runtime::device::open;
 
-use crate::trainer::{TrainRequest, train};
-use crate::tune::{TuneReport, TuneRequest, tune};
+use crate::{TrainRequest, TuneReport, TuneRequest, train, tune};
 
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
@@ -47,9 +46,17 @@ pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
     let mut config = args.task.load_config()?;
     config.seed = args.seed.unwrap_or(config.seed);
     config.train.epochs = args.epochs.unwrap_or(config.train.epochs);
-    let device = open(&args.device.device, !args.device.no_fusion).map_err(|e| anyhow!(e))?;
+    config.train.lr = args.lr.unwrap_or(config.train.lr);
+    config.train.accumulate = args.accumulate.unwrap_or(config.train.accumulate);
+    config.train.precision = args.precision.unwrap_or(config.train.precision);
+    if let Some(BatchSize::Fixed(b)) = args.batch_size {
+        config.train.batch_size = b;
+    }
+    // The flags are checked by the same rules as the file they override.
+    config.validate(&args.task.config)?;
+    let device = open(&args.device.device, !args.device.no_fusion)?;
     match args.batch_size {
-        Some(BatchSize::Fixed(b)) => config.train.batch_size = b,
+        Some(BatchSize::Fixed(_)) | None => {}
         Some(BatchSize::Auto) => {
             let data = Arc::new(PreparedData::open(&args.task.layout().data_dir())?);
             let report = tune(&TuneRequest {
@@ -66,11 +73,7 @@ pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
             );
             config.train.batch_size = report.chosen;
         }
-        None => {}
     }
-    config.train.lr = args.lr.unwrap_or(config.train.lr);
-    config.train.accumulate = args.accumulate.unwrap_or(config.train.accumulate);
-    config.train.precision = args.precision.unwrap_or(config.train.precision);
     let layout = args.task.layout();
     let summary = train(&TrainRequest {
         config,
@@ -86,7 +89,7 @@ pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
 }
 
 /// The run summary as people read it at the end of training.
-pub fn print_summary(s: &RunSummary, path: &std::path::Path) {
+fn print_summary(s: &RunSummary, path: &std::path::Path) {
     let t = &s.step_time;
     let total = (t.data_wait_s + t.compute_s + t.optimizer_s).max(1e-12);
     println!(
@@ -183,7 +186,7 @@ pub enum LrScaling {
 /// table to `artifacts/<task>/tune.json`. Returns the tuned config's path.
 pub fn run_tune(args: &TuneArgs) -> Result<PathBuf> {
     let config = args.task.load_config()?;
-    let device = open(&args.device.device, !args.device.no_fusion).map_err(|e| anyhow!(e))?;
+    let device = open(&args.device.device, !args.device.no_fusion)?;
     let layout = args.task.layout();
     let data = Arc::new(PreparedData::open(&layout.data_dir())?);
     let report = tune(&TuneRequest {

@@ -4,8 +4,13 @@
 //! Workers live as long as the [`Loader`] (across epochs and evaluations). Worker `w` gathers
 //! batches `w, w+N, w+2N, …` of a pass into its own queue of depth `prefetch`; the consumer takes
 //! batch `i` from queue `i mod N`, so batches arrive in order — the order of a pass is fixed by
-//! (seed, epoch) alone, whatever the thread timing.
+//! (seed, epoch) alone, whatever the thread timing. A pass is an iterator ([`Pass`]):
+//!
+//! ```text
+//! for batch in loader.pass(order, batch_size, window) { … }
+//! ```
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::{self, JoinHandle};
@@ -31,7 +36,7 @@ pub fn epoch_order(windows: &[usize], seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-pub fn gather(data: &PreparedData, starts: &[usize], spec: WindowSpec) -> HostBatch {
+pub(crate) fn gather(data: &PreparedData, starts: &[usize], spec: WindowSpec) -> HostBatch {
     let mut inputs = Vec::new();
     let mut targets = Vec::new();
     data.store.gather_inputs(starts, spec, &mut inputs);
@@ -52,6 +57,7 @@ struct Job {
     out: SyncSender<HostBatch>,
 }
 
+/// Worker threads over one prepared data set, serving passes of batches.
 pub struct Loader {
     jobs: Vec<Sender<Job>>,
     handles: Vec<JoinHandle<()>>,
@@ -59,6 +65,7 @@ pub struct Loader {
 }
 
 impl Loader {
+    /// `workers` threads (at least one), each `prefetch` batches ahead of the consumer.
     pub fn new(data: Arc<PreparedData>, workers: usize, prefetch: usize) -> Self {
         let workers = workers.max(1);
         let (mut jobs, mut handles) = (Vec::new(), Vec::new());
@@ -84,18 +91,13 @@ impl Loader {
         }
     }
 
-    /// Runs `consume` over the batches of `order`, in order. Returns the time spent waiting for
-    /// batches (the data stall).
-    pub fn for_each_batch<E>(
-        &self,
-        order: Vec<usize>,
-        batch_size: usize,
-        spec: WindowSpec,
-        mut consume: impl FnMut(HostBatch) -> Result<(), E>,
-    ) -> Result<Duration, E> {
+    /// One pass over `order` in batches of `batch_size`, in order; dropping the pass early
+    /// (an early stop) releases the workers for the next. `&mut self`: a loader serves one pass
+    /// at a time (workers take passes in turn, so a second concurrent pass would wait forever).
+    pub fn pass(&mut self, order: Vec<usize>, batch_size: usize, spec: WindowSpec) -> Pass<'_> {
         let order = Arc::new(order);
-        let n_batches = order.len().div_ceil(batch_size);
-        let queues: Vec<Receiver<HostBatch>> = self
+        let batches = order.len().div_ceil(batch_size);
+        let queues = self
             .jobs
             .iter()
             .map(|jobs| {
@@ -111,18 +113,56 @@ impl Loader {
                 rx
             })
             .collect();
-        let mut waited = Duration::ZERO;
-        for i in 0..n_batches {
-            let t = Instant::now();
-            let batch = queues[i % queues.len()]
-                .recv()
-                .expect("a worker delivers every batch of its share");
-            waited += t.elapsed();
-            consume(batch)?;
+        Pass {
+            queues,
+            next: 0,
+            batches,
+            waited: Duration::ZERO,
+            _loader: PhantomData,
         }
-        Ok(waited)
     }
 }
+
+/// The batches of one pass, in order, as an iterator; it counts the time spent waiting for
+/// them (the data stall).
+pub struct Pass<'a> {
+    queues: Vec<Receiver<HostBatch>>,
+    next: usize,
+    batches: usize,
+    waited: Duration,
+    _loader: PhantomData<&'a mut Loader>,
+}
+
+impl Pass<'_> {
+    /// Time spent so far waiting for a batch that was not ready.
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+}
+
+impl Iterator for Pass<'_> {
+    type Item = HostBatch;
+
+    fn next(&mut self) -> Option<HostBatch> {
+        if self.next == self.batches {
+            return None;
+        }
+        let t = Instant::now();
+        let batch = self.queues[self.next % self.queues.len()]
+            .recv()
+            .expect("a worker delivers every batch of its share");
+        self.waited += t.elapsed();
+        self.next += 1;
+        Some(batch)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.batches - self.next;
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Pass<'_> {}
 
 impl Drop for Loader {
     fn drop(&mut self) {
@@ -205,21 +245,22 @@ mod tests {
         let data = store(dir.path());
         let spec = data.manifest.window;
         let order = epoch_order(&data.windows(stoker_artifact::Split::Train, spec), 1, 1);
-        let first_inputs = |loader: &Loader| {
-            let mut seen = Vec::new();
+        let first_inputs = |loader: &mut Loader| -> Vec<usize> {
             loader
-                .for_each_batch(order.clone(), 7, spec, |b| -> Result<(), ()> {
-                    seen.extend(b.inputs.chunks(3).map(|w| w[0] as usize));
-                    Ok(())
+                .pass(order.clone(), 7, spec)
+                .flat_map(|b| {
+                    b.inputs
+                        .chunks(3)
+                        .map(|w| w[0] as usize)
+                        .collect::<Vec<_>>()
                 })
-                .unwrap();
-            seen
+                .collect()
         };
         for workers in [1, 3, 4] {
-            let loader = Loader::new(data.clone(), workers, 2);
+            let mut loader = Loader::new(data.clone(), workers, 2);
             // Two passes on the same workers, both complete and in order.
-            assert_eq!(first_inputs(&loader), order);
-            assert_eq!(first_inputs(&loader), order);
+            assert_eq!(first_inputs(&mut loader), order);
+            assert_eq!(first_inputs(&mut loader), order);
         }
     }
 
@@ -229,20 +270,12 @@ mod tests {
         let data = store(dir.path());
         let spec = data.manifest.window;
         let order: Vec<usize> = (0..150).collect();
-        let loader = Loader::new(data, 2, 1);
-        let mut n = 0;
-        let stopped = loader.for_each_batch(order.clone(), 10, spec, |_| {
-            n += 1;
-            if n == 3 { Err("stop") } else { Ok(()) }
-        });
-        assert_eq!(stopped, Err("stop"));
-        let mut count = 0;
-        loader
-            .for_each_batch(order, 10, spec, |b| -> Result<(), ()> {
-                count += b.len;
-                Ok(())
-            })
-            .unwrap();
+        let mut loader = Loader::new(data, 2, 1);
+        let mut pass = loader.pass(order.clone(), 10, spec);
+        assert_eq!(pass.len(), 15);
+        assert_eq!(pass.by_ref().take(3).count(), 3);
+        drop(pass);
+        let count: usize = loader.pass(order, 10, spec).map(|b| b.len).sum();
         assert_eq!(count, 150);
     }
 }

@@ -26,7 +26,7 @@ pub struct Utilisation {
 }
 
 /// One reading of a counter source.
-pub(crate) struct Reading {
+struct Reading {
     pub percent: Option<f64>,
     pub device_memory_bytes: Option<u64>,
 }
@@ -105,7 +105,13 @@ impl Counters {
         match self {
             Self::Process(p) => p.read(),
             #[cfg(feature = "nvml")]
-            Self::Nvml(n) => n.read(),
+            Self::Nvml(n) => {
+                let (percent, device_memory_bytes) = n.read();
+                Reading {
+                    percent,
+                    device_memory_bytes,
+                }
+            }
         }
     }
 }

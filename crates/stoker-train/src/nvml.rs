@@ -22,14 +22,14 @@ impl NvmlCounters {
         Some(device.memory_info().ok()?.total)
     }
 
-    pub fn read(&mut self) -> super::monitor::Reading {
+    /// GPU utilisation (%) and device memory in use (bytes), each where NVML answers.
+    pub fn read(&mut self) -> (Option<f64>, Option<u64>) {
         let device = self.nvml.device_by_index(0).ok();
-        super::monitor::Reading {
-            percent: device
-                .as_ref()
-                .and_then(|d| d.utilization_rates().ok())
-                .map(|u| f64::from(u.gpu)),
-            device_memory_bytes: device.and_then(|d| d.memory_info().ok()).map(|m| m.used),
-        }
+        let percent = device
+            .as_ref()
+            .and_then(|d| d.utilization_rates().ok())
+            .map(|u| f64::from(u.gpu));
+        let memory = device.and_then(|d| d.memory_info().ok()).map(|m| m.used);
+        (percent, memory)
     }
 }

@@ -1,17 +1,132 @@
-//! One optimisation step's loss and gradients, optionally accumulated over micro-batches:
-//! K micro-batches of b/K give the gradients of one batch of b, with the memory of b/K.
+//! One optimisation step: the [`Learner`] (model, optimizer, precision policy, loss scaler)
+//! takes a batch's gradients — optionally accumulated over micro-batches: K micro-batches of
+//! b/K give the gradients of one batch of b, with the memory of b/K — and applies them.
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use stoker_artifact::run::LossScaleState;
-use stoker_artifact::{LossKind, WindowSpec};
-use stoker_zoo::batch::{inputs_tensor, targets_tensor};
-use stoker_zoo::{Autocast, Model};
+use stoker_artifact::{LossKind, Precision, TrainConfig, WindowSpec};
+use stoker_runtime::Autocast;
+use stoker_runtime::batch::{inputs_tensor, targets_tensor};
+use stoker_zoo::{InputShape, Model};
 
+use crate::clock::Lap;
+use crate::error::Result;
 use crate::loader::HostBatch;
 
-/// Gradients and the (detached) mean loss of `batch`, computed as `accumulate` micro-batches.
+/// The model being trained and what changes it: the optimizer, the precision policy and, for
+/// f16, the loss scaler (hidden here: a step whose scaled gradients overflowed is skipped).
+pub(crate) struct Learner {
+    pub model: Model,
+    pub optim: ModuleOptimizer,
+    autocast: Autocast,
+    scaler: Option<LossScaler>,
+    /// The autodiff device the model lives on.
+    device: Device,
+    window: WindowSpec,
+    features: usize,
+    accumulate: usize,
+    loss: LossKind,
+}
+
+impl Learner {
+    /// `device`: the run's device (not its autodiff view); `loss_scale`: a resumed run's scale.
+    pub fn new(
+        model: Model,
+        optim: ModuleOptimizer,
+        t: &TrainConfig,
+        shape: &InputShape,
+        device: &Device,
+        loss_scale: Option<LossScaleState>,
+    ) -> Self {
+        // f16 needs loss scaling; bf16 has f32's exponent range and does not.
+        let scaler = (t.precision == Precision::F16Mixed).then(|| LossScaler {
+            state: loss_scale.unwrap_or_default(),
+        });
+        Self {
+            model,
+            optim,
+            autocast: Autocast::for_device(t.precision, device),
+            scaler,
+            device: device.clone().autodiff(),
+            window: shape.window,
+            features: shape.features,
+            accumulate: t.accumulate,
+            loss: t.loss,
+        }
+    }
+
+    /// One step at learning rate `lr`, timed by `lap`; returns the batch's mean loss (detached,
+    /// on the device: reading it would wait for the step).
+    pub fn step(&mut self, batch: &HostBatch, lr: f64, mut lap: Lap) -> Result<Tensor<1>> {
+        let scale = self.scaler.as_ref().map_or(1.0, |s| s.state.scale);
+        let (mut grads, loss) = batch_gradients(
+            &self.model,
+            batch,
+            self.window,
+            self.features,
+            self.accumulate,
+            self.loss,
+            &self.autocast,
+            scale,
+            &self.device,
+        );
+        lap.computed()?;
+        let finite = self
+            .scaler
+            .as_mut()
+            .is_none_or(|s| s.unscale(&self.model, &mut grads));
+        if finite {
+            self.model = self.optim.step(lr, self.model.clone(), grads);
+        }
+        lap.finish()?;
+        Ok(loss)
+    }
+
+    /// The f16 loss scale to keep in a resumable checkpoint (None for other precisions).
+    pub fn loss_scale(&self) -> Option<LossScaleState> {
+        self.scaler.as_ref().map(|s| s.state)
+    }
+
+    pub fn is_mixed(&self) -> bool {
+        self.autocast.is_mixed()
+    }
+}
+
+/// An epoch's training loss: the sum of (batch mean loss × batch size), kept on the device so
+/// that no step waits to read it; checkpoints move it to the host (`TrainState::epoch_loss_sum`).
+pub(crate) struct EpochLoss {
+    pending: Tensor<1>,
+    device: Device,
+}
+
+impl EpochLoss {
+    pub fn new(device: &Device) -> Self {
+        Self {
+            pending: Tensor::zeros([1], device),
+            device: device.clone(),
+        }
+    }
+
+    pub fn add(&mut self, batch_loss: Tensor<1>, batch_len: usize) {
+        self.pending = self.pending.clone() + batch_loss * batch_len as f32;
+    }
+
+    /// The sum not yet moved to the host, read and reset.
+    pub fn flush(&mut self) -> f64 {
+        let zero = Tensor::zeros([1], &self.device);
+        f64::from(std::mem::replace(&mut self.pending, zero).into_scalar::<f32>())
+    }
+
+    /// The epoch's sum: `flushed` (what checkpoints moved to the host) plus the pending part.
+    pub fn total(&self, flushed: f64) -> f64 {
+        flushed + f64::from(self.pending.clone().into_scalar::<f32>())
+    }
+}
+
+/// Gradients and the (detached) mean loss of `batch`, computed as `accumulate` micro-batches
+/// (the step without its optimizer: benchmarks and device comparisons call it directly).
 /// Each micro-batch's mean loss is weighted by its share of the batch, so the sum is the
 /// batch's mean loss whatever the split.
 #[allow(clippy::too_many_arguments)]
@@ -57,7 +172,7 @@ pub fn batch_gradients(
 /// gradients survive f16; gradients are divided back before the step. A non-finite gradient
 /// skips the step and halves the scale; 2 000 clean steps in a row double it.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct LossScaler {
+pub(crate) struct LossScaler {
     /// Kept in the resume state as is.
     pub state: LossScaleState,
 }
@@ -106,8 +221,9 @@ impl LossScaler {
     }
 }
 
-/// Every parameter's gradient, flattened, in visiting order (for tests and diagnostics).
-pub fn flat_gradients(model: &Model, grads: &GradientsParams) -> Vec<Vec<f32>> {
+/// Every parameter's gradient, flattened, in visiting order.
+#[cfg(test)]
+fn flat_gradients(model: &Model, grads: &GradientsParams) -> Vec<Vec<f32>> {
     struct Collect<'a>(&'a GradientsParams, Vec<Vec<f32>>);
     impl ModuleVisitor for Collect<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -131,6 +247,8 @@ mod tests {
     use stoker_artifact::{Cnn2dSpec, ModelSpec};
     use stoker_zoo::InputShape;
 
+    use crate::testing::one_target_of_two;
+
     #[test]
     fn accumulated_micro_batches_give_the_full_batch_gradients() {
         let device = Device::flex().autodiff();
@@ -152,7 +270,7 @@ mod tests {
             hidden: 16,
             ..Default::default()
         });
-        let model = Model::new(&spec, &shape, &device);
+        let model = Model::new(&spec, &shape, &device).unwrap();
         let len = 12;
         let batch = HostBatch {
             inputs: (0..len * 8 * 4)
@@ -164,21 +282,8 @@ mod tests {
             len,
         };
         let f32 = Autocast::F32;
-        let (full, full_loss) = batch_gradients(
-            &model,
-            &batch,
-            window,
-            4,
-            1,
-            LossKind::Mse,
-            &f32,
-            1.0,
-            &device,
-        );
-        let full = flat_gradients(&model, &full);
-        assert!(!full.is_empty());
-        for k in [2, 4, 5] {
-            let (acc, acc_loss) = batch_gradients(
+        let in_micro_batches = |k| {
+            batch_gradients(
                 &model,
                 &batch,
                 window,
@@ -188,7 +293,13 @@ mod tests {
                 &f32,
                 1.0,
                 &device,
-            );
+            )
+        };
+        let (full, full_loss) = in_micro_batches(1);
+        let full = flat_gradients(&model, &full);
+        assert!(!full.is_empty());
+        for k in [2, 4, 5] {
+            let (acc, acc_loss) = in_micro_batches(k);
             let acc = flat_gradients(&model, &acc);
             assert_eq!(acc.len(), full.len());
             for (a, f) in acc.iter().zip(&full) {
@@ -210,24 +321,14 @@ mod tests {
     #[test]
     fn loss_scaler_unscales_skips_overflow_and_grows() {
         let device = Device::flex().autodiff();
-        let window = WindowSpec {
-            input_len: 4,
-            horizon: 1,
-            output_len: 1,
-            stride: 1,
-        };
-        let shape = InputShape {
-            window,
-            features: 2,
-            targets: vec![0],
-            anc: None,
-        };
+        let shape = one_target_of_two(4);
+        let window = shape.window;
         let spec = ModelSpec::Cnn2d(Cnn2dSpec {
             channels: vec![2],
             hidden: 4,
             ..Default::default()
         });
-        let model = Model::new(&spec, &shape, &device);
+        let model = Model::new(&spec, &shape, &device).unwrap();
         let batch = || HostBatch {
             inputs: (0..16).map(|i| i as f32 / 16.0).collect(),
             targets: vec![1.0, -1.0],

@@ -5,15 +5,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Result, ensure};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use stoker_artifact::{PreparedData, Split, TaskConfig};
-use stoker_zoo::{Autocast, InputShape, Model};
+use stoker_runtime::Autocast;
+use stoker_runtime::device::sync;
+use stoker_zoo::{InputShape, Model};
 
+use crate::adam::optimizer;
+use crate::error::{Error, Result};
 use crate::loader::{Loader, epoch_order};
 use crate::step::batch_gradients;
-use crate::trainer::optimizer;
 
 /// Throughput within this fraction of the best counts as "as fast".
 const WITHIN: f64 = 0.05;
@@ -65,7 +67,7 @@ fn peak_rss() -> u64 {
 
 fn probe(
     req: &TuneRequest,
-    loader: &Loader,
+    loader: &mut Loader,
     windows: &[usize],
     batch_size: usize,
 ) -> Result<(f64, u64)> {
@@ -73,7 +75,7 @@ fn probe(
     let window = cfg.window_for(&req.data.manifest);
     let device = req.device.clone().autodiff();
     let shape = InputShape::of(&req.data.manifest, window);
-    let mut model = Model::new(&cfg.model, &shape, &device);
+    let mut model = Model::new(&cfg.model, &shape, &device)?;
     let mut optim = optimizer(&cfg.train);
     let order: Vec<usize> = epoch_order(windows, cfg.seed, 1)
         .into_iter()
@@ -82,10 +84,9 @@ fn probe(
         .collect();
     reset_peak_rss();
     let mut timed_from = None;
-    let mut done = 0;
-    loader.for_each_batch(order, batch_size, window, |batch| -> Result<()> {
+    for (done, batch) in loader.pass(order, batch_size, window).enumerate() {
         if done == 2 {
-            stoker_zoo::device::sync(&device)?;
+            sync(&device).map_err(Error::Runtime)?;
             timed_from = Some(Instant::now());
         }
         let (grads, _) = batch_gradients(
@@ -100,26 +101,29 @@ fn probe(
             &device,
         );
         model = optim.step(cfg.train.lr, model.clone(), grads);
-        done += 1;
-        Ok(())
-    })?;
+    }
     // A step the device could not run (memory) fails here, not as a panic.
-    stoker_zoo::device::sync(&device)?;
+    sync(&device).map_err(Error::Runtime)?;
     let seconds = timed_from.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
     Ok(((req.steps * batch_size) as f64 / seconds, peak_rss()))
 }
 
+/// Probes `req.candidates` in order, stopping at the first that fails or exceeds the memory
+/// headroom, and chooses among the rest.
 pub fn tune(req: &TuneRequest) -> Result<TuneReport> {
-    ensure!(!req.candidates.is_empty(), "no candidate batch sizes");
+    if req.candidates.is_empty() {
+        return Err(Error::Settings("no candidate batch sizes".into()));
+    }
     let windows = req
         .data
         .windows(Split::Train, req.config.window_for(&req.data.manifest));
-    ensure!(
-        !windows.is_empty(),
-        "{}: no train windows",
-        req.data.dir.display()
-    );
-    let loader = Loader::new(
+    if windows.is_empty() {
+        return Err(Error::Settings(format!(
+            "{}: no train windows",
+            req.data.dir.display()
+        )));
+    }
+    let mut loader = Loader::new(
         req.data.clone(),
         req.config.train.workers,
         req.config.train.prefetch,
@@ -129,7 +133,7 @@ pub fn tune(req: &TuneRequest) -> Result<TuneReport> {
     for &batch_size in &req.candidates {
         // A backend out-of-memory surfaces as a panic: the probe records it and stops growing.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            probe(req, &loader, &windows, batch_size)
+            probe(req, &mut loader, &windows, batch_size)
         }));
         let (samples_per_s, peak_memory_bytes, failed) = match outcome {
             Ok(Ok((s, m))) if m <= limit => (s, m, None),
@@ -163,8 +167,8 @@ pub fn tune(req: &TuneRequest) -> Result<TuneReport> {
             break; // larger batches only need more memory
         }
     }
-    let chosen =
-        choose(&probes).ok_or_else(|| anyhow::anyhow!("no candidate batch size could train"))?;
+    let chosen = choose(&probes)
+        .ok_or_else(|| Error::Settings("no candidate batch size could train".into()))?;
     Ok(TuneReport {
         probes,
         chosen,
@@ -177,7 +181,7 @@ pub fn tune(req: &TuneRequest) -> Result<TuneReport> {
 }
 
 /// The smallest usable batch whose throughput is within `WITHIN` of the best.
-pub fn choose(probes: &[Probe]) -> Option<usize> {
+fn choose(probes: &[Probe]) -> Option<usize> {
     let usable = probes
         .iter()
         .filter(|p| p.failed.is_none() && p.samples_per_s.is_finite());

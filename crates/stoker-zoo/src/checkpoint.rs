@@ -3,33 +3,37 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, ensure};
 use burn::prelude::*;
 use stoker_artifact::CheckpointMeta;
 
+use crate::error::{Error, Result};
 use crate::{InputShape, Model};
 
 pub fn save(dir: &Path, name: &str, model: &Model, meta: &CheckpointMeta) -> Result<()> {
+    let expected = format!("{name}.bpk");
+    if meta.weights != expected {
+        return Err(Error::WeightsName {
+            expected,
+            found: meta.weights.clone(),
+        });
+    }
     let weights = dir.join(&meta.weights);
-    ensure!(
-        meta.weights == format!("{name}.bpk"),
-        "checkpoint weights must be named {name}.bpk"
-    );
     model
         .clone()
         .save_file(&weights)
-        .with_context(|| format!("{}: cannot write weights", weights.display()))?;
+        .map_err(|e| Error::SaveWeights {
+            path: weights.clone(),
+            message: e.to_string(),
+        })?;
     meta.save(&dir.join(format!("{name}.json")))?;
     Ok(())
 }
 
 pub fn load(dir: &Path, name: &str, device: &Device) -> Result<(Model, CheckpointMeta)> {
     let meta_path = dir.join(format!("{name}.json"));
-    ensure!(
-        meta_path.exists(),
-        "{}: not found: run the train stage first (cargo xtask train --config …)",
-        meta_path.display()
-    );
+    if !meta_path.exists() {
+        return Err(Error::NotFound(meta_path));
+    }
     let meta = CheckpointMeta::load(&meta_path)?;
     let shape = InputShape {
         window: meta.window,
@@ -38,8 +42,11 @@ pub fn load(dir: &Path, name: &str, device: &Device) -> Result<(Model, Checkpoin
         anc: meta.anc.clone(),
     };
     let weights = dir.join(&meta.weights);
-    let model = Model::new(&meta.model, &shape, device)
+    let model = Model::new(&meta.model, &shape, device)?
         .try_load_file(&weights)
-        .map_err(|e| anyhow::anyhow!("{}: cannot load weights: {e}", weights.display()))?;
+        .map_err(|e| Error::LoadWeights {
+            path: weights.clone(),
+            message: e.to_string(),
+        })?;
     Ok((model, meta))
 }

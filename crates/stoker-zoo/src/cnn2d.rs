@@ -7,8 +7,8 @@ use burn::prelude::*;
 use stoker_artifact::Cnn2dSpec;
 
 use crate::InputShape;
-use crate::fused::{self, Activation};
-use crate::precision::Autocast;
+use stoker_runtime::Autocast;
+use stoker_runtime::fused::{self, Activation};
 
 #[derive(Module, Debug)]
 pub struct Cnn2d {

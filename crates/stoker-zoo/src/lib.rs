@@ -1,8 +1,14 @@
 //! # stoker-zoo — the models
 //!
-//! [`Model`] wraps every network the trainer and predictor know ([`Forecaster`]), built from the
-//! [`ModelSpec`] of a task config and the [`InputShape`] of the prepared data. Adding a model
-//! means a module file here, a variant in `ModelSpec` (stoker-artifact) and one arm per match.
+//! The network definitions and nothing of the machinery they run on (devices, precision, fused
+//! ops and batches are stoker-runtime's; signal processing is stoker-dsp's). [`Model`] wraps
+//! every network the trainer and predictor know ([`Network`]), built from the [`ModelSpec`] of
+//! a task config and the [`InputShape`] of the prepared data; [`checkpoint`] saves and loads
+//! one. Adding a model means a module file here, a variant in `ModelSpec` (stoker-artifact) and
+//! one arm per match.
+//!
+//! Principal types: [`Model`] (forward, loss, warm start), [`Network`] (the architectures:
+//! [`Cnn2d`], [`LstmAttention`], [`MultibandAnc`]), [`InputShape`], [`Error`].
 //!
 //! ```
 //! use burn::prelude::*;
@@ -12,31 +18,29 @@
 //! let device = Device::flex();
 //! let window = WindowSpec { input_len: 24, horizon: 1, output_len: 1, stride: 1 };
 //! let shape = InputShape { window, features: 11, targets: vec![0], anc: None };
-//! let model = Model::new(&ModelSpec::Cnn2d(Cnn2dSpec::default()), &shape, &device);
+//! let model = Model::new(&ModelSpec::Cnn2d(Cnn2dSpec::default()), &shape, &device)?;
 //! let y = model.forward(Tensor::zeros([4, 24, 11], &device));
 //! assert_eq!(y.dims(), [4, 1]);
+//! # Ok::<(), stoker_zoo::Error>(())
 //! ```
 
-pub mod batch;
 pub mod checkpoint;
 pub mod cnn2d;
-pub mod device;
-pub mod fused;
+pub mod error;
 pub mod lstm_attention;
 pub mod multiband_anc;
-pub mod precision;
 pub mod recurrent;
 pub mod ridge;
-pub mod signal;
 
 use burn::nn::loss::{HuberLossConfig, MseLoss, Reduction};
 use burn::prelude::*;
 use stoker_artifact::{AncSignals, LossKind, ModelSpec, WindowSpec};
+use stoker_runtime::Autocast;
 
 pub use cnn2d::Cnn2d;
+pub use error::{Error, Result};
 pub use lstm_attention::LstmAttention;
 pub use multiband_anc::MultibandAnc;
-pub use precision::Autocast;
 
 /// What a model sees and predicts: windows of `features` columns, and which columns are targets;
 /// for ANC also the acoustic plant the loss simulates.
@@ -65,21 +69,23 @@ impl InputShape {
     }
 }
 
+/// The architectures: forecasters, and the ANC controller (a network that controls rather
+/// than forecasts, see [`stoker_artifact::TaskFamily`]).
 // One model exists per run: the variants' size difference costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
-pub enum Forecaster {
+pub enum Network {
     Cnn2d(Cnn2d),
     LstmAttention(LstmAttention),
     MultibandAnc(MultibandAnc),
 }
 
-impl Forecaster {
+impl Network {
     pub fn forward(&self, x: Tensor<3>, ac: &Autocast) -> Tensor<2> {
         match self {
-            Forecaster::Cnn2d(m) => m.forward(x, ac),
-            Forecaster::LstmAttention(m) => m.forward(x, ac),
-            Forecaster::MultibandAnc(m) => m.forward(x, ac),
+            Network::Cnn2d(m) => m.forward(x, ac),
+            Network::LstmAttention(m) => m.forward(x, ac),
+            Network::MultibandAnc(m) => m.forward(x, ac),
         }
     }
 }
@@ -88,37 +94,38 @@ impl Forecaster {
 /// last observed (normalised) value of each target.
 #[derive(Module, Debug)]
 pub struct Model {
-    pub net: Forecaster,
+    pub net: Network,
     targets: Vec<usize>,
     output_len: usize,
     residual: bool,
 }
 
 impl Model {
-    pub fn new(spec: &ModelSpec, shape: &InputShape, device: &Device) -> Self {
+    /// The network `spec` names, shaped for `shape`; a control model needs the data's plant.
+    pub fn new(spec: &ModelSpec, shape: &InputShape, device: &Device) -> Result<Self> {
         let (net, residual) = match spec {
-            ModelSpec::Cnn2d(s) => (Forecaster::Cnn2d(Cnn2d::new(s, shape, device)), s.residual),
+            ModelSpec::Cnn2d(s) => (Network::Cnn2d(Cnn2d::new(s, shape, device)), s.residual),
             ModelSpec::LstmAttention(s) => (
-                Forecaster::LstmAttention(LstmAttention::new(s, shape, device)),
+                Network::LstmAttention(LstmAttention::new(s, shape, device)),
                 false,
             ),
             ModelSpec::MultibandAnc(s) => {
                 let plant = shape
                     .anc
                     .as_ref()
-                    .expect("a multiband-anc model needs ANC data (its secondary path and rate)");
+                    .ok_or(Error::MissingPlant { kind: spec.kind() })?;
                 (
-                    Forecaster::MultibandAnc(MultibandAnc::new(s, plant, device)),
+                    Network::MultibandAnc(MultibandAnc::new(s, plant, device)?),
                     false,
                 )
             }
         };
-        Self {
+        Ok(Self {
             net,
             targets: shape.targets.clone(),
             output_len: shape.window.output_len,
             residual,
-        }
+        })
     }
 
     /// [B, L, F] normalised inputs → [B, output_len × targets] normalised predictions.
@@ -148,7 +155,7 @@ impl Model {
     ) -> Tensor<1> {
         let output = self.forward_with(x, ac);
         let (pred, target) = match &self.net {
-            Forecaster::MultibandAnc(m) => {
+            Network::MultibandAnc(m) => {
                 let e = m.residual(output, targets);
                 (e.clone(), e.zeros_like())
             }
@@ -173,29 +180,20 @@ impl Model {
         starts: &[usize],
         window: WindowSpec,
     ) -> Self {
-        if let (ModelSpec::MultibandAnc(s), Forecaster::MultibandAnc(m)) = (spec, &self.net) {
-            if !(s.least_squares_init && s.linear_taps > 0) || starts.is_empty() {
-                return self;
+        let net = match (spec, self.net) {
+            (ModelSpec::MultibandAnc(s), Network::MultibandAnc(m))
+                if s.least_squares_init && s.linear_taps > 0 && !starts.is_empty() =>
+            {
+                let controller = anc_least_squares(&m, store, starts, window, s.linear_taps);
+                Network::MultibandAnc(m.with_linear_start(&controller))
             }
-            let controller = anc_least_squares(m, store, starts, window, s.linear_taps);
-            let Forecaster::MultibandAnc(m) = self.net else {
-                unreachable!()
-            };
-            let net = Forecaster::MultibandAnc(m.with_linear_start(&controller));
-            return Self { net, ..self };
-        }
-        let ModelSpec::LstmAttention(s) = spec else {
-            return self;
-        };
-        if !(s.ridge_init && s.linear_skip) {
-            return self;
-        }
-        let net = match self.net {
-            Forecaster::LstmAttention(m) => {
+            (ModelSpec::LstmAttention(s), Network::LstmAttention(m))
+                if s.ridge_init && s.linear_skip =>
+            {
                 let fit = ridge::fit(store, starts, window, &self.targets, 1.0);
-                Forecaster::LstmAttention(m.with_linear_start(&fit))
+                Network::LstmAttention(m.with_linear_start(&fit))
             }
-            other => other,
+            (_, net) => net,
         };
         Self { net, ..self }
     }
@@ -204,7 +202,7 @@ impl Model {
     /// `forward` plus the attention weights of models that have them, from one forward pass.
     pub fn forward_explained(&self, x: Tensor<3>) -> (Tensor<2>, Option<Tensor<2>>) {
         match &self.net {
-            Forecaster::LstmAttention(m) if !self.residual => {
+            Network::LstmAttention(m) if !self.residual => {
                 let e = m.explain(x, &Autocast::F32);
                 (e.output, Some(e.attention))
             }
@@ -240,7 +238,14 @@ fn anc_least_squares(
     let end = starts.last().map_or(0, |&s| s + window.span());
     let first = starts.first().map_or(0, |&s| window.first_target_row(s));
     let (x, d) = (store.column(0, 0..end), store.column(1, 0..end));
-    signal::baselines::least_squares_fir(&x, &d, &model.secondary_path(), taps, first..end)
+    stoker_dsp::least_squares_fir(&x, &d, &model.secondary_path(), taps, first..end)
+}
+
+#[cfg(test)]
+/// A tensor's values on the host, for tests (a failed read-back fails the test).
+#[cfg(test)]
+pub(crate) fn test_host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    stoker_runtime::batch::try_to_host(t).expect("read back")
 }
 
 #[cfg(test)]
@@ -268,7 +273,8 @@ mod tests {
             &ModelSpec::Cnn2d(Cnn2dSpec::default()),
             &shape(),
             &Device::flex(),
-        );
+        )
+        .unwrap();
         // conv1 320 + conv2 18 496 + dense (64·12·5 → 128) 491 648 + head 129.
         assert_eq!(reference.num_params(), 320 + 18_496 + 491_648 + 129);
     }
@@ -280,7 +286,7 @@ mod tests {
             residual: true,
             ..Cnn2dSpec::default()
         });
-        let model = Model::new(&spec, &shape(), &device);
+        let model = Model::new(&spec, &shape(), &device).unwrap();
         let x = Tensor::<3>::random([2, 24, 11], burn::tensor::Distribution::Default, &device);
         let skip =
             (model.forward(x.clone()) - model.net.forward(x.clone(), &Autocast::F32)).into_data();
@@ -308,7 +314,7 @@ mod tests {
             linear_skip: true,
             ..Default::default()
         });
-        (Model::new(&spec, &shape, &Device::flex()), shape)
+        (Model::new(&spec, &shape, &Device::flex()).unwrap(), shape)
     }
 
     #[test]
@@ -327,9 +333,9 @@ mod tests {
             burn::tensor::Tolerance::default(),
         );
         assert_eq!(weights.dims(), [5, 16]);
-        let sums: Vec<f32> = batch::to_host(weights.clone().sum_dim(1));
+        let sums: Vec<f32> = test_host(weights.clone().sum_dim(1));
         assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
-        assert!(batch::to_host(weights).iter().all(|&w| w > 0.0));
+        assert!(test_host(weights).iter().all(|&w| w > 0.0));
     }
 
     #[test]
@@ -348,7 +354,7 @@ mod tests {
     fn bf16_mixed_forward_tracks_f32_and_trains_the_f32_masters() {
         let device = Device::flex().autodiff();
         let ac = Autocast::new(stoker_artifact::Precision::Bf16Mixed);
-        let cnn = Model::new(&ModelSpec::Cnn2d(Cnn2dSpec::default()), &shape(), &device);
+        let cnn = Model::new(&ModelSpec::Cnn2d(Cnn2dSpec::default()), &shape(), &device).unwrap();
         let (lstm, lstm_shape) = lstm(true);
         for (model, shape) in [(cnn, shape()), (lstm.train(), lstm_shape)] {
             let x = Tensor::<3>::random(
@@ -359,7 +365,7 @@ mod tests {
             let full = model.forward(x.clone());
             let mixed = model.forward_with(x, &ac);
             assert_eq!(mixed.dtype(), burn::tensor::DType::F32);
-            let (f, m) = (batch::to_host(full.clone()), batch::to_host(mixed.clone()));
+            let (f, m) = (test_host(full.clone()), test_host(mixed.clone()));
             // An untrained model's outputs can be ~1e-3, a small difference of much larger
             // terms whose bf16 rounding the difference keeps: hence the floor under the scale
             // (an output that ignored its input would still be off by its whole size).

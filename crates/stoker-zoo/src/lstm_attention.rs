@@ -10,9 +10,9 @@ use burn::tensor::activation::softmax;
 use stoker_artifact::LstmAttentionSpec;
 
 use crate::InputShape;
-use crate::fused::{self, Activation};
-use crate::precision::Autocast;
 use crate::recurrent::StepLstm;
+use stoker_runtime::Autocast;
+use stoker_runtime::fused::{self, Activation};
 
 #[derive(Module, Debug)]
 pub struct LstmAttention {

@@ -13,9 +13,9 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Distribution, TensorData};
 use stoker_artifact::{AncSignals, MultibandAncSpec};
 
-use crate::fused::{Activation, band_dense};
-use crate::precision::Autocast;
-use crate::signal::filterbank::design_filterbank;
+use stoker_dsp::{DesignError, design_filterbank};
+use stoker_runtime::Autocast;
+use stoker_runtime::fused::{Activation, band_dense};
 
 /// One dense layer of every band at once: weights [bands, in, out], bias [bands, 1, out].
 #[derive(Module, Debug)]
@@ -60,18 +60,23 @@ pub struct MultibandAnc {
 }
 
 impl MultibandAnc {
-    pub fn new(spec: &MultibandAncSpec, plant: &AncSignals, device: &Device) -> Self {
+    /// The controller for `plant`; the band split must be designable at the plant's rate
+    /// (configs are validated, checkpoints need not be).
+    pub fn new(
+        spec: &MultibandAncSpec,
+        plant: &AncSignals,
+        device: &Device,
+    ) -> Result<Self, DesignError> {
         let bands = spec.bands();
         let filters =
-            design_filterbank(&spec.band_edges, spec.filter_taps, plant.sample_rate.into())
-                .expect("band edges and filter taps are validated with the config");
+            design_filterbank(&spec.band_edges, spec.filter_taps, plant.sample_rate.into())?;
         let mut hidden = Vec::with_capacity(spec.layers);
         let mut inputs = spec.taps;
         for _ in 0..spec.layers {
             hidden.push(BandDense::new(bands, inputs, spec.hidden, device));
             inputs = spec.hidden;
         }
-        Self {
+        Ok(Self {
             hidden,
             head: BandDense::new(bands, inputs, 1, device),
             linear: (spec.linear_taps > 0)
@@ -86,7 +91,7 @@ impl MultibandAnc {
             filter_taps: spec.filter_taps,
             taps: spec.taps,
             linear_taps: spec.linear_taps,
-        }
+        })
     }
 
     /// Reference samples each output depends on.
@@ -225,7 +230,7 @@ mod tests {
     #[test]
     fn control_is_strictly_causal() {
         let device = Device::flex();
-        let bands_only = MultibandAnc::new(&small(), &plant(0.0), &device);
+        let bands_only = MultibandAnc::new(&small(), &plant(0.0), &device).unwrap();
         let controller: Vec<f32> = (0..40)
             .map(|k| ((k * 7 % 11) as f32 - 5.0) / 10.0)
             .collect();
@@ -237,6 +242,7 @@ mod tests {
             &plant(0.0),
             &device,
         )
+        .unwrap()
         .with_linear_start(&controller);
         for model in [bands_only, with_linear] {
             assert_causal(&model, &device);
@@ -247,7 +253,7 @@ mod tests {
         let rf = model.receptive_field();
         let len = rf + 40;
         let x = Tensor::<3>::random([1, len, 2], Distribution::Default, device);
-        let y = crate::batch::to_host(model.forward(x.clone(), &Autocast::F32));
+        let y = crate::test_host(model.forward(x.clone(), &Autocast::F32));
         assert_eq!(y.len(), len + 1 - rf);
         for changed in [rf + 5, rf + 20, len - 1] {
             let mut data = x.to_data().try_to_vec::<f32>().unwrap();
@@ -255,7 +261,7 @@ mod tests {
             // The disturbance column must never matter.
             data[(changed - 7) * 2 + 1] -= 5.0;
             let moved = Tensor::<3>::from_data(TensorData::new(data, [1, len, 2]), device);
-            let z = crate::batch::to_host(model.forward(moved, &Autocast::F32));
+            let z = crate::test_host(model.forward(moved, &Autocast::F32));
             // Output j reads x(j) … x(j + rf − 1): those ending before `changed` are untouched.
             let untouched = changed + 1 - rf;
             assert_eq!(
@@ -271,10 +277,10 @@ mod tests {
     fn residual_is_disturbance_minus_secondary_path_of_control() {
         let device = Device::flex();
         for eta in [0.0, 0.7] {
-            let model = MultibandAnc::new(&small(), &plant(eta), &device);
+            let model = MultibandAnc::new(&small(), &plant(eta), &device).unwrap();
             let y: Vec<f32> = (0..10).map(|i| (i as f32 * 0.37).sin()).collect();
             let d: Vec<f32> = (0..7).map(|i| i as f32 * 0.1).collect();
-            let e = crate::batch::to_host(model.residual(
+            let e = crate::test_host(model.residual(
                 Tensor::from_data(TensorData::new(y.clone(), [1, 10]), &device),
                 Tensor::from_data(TensorData::new(d.clone(), [1, 7]), &device),
             ));

@@ -11,7 +11,7 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
 
-use crate::precision::Autocast;
+use stoker_runtime::Autocast;
 
 #[derive(Module, Debug)]
 pub struct StepLstm {
@@ -41,7 +41,7 @@ impl StepLstm {
     /// own backward, where the device and dtype have it (`crate::fused`); None elsewhere.
     pub fn forward_fused(&self, x: Tensor<3>, ac: &Autocast) -> Option<Tensor<3>> {
         let bias = self.input.bias.as_ref()?.val();
-        crate::fused::lstm_sequence(
+        stoker_runtime::fused::lstm_sequence(
             &ac.low(x),
             &self.input.weight.val(),
             &bias,

@@ -5,16 +5,9 @@ use super::{Geom, f32_or_bf16};
 use crate::scalar::Scalar;
 
 /// Whether this CPU runs the kernels below (avx512bw for the byte masks and the 16-bit
-/// permute).
+/// permute): every feature they are compiled for, unless portable is forced.
 pub(super) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::cpu::avx512_bw_vl()
 }
 
 /// How to gather one image's row of cols from its plane: output vector t (`lanes`
@@ -189,8 +182,8 @@ mod x86 {
     /// with zeros around it. A store's overrun past the row is zeros, rewritten by the
     /// next row or landing in the border or the planes' slack (64 bytes at least).
     ///
-    /// SAFETY: avx512f+bw; the image holds C·H·W elements, planes C·Hp·Wp and the slack.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    /// SAFETY: `available()`; the image holds C·H·W elements, planes C·Hp·Wp and the slack.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn fill_planes(image: *const u8, planes: *mut u8, elem: usize, g: Geom) {
         let (row, padded, left) = (g.width * elem, g.plane[1] * elem, g.pad[1] * elem);
         for c in 0..g.channels {
@@ -215,8 +208,8 @@ mod x86 {
         }
     }
 
-    /// SAFETY: avx512f+bw; the bounds `Gather::run` checks.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    /// SAFETY: `available()`; the bounds `Gather::run` checks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn planes_to_cols_f32(
         plan: &Gather,
         planes: *const f32,
@@ -242,8 +235,8 @@ mod x86 {
         }
     }
 
-    /// SAFETY: avx512f+bw; the bounds `Gather::run` checks.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    /// SAFETY: `available()`; the bounds `Gather::run` checks.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn planes_to_cols_bf16(
         plan: &Gather,
         planes: *const u16,
@@ -270,7 +263,7 @@ mod x86 {
 
     /// `crate::scalar::round_bf16` on 16 lanes: the bf16 bits in the low half of each.
     #[inline]
-    #[target_feature(enable = "avx512f,avx512bw")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     fn round_bf16(v: __m512) -> __m512i {
         let bits = _mm512_castps_si512(v);
         let high = _mm512_srli_epi32::<16>(bits);
@@ -283,9 +276,9 @@ mod x86 {
         _mm512_mask_blend_epi32(nan, rounded, quiet)
     }
 
-    /// SAFETY: avx512f+bw; dx holds C·H·W f32 (bf16 when `BF16`), dcols every
+    /// SAFETY: `available()`; dx holds C·H·W f32 (bf16 when `BF16`), dcols every
     /// (row, pixel) at row·ld + pixel.
-    #[target_feature(enable = "avx512f,avx512bw")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn col2im<const BF16: bool>(
         plan: &Scatter,
         dcols: *const f32,

@@ -32,6 +32,14 @@ use rayon::prelude::*;
 
 use crate::gemm::{Mat, MatMut, matmul_f32_serial};
 use crate::scalar::Scalar;
+use crate::size::{expect_len, product};
+
+/// `len + 2·pad`; panics when it overflows.
+fn padded(len: usize, pad: usize) -> usize {
+    pad.checked_mul(2)
+        .and_then(|p| p.checked_add(len))
+        .expect("conv2d: padded size overflows usize")
+}
 
 /// Sizes of a stride-1, zero-padded 2-D convolution. x [batch, channels, height, width],
 /// weight [out_channels, channels, kernel[0], kernel[1]], bias [out_channels],
@@ -52,15 +60,17 @@ pub struct ConvShape {
 impl ConvShape {
     /// Ho = H + 2·ph − KH + 1.
     pub fn out_height(&self) -> usize {
-        (self.height + 2 * self.padding[0] + 1)
-            .checked_sub(self.kernel[0])
+        padded(self.height, self.padding[0])
+            .checked_add(1)
+            .and_then(|p| p.checked_sub(self.kernel[0]))
             .expect("conv2d: kernel taller than the padded input")
     }
 
     /// Wo = W + 2·pw − KW + 1.
     pub fn out_width(&self) -> usize {
-        (self.width + 2 * self.padding[1] + 1)
-            .checked_sub(self.kernel[1])
+        padded(self.width, self.padding[1])
+            .checked_add(1)
+            .and_then(|p| p.checked_sub(self.kernel[1]))
             .expect("conv2d: kernel wider than the padded input")
     }
 
@@ -99,14 +109,43 @@ impl ConvShape {
         self.out_height() * self.out_width()
     }
 
+    /// Panics unless x, w and b have this shape's lengths and every buffer size the layer
+    /// derives from the shape fits usize: the unchecked size arithmetic elsewhere (and the
+    /// AVX-512 kernels' pointer offsets) stays below these.
     fn check(&self, x: usize, w: usize, b: usize) {
         assert!(
             self.kernel[0] > 0 && self.kernel[1] > 0,
             "conv2d: empty kernel"
         );
-        assert_eq!(x, self.x_len(), "conv2d: x must be [B, C, H, W]");
-        assert_eq!(w, self.w_len(), "conv2d: weight must be [Cout, C, KH, KW]");
-        assert_eq!(b, self.out_channels, "conv2d: bias must be [Cout]");
+        let [kh, kw] = self.kernel;
+        let (c, cout) = (self.channels, self.out_channels);
+        let [ho, wo] = [self.out_height(), self.out_width()];
+        let planes = [
+            padded(self.height, self.padding[0]),
+            padded(self.width, self.padding[1]),
+        ];
+        expect_len(
+            "conv2d: x must be [B, C, H, W]",
+            x,
+            &[self.batch, c, self.height, self.width],
+        );
+        expect_len(
+            "conv2d: weight must be [Cout, C, KH, KW]",
+            w,
+            &[cout, c, kh, kw],
+        );
+        assert_eq!(b, cout, "conv2d: bias must be [Cout]");
+        product("conv2d: y", &[self.batch, cout, ho, wo]);
+        let slack_sized = |what, n: usize| n.checked_add(SLACK).unwrap_or_else(|| panic!("{what}"));
+        let plane_elems = product("conv2d: padded planes", &[c, planes[0], planes[1]]);
+        slack_sized("conv2d: padded planes overflow usize", plane_elems);
+        let pixels = product("conv2d: im2col columns", &[GROUP.max(FWD_GROUP), ho, wo]);
+        let ld = slack_sized("conv2d: im2col columns overflow usize", pixels);
+        product("conv2d: im2col", &[c, kh, kw, ld]);
+        product(
+            "conv2d: partial sums",
+            &[self.batch.div_ceil(GROUP), cout, c * kh * kw + 1],
+        );
     }
 }
 
@@ -221,11 +260,7 @@ pub fn conv2d_backward<T: Scalar>(
         let Some(dx) = dx else { return };
         for j0 in (0..count).step_by(DX_GROUP) {
             let m = DX_GROUP.min(count - j0);
-            let dzj = Mat {
-                data: &dz.data[j0 * n..],
-                cols: m * n,
-                ..dz
-            };
+            let dzj = dz.block(0, cout, j0 * n, m * n);
             matmul(
                 MatMut::row_major(&mut wk.dcols[..k * m * n], k, m * n),
                 wt,
@@ -461,13 +496,7 @@ impl<T: Scalar> Im2col<T> {
                 planes_to_cols(&self.planes, cols, ld, g);
             }
         }
-        Mat {
-            data: &self.cols,
-            rows: g.rows(),
-            cols: count * n,
-            row_stride: ld as isize,
-            col_stride: 1,
-        }
+        Mat::strided(&self.cols, g.rows(), count * n, ld, 1)
     }
 }
 
@@ -496,17 +525,10 @@ fn planes_to_cols<T: Copy>(planes: &[T], cols: &mut [T], ld: usize, g: Geom) {
 /// `gemm` crate without threads. bf16 through `matmul_bf16`, which may split a product over
 /// rayon's threads; nested in the group loop that measured as fast as one thread a product.
 fn matmul<T: Scalar>(c: MatMut<f32>, a: Mat<T>, b: Mat<T>, accumulate: bool) {
-    let (Some(ad), Some(bd)) = (T::as_f32(a.data), T::as_f32(b.data)) else {
+    let (Some(ad), Some(bd)) = (T::as_f32(a.data()), T::as_f32(b.data())) else {
         return T::matmul(c, a, b, accumulate);
     };
-    let f32_view = |v: &Mat<T>, data| Mat {
-        data,
-        rows: v.rows,
-        cols: v.cols,
-        row_stride: v.row_stride,
-        col_stride: v.col_stride,
-    };
-    matmul_f32_serial(c, f32_view(&a, ad), f32_view(&b, bd), accumulate);
+    matmul_f32_serial(c, a.with_data(ad), b.with_data(bd), accumulate);
 }
 
 /// Whether T is one of the two types the AVX-512 plans are written for.

@@ -401,9 +401,9 @@ fn im2col_paths_agree<T: Scalar>(s: &ConvShape) -> bool {
     portable.gather = None;
     let gathered = fast.gather.is_some();
     let (a, b) = (fast.run(&x, s.batch), portable.run(&x, s.batch));
-    assert_eq!((a.rows, a.cols), (b.rows, b.cols));
-    for i in 0..a.rows {
-        let row = |m: &Mat<T>| bits(&(0..m.cols).map(|j| m.at(i, j)).collect::<Vec<_>>());
+    assert_eq!((a.rows(), a.cols()), (b.rows(), b.cols()));
+    for i in 0..a.rows() {
+        let row = |m: &Mat<T>| bits(&(0..m.cols()).map(|j| m.at(i, j)).collect::<Vec<_>>());
         assert_eq!(row(&a), row(&b), "{s:?} row {i}");
     }
     gathered

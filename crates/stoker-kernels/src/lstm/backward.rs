@@ -196,19 +196,21 @@ pub(super) fn backward<E: Elem>(
     let (steps, batch) = (tape.steps, tape.batch);
     let (d, hd) = (w.d_in, w.hidden);
     assert_eq!(tape.hidden, hd, "lstm_backward: tape from another layer");
+    let x_dims = [steps, batch, d];
+    expect_len(
+        "lstm_backward: x must be [steps, batch, d_in]",
+        x.len(),
+        &x_dims,
+    );
+    let h_dims = [steps, batch, hd];
+    expect_len(
+        "lstm_backward: dh must be [steps, batch, hidden]",
+        dh.len(),
+        &h_dims,
+    );
     let g4 = 4 * hd;
     let n = steps * batch;
     let (bh, bg) = (batch * hd, batch * g4);
-    assert_eq!(
-        x.len(),
-        n * d,
-        "lstm_backward: x must be [steps, batch, d_in]"
-    );
-    assert_eq!(
-        dh.len(),
-        n * hd,
-        "lstm_backward: dh must be [steps, batch, hidden]"
-    );
     let parts = parts.unwrap_or_else(|| default_parts(batch, hd));
 
     if n == 0 || hd == 0 {

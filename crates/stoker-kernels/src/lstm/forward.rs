@@ -150,14 +150,17 @@ pub(super) fn forward<E: Elem>(
 ) -> (Vec<f32>, Option<LstmTape>) {
     w.check();
     let (d, hd) = (w.d_in, w.hidden);
+    let x_dims = [steps, batch, d];
+    expect_len(
+        "lstm_forward: x must be [steps, batch, d_in]",
+        x.len(),
+        &x_dims,
+    );
+    // The state buffers: [T, B, 4H] gates at most.
+    crate::size::product("lstm_forward: gates", &[steps, batch, 4, hd]);
     let g4 = 4 * hd;
     let n = steps * batch;
     let (bh, bg) = (batch * hd, batch * g4);
-    assert_eq!(
-        x.len(),
-        n * d,
-        "lstm_forward: x must be [steps, batch, d_in]"
-    );
     let parts = parts.unwrap_or_else(|| default_parts(batch, hd));
 
     // Without a tape only one step's gates and two steps' cells are live: the step's gates

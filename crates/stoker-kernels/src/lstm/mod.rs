@@ -35,6 +35,7 @@ use half::bf16;
 use crate::activation::{sigmoid, tanh};
 use crate::gemm::{Mat, MatMut, transposed};
 use crate::scalar::{Scalar, round_bf16};
+use crate::size::expect_len;
 
 /// The element type the layer's matrix products take their inputs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,11 +59,12 @@ pub struct LstmWeights<'a> {
 }
 
 impl LstmWeights<'_> {
+    /// Panics unless the weights have the layer's shapes (sizes computed without overflow).
     fn check(&self) {
-        let g4 = 4 * self.hidden;
-        assert_eq!(self.wx.len(), self.d_in * g4, "lstm: wx must be [d_in, 4H]");
-        assert_eq!(self.bias.len(), g4, "lstm: bias must be [4H]");
-        assert_eq!(self.wh.len(), self.hidden * g4, "lstm: wh must be [H, 4H]");
+        let (d, h) = (self.d_in, self.hidden);
+        expect_len("lstm: wx must be [d_in, 4H]", self.wx.len(), &[d, 4, h]);
+        expect_len("lstm: bias must be [4H]", self.bias.len(), &[4, h]);
+        expect_len("lstm: wh must be [H, 4H]", self.wh.len(), &[h, 4, h]);
     }
 }
 
@@ -222,14 +224,15 @@ impl Elem for bf16 {
     const NEEDS_COPY: bool = true;
 }
 
-/// Calls `$body` compiled for AVX-512 when the CPU has it, else the baseline build of it (the
-/// pattern of `activation::multiversion!`, for generic functions).
+/// Calls `$body` compiled for AVX-512 when the CPU has every feature that build enables
+/// (`cpu::avx512_wide`), else the baseline build of it (the pattern of
+/// `activation::multiversion!`, for generic functions).
 macro_rules! dispatch {
     ($body:ident::<$e:ty>($($arg:expr),*)) => {{
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU has the features the AVX-512 build was compiled for.
+            if $crate::cpu::avx512_wide() {
+                // SAFETY: `avx512_wide` detected every feature `wide` is compiled for.
                 return unsafe { $body::wide::<$e>($($arg),*) };
             }
         }

@@ -196,7 +196,7 @@ fn cholesky_solve(mut a: Vec<Vec<f64>>, b: &[f64]) -> Option<Vec<f64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signal::{fir::nr_db, test_noise};
+    use crate::{fir::nr_db, test_noise};
 
     const TAPS: usize = 32;
 

@@ -1,16 +1,15 @@
 //! A 3×3-style conv2d layer (stride 1, zero padding) with its ReLU as one fused op: im2col and
 //! one matmul per image forward, the weight and input gradients likewise in the backward.
 
-use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Dispatch, Flex, tensor::FloatTensor};
 use burn::prelude::*;
 use stoker_kernels::conv::{ConvShape, conv2d_backward, conv2d_forward};
 
 use super::FusedOps;
-use super::flex::{Host, by_dtype, contiguous, register};
+use super::flex::Host;
+use super::layer::{self, Layer, LayerGradients};
 
 /// relu?(conv2d(x, w) + b): x [B, C, H, W], w [Cout, C, KH, KW], b [Cout], stride 1, zero
 /// `padding` [ph, pw]. None when the fused op does not apply here.
@@ -53,11 +52,38 @@ fn shape_of(x: &FlexTensor, w: &FlexTensor, padding: [usize; 2]) -> ConvShape {
     }
 }
 
-fn forward(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor, s: ConvShape, relu: bool) -> FlexTensor {
-    by_dtype!(x.dtype(), "conv2d", |T| T::tensor(
-        conv2d_forward(T::slice(x), T::slice(w), T::slice(b), s, relu),
-        [s.batch, s.out_channels, s.out_height(), s.out_width()],
-    ))
+/// A conv2d layer's sizes and whether ReLU is fused.
+#[derive(Debug, Clone, Copy)]
+struct Conv {
+    shape: ConvShape,
+    relu: bool,
+}
+
+impl Layer for Conv {
+    const OP: &'static str = "conv2d";
+
+    fn forward<T: Host>(self, [x, w, b]: [&[T]; 3]) -> Vec<T> {
+        conv2d_forward(x, w, b, self.shape, self.relu)
+    }
+
+    fn backward<T: Host>(self, [x, w, y, dy]: [&[T]; 4], need_dx: bool) -> LayerGradients<T> {
+        let g = conv2d_backward(x, w, y, dy, self.shape, self.relu, need_dx);
+        (g.dx, g.dw, g.db)
+    }
+
+    fn output_dims(self) -> Shape {
+        let s = self.shape;
+        [s.batch, s.out_channels, s.out_height(), s.out_width()].into()
+    }
+
+    fn operand_dims(self) -> [Shape; 3] {
+        let s = self.shape;
+        [
+            [s.batch, s.channels, s.height, s.width].into(),
+            [s.out_channels, s.channels, s.kernel[0], s.kernel[1]].into(),
+            [s.out_channels].into(),
+        ]
+    }
 }
 
 pub(super) fn forward_flex(
@@ -67,49 +93,10 @@ pub(super) fn forward_flex(
     padding: [usize; 2],
     relu: bool,
 ) -> FlexTensor {
-    let (x, w, b) = (contiguous(x), contiguous(w), contiguous(b));
-    let s = shape_of(&x, &w, padding);
-    forward(&x, &w, &b, s, relu)
-}
-
-#[derive(Debug)]
-struct ConvBackward;
-
-impl Backward<Flex, 3> for ConvBackward {
-    /// Input, weight, output (the ReLU mask reads it), shape and whether ReLU is fused.
-    type State = (FlexTensor, FlexTensor, FlexTensor, ConvShape, bool);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let inputs = ops.parents.map(|p| p.map(|node| node.id));
-        let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let (x, w, y, s, relu) = ops.state;
-        let need_dx = inputs[0].is_some();
-        let values = by_dtype!(x.dtype(), "conv2d", |T| {
-            let g = conv2d_backward(
-                T::slice(&x),
-                T::slice(&w),
-                T::slice(&y),
-                T::slice(&dy),
-                s,
-                relu,
-                need_dx,
-            );
-            [
-                g.dx.map(|v| T::tensor(v, [s.batch, s.channels, s.height, s.width])),
-                Some(T::tensor(
-                    g.dw,
-                    [s.out_channels, s.channels, s.kernel[0], s.kernel[1]],
-                )),
-                Some(T::tensor(g.db, [s.out_channels])),
-            ]
-        });
-        register(grads, inputs, values);
-    }
+    layer::forward_flex(x, w, b, |x, w| Conv {
+        shape: shape_of(x, w, padding),
+        relu,
+    })
 }
 
 pub(super) fn forward_autodiff<C: CheckpointStrategy>(
@@ -119,21 +106,10 @@ pub(super) fn forward_autodiff<C: CheckpointStrategy>(
     padding: [usize; 2],
     relu: bool,
 ) -> FloatTensor<Autodiff<Flex, C>> {
-    let prep = ConvBackward
-        .prepare::<C>([x.node(), w.node(), b.node()])
-        .compute_bound()
-        .stateful();
-    let (xp, wp, bp) = (
-        contiguous(x.into_primitive()),
-        contiguous(w.into_primitive()),
-        contiguous(b.into_primitive()),
-    );
-    let s = shape_of(&xp, &wp, padding);
-    let y = forward(&xp, &wp, &bp, s, relu);
-    match prep {
-        OpsKind::Tracked(prep) => prep.finish((xp, wp, y.clone(), s, relu), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    }
+    layer::forward_autodiff::<_, C>(x, w, b, |x, w| Conv {
+        shape: shape_of(x, w, padding),
+        relu,
+    })
 }
 
 #[cfg(test)]

@@ -1,21 +1,33 @@
 //! `cargo xtask sweep`: every combination of a parameter grid through the train stage, ranked by
 //! validation loss. Prepared data is shared by all runs whose data settings match the base
 //! config (the window length is not a data setting: windows are cut at load time).
+//!
+//! The train stage does not depend on the prepare stage: the caller hands the sweep a
+//! [`Prepare`] (xtask's is stoker-data's).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
 use arrow::array::{ArrayRef, Float64Array, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use clap::Args;
 use stoker_artifact::{TaskConfig, atomic, table};
 use stoker_cli::{DeviceArgs, TaskArgs};
-use stoker_data::cli::{PrepareArgs, run_prepare};
-use stoker_data::prepare::{PrepareRequest, prepare};
-use stoker_train::trainer::{TrainRequest, train};
-use stoker_zoo::device::open;
+use stoker_runtime::device::open;
 use toml::Value;
+
+use crate::error::{BoxError, Error, Result};
+use crate::trainer::{TrainRequest, train};
+
+/// The prepare stage, as the sweep calls it.
+pub trait Prepare {
+    /// Prepares the task's own data (`--config`, `--input` or `data.input`) into its layout's
+    /// `data/`, as `cargo xtask prepare` would.
+    fn prepare_task(&self, task: &TaskArgs, input: Option<&Path>) -> Result<(), BoxError>;
+
+    /// Prepares `input` under `config`'s data settings into `out_dir`.
+    fn prepare(&self, config: &TaskConfig, input: &Path, out_dir: &Path) -> Result<(), BoxError>;
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct SweepArgs {
@@ -58,12 +70,14 @@ fn set(table: &mut Value, path: &str, value: Value) -> Result<()> {
     let mut node = table;
     let parts: Vec<&str> = path.split('.').collect();
     for part in &parts[..parts.len() - 1] {
-        node = node
-            .get_mut(part)
-            .with_context(|| format!("--grid: the config has no section `{part}` (in `{path}`)"))?;
+        node = node.get_mut(part).ok_or_else(|| {
+            Error::Settings(format!(
+                "--grid: the config has no section `{part}` (in `{path}`)"
+            ))
+        })?;
     }
     node.as_table_mut()
-        .context("--grid: not a table")?
+        .ok_or_else(|| Error::Settings("--grid: not a table".into()))?
         .insert(parts[parts.len() - 1].into(), value);
     Ok(())
 }
@@ -74,10 +88,10 @@ fn combinations(grid: &[String]) -> Result<Vec<Vec<(String, String, Value)>>> {
     for spec in grid {
         let (key, values) = spec
             .split_once('=')
-            .with_context(|| format!("--grid {spec}: expected key=v1,v2,…"))?;
+            .ok_or_else(|| Error::Settings(format!("--grid {spec}: expected key=v1,v2,…")))?;
         let values: Vec<&str> = values.split(',').filter(|v| !v.is_empty()).collect();
         if values.is_empty() {
-            bail!("--grid {spec}: no values");
+            return Err(Error::Settings(format!("--grid {spec}: no values")));
         }
         combos = combos
             .into_iter()
@@ -108,26 +122,27 @@ fn data_key(config: &TaskConfig) -> String {
     format!("{data:?}")
 }
 
-pub fn run_sweep(args: &SweepArgs) -> Result<PathBuf> {
-    let base_text = std::fs::read_to_string(&args.task.config)
-        .with_context(|| format!("{}: cannot read", args.task.config.display()))?;
-    let base_value: Value = toml::from_str(&base_text)
-        .with_context(|| format!("{}: not TOML", args.task.config.display()))?;
+/// Trains every combination of `args.grid`, preparing data with `data` where a combination
+/// changes the data settings; writes `sweep/sweep.parquet` and `sweep/best.toml` (returned).
+pub fn run_sweep(args: &SweepArgs, data: &dyn Prepare) -> Result<PathBuf> {
+    let config_file = &args.task.config;
+    let base_text = std::fs::read_to_string(config_file)
+        .map_err(|e| Error::io(config_file, "cannot read", e))?;
+    let base_value: Value = toml::from_str(&base_text).map_err(|e| Error::Toml {
+        path: config_file.clone(),
+        source: Box::new(e),
+    })?;
     let base = args.task.load_config()?;
     let layout = args.task.layout();
-    let device = open(&args.device.device, !args.device.no_fusion).map_err(anyhow::Error::msg)?;
-    run_prepare(&PrepareArgs {
-        task: args.task.clone(),
-        input: args.input.clone(),
-        anc: Default::default(),
-    })?;
+    let device = open(&args.device.device, !args.device.no_fusion)?;
+    data.prepare_task(&args.task, args.input.as_deref())
+        .map_err(Error::Prepare)?;
     let sweep_dir = layout.root().join("sweep");
     let combos = combinations(&args.grid)?;
     let mut outcomes = Vec::new();
     for (i, combo) in combos.iter().enumerate() {
         let run_dir = sweep_dir.join(format!("run-{i:03}"));
-        std::fs::create_dir_all(&run_dir)
-            .with_context(|| format!("{}: cannot create", run_dir.display()))?;
+        std::fs::create_dir_all(&run_dir).map_err(|e| Error::io(&run_dir, "cannot create", e))?;
         let mut value = base_value.clone();
         for (_, path, v) in combo {
             set(&mut value, path, v.clone())?;
@@ -143,12 +158,9 @@ pub fn run_sweep(args: &SweepArgs) -> Result<PathBuf> {
                 .input
                 .clone()
                 .or(config.data.input.clone())
-                .context("no input")?;
-            prepare(&PrepareRequest {
-                config: config.clone(),
-                input,
-                out_dir: dir.clone(),
-            })?;
+                .ok_or_else(|| Error::Settings("no input".into()))?;
+            data.prepare(&config, &input, &dir)
+                .map_err(Error::Prepare)?;
             dir
         };
         let label = combo
@@ -191,7 +203,9 @@ pub fn run_sweep(args: &SweepArgs) -> Result<PathBuf> {
     }
     write_table(&sweep_dir.join("sweep.parquet"), &outcomes)?;
     let best = sweep_dir.join("best.toml");
-    atomic::write_bytes(&best, &std::fs::read(&outcomes[0].config)?)?;
+    let best_config = &outcomes[0].config;
+    let text = std::fs::read(best_config).map_err(|e| Error::io(best_config, "cannot read", e))?;
+    atomic::write_bytes(&best, &text)?;
     println!(
         "best: {} (val loss {:.6}) → {}",
         outcomes[0].label,

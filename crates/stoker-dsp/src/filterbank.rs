@@ -6,6 +6,17 @@
 
 use std::f64::consts::PI;
 
+/// Why a filter bank cannot be designed (the edges and taps usually come from a config).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DesignError {
+    #[error("filter bank taps must be odd and ≥ 3, got {0}")]
+    Taps(usize),
+    #[error("band edge {edge} Hz is outside (0, {nyquist}) Hz")]
+    EdgeOutside { edge: f64, nyquist: f64 },
+    #[error("band edges must be strictly increasing, got {0} then {1}")]
+    EdgesNotIncreasing(f64, f64),
+}
+
 /// Group delay, in samples, of every filter of a bank with `taps` taps: (taps − 1) / 2.
 pub fn filter_delay(taps: usize) -> usize {
     taps.saturating_sub(1) / 2
@@ -22,7 +33,7 @@ pub fn design_filterbank(
     edges_hz: &[f64],
     taps: usize,
     sample_rate: f64,
-) -> Result<Vec<Vec<f32>>, String> {
+) -> Result<Vec<Vec<f32>>, DesignError> {
     validate(edges_hz, taps, sample_rate)?;
     let mut delta = vec![0.0; taps];
     delta[filter_delay(taps)] = 1.0;
@@ -45,19 +56,16 @@ pub fn design_filterbank(
     Ok(bank)
 }
 
-fn validate(edges_hz: &[f64], taps: usize, sample_rate: f64) -> Result<(), String> {
+fn validate(edges_hz: &[f64], taps: usize, sample_rate: f64) -> Result<(), DesignError> {
     if taps < 3 || taps.is_multiple_of(2) {
-        return Err(format!("filter bank taps must be odd and ≥ 3, got {taps}"));
+        return Err(DesignError::Taps(taps));
     }
     let nyquist = sample_rate / 2.0;
-    if let Some(&f) = edges_hz.iter().find(|&&f| !(f > 0.0 && f < nyquist)) {
-        return Err(format!("band edge {f} Hz is outside (0, {nyquist}) Hz"));
+    if let Some(&edge) = edges_hz.iter().find(|&&f| !(f > 0.0 && f < nyquist)) {
+        return Err(DesignError::EdgeOutside { edge, nyquist });
     }
     if let Some(w) = edges_hz.windows(2).find(|w| w[0] >= w[1]) {
-        return Err(format!(
-            "band edges must be strictly increasing, got {} then {}",
-            w[0], w[1]
-        ));
+        return Err(DesignError::EdgesNotIncreasing(w[0], w[1]));
     }
     Ok(())
 }
@@ -85,7 +93,7 @@ fn lowpass(fc: f64, taps: usize) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signal::fir::{convolve_causal, energy};
+    use crate::fir::{convolve_causal, energy};
 
     const FS: f64 = 16_000.0;
     const TAPS: usize = 255;

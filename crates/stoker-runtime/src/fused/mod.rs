@@ -8,6 +8,7 @@ mod adam;
 mod conv;
 mod dense;
 mod flex;
+mod layer;
 mod lstm;
 mod pool;
 

@@ -1,8 +1,6 @@
 //! The grouped dense layer with its activation (the ANC band networks) as one fused op.
 
-use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Dispatch, Flex, tensor::FloatTensor};
 use burn::nn::Linear;
@@ -10,7 +8,8 @@ use burn::prelude::*;
 use stoker_kernels::dense::{Activation, DenseShape, dense_backward, dense_forward};
 
 use super::FusedOps;
-use super::flex::{Host, by_dtype, contiguous, register};
+use super::flex::Host;
+use super::layer::{self, Layer, LayerGradients};
 
 /// act(x·w + b) per group: x [G, N, K], w [G, K, M], b [G, 1, M] → [G, N, M]. Fused on the CPU
 /// backend; composed from burn ops elsewhere.
@@ -65,12 +64,38 @@ fn shape_of(x: &FlexTensor, w: &FlexTensor) -> DenseShape {
     }
 }
 
-fn forward(x: &FlexTensor, w: &FlexTensor, b: &FlexTensor, act: Activation) -> FlexTensor {
-    let s = shape_of(x, w);
-    by_dtype!(x.dtype(), "band_dense", |T| T::tensor(
-        dense_forward(T::slice(x), T::slice(w), T::slice(b), s, act),
-        [s.groups, s.rows, s.outputs],
-    ))
+/// A band dense layer's sizes and activation.
+#[derive(Debug, Clone, Copy)]
+struct Dense {
+    shape: DenseShape,
+    act: Activation,
+}
+
+impl Layer for Dense {
+    const OP: &'static str = "band_dense";
+
+    fn forward<T: Host>(self, [x, w, b]: [&[T]; 3]) -> Vec<T> {
+        dense_forward(x, w, b, self.shape, self.act)
+    }
+
+    fn backward<T: Host>(self, [x, w, y, dy]: [&[T]; 4], need_dx: bool) -> LayerGradients<T> {
+        let g = dense_backward(x, w, y, dy, self.shape, self.act, need_dx);
+        (g.dx, g.dw, g.db)
+    }
+
+    fn output_dims(self) -> Shape {
+        let s = self.shape;
+        [s.groups, s.rows, s.outputs].into()
+    }
+
+    fn operand_dims(self) -> [Shape; 3] {
+        let s = self.shape;
+        [
+            [s.groups, s.rows, s.inputs].into(),
+            [s.groups, s.inputs, s.outputs].into(),
+            [s.groups, 1, s.outputs].into(),
+        ]
+    }
 }
 
 pub(super) fn forward_flex(
@@ -79,45 +104,10 @@ pub(super) fn forward_flex(
     b: FlexTensor,
     act: Activation,
 ) -> FlexTensor {
-    forward(&contiguous(x), &contiguous(w), &contiguous(b), act)
-}
-
-#[derive(Debug)]
-struct BandDenseBackward;
-
-impl Backward<Flex, 3> for BandDenseBackward {
-    /// Inputs, weights and the output (the activation's derivative reads it), and the activation.
-    type State = (FlexTensor, FlexTensor, FlexTensor, Activation);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        _checkpointer: &mut Checkpointer,
-    ) {
-        let inputs = ops.parents.map(|p| p.map(|node| node.id));
-        let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let (x, w, y, act) = ops.state;
-        let s = shape_of(&x, &w);
-        let need_dx = inputs[0].is_some();
-        let values = by_dtype!(x.dtype(), "band_dense", |T| {
-            let g = dense_backward(
-                T::slice(&x),
-                T::slice(&w),
-                T::slice(&y),
-                T::slice(&dy),
-                s,
-                act,
-                need_dx,
-            );
-            [
-                g.dx.map(|v| T::tensor(v, [s.groups, s.rows, s.inputs])),
-                Some(T::tensor(g.dw, [s.groups, s.inputs, s.outputs])),
-                Some(T::tensor(g.db, [s.groups, 1, s.outputs])),
-            ]
-        });
-        register(grads, inputs, values);
-    }
+    layer::forward_flex(x, w, b, |x, w| Dense {
+        shape: shape_of(x, w),
+        act,
+    })
 }
 
 pub(super) fn forward_autodiff<C: CheckpointStrategy>(
@@ -126,20 +116,10 @@ pub(super) fn forward_autodiff<C: CheckpointStrategy>(
     b: FloatTensor<Autodiff<Flex, C>>,
     act: Activation,
 ) -> FloatTensor<Autodiff<Flex, C>> {
-    let prep = BandDenseBackward
-        .prepare::<C>([x.node(), w.node(), b.node()])
-        .compute_bound()
-        .stateful();
-    let (xp, wp, bp) = (
-        contiguous(x.into_primitive()),
-        contiguous(w.into_primitive()),
-        contiguous(b.into_primitive()),
-    );
-    let y = forward(&xp, &wp, &bp, act);
-    match prep {
-        OpsKind::Tracked(prep) => prep.finish((xp, wp, y.clone(), act), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    }
+    layer::forward_autodiff::<_, C>(x, w, b, |x, w| Dense {
+        shape: shape_of(x, w),
+        act,
+    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,10 @@
 //! FIR plumbing shared by the plant simulation, the baselines and the filter bank.
+//!
+//! Causal convolution exists in two arithmetics, each kept exactly as its callers had it
+//! (prepared data and training losses must not change by a bit): [`convolve_causal`] for `f32`
+//! signals (the model side, the baselines, prediction) and [`convolve_causal_f64`] for prepare's
+//! simulation of the primary path in `f64`. Both compute y(n) = Σ_k h(k)·x(n−k) with x(<0) = 0;
+//! they differ in summation order, so their last bits may differ.
 
 /// Dot product accumulated in `f64` over eight independent lanes: independent partial sums let
 /// the compiler vectorise (a single running sum is a serial dependency chain), and `f64` keeps
@@ -39,6 +45,25 @@ pub fn convolve_causal(h: &[f32], x: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// [`convolve_causal`] on `f64` signals, summing in ascending k: y(n) = Σ_k h(k)·x(n − k),
+/// as long as x. Blocked so each block of y stays in cache while every tap adds a shifted slice
+/// of x to it (a loop the compiler vectorises). Prepare's disturbance d = P * x.
+pub fn convolve_causal_f64(h: &[f64], x: &[f64]) -> Vec<f64> {
+    const BLOCK: usize = 4096;
+    let mut y = vec![0.0; x.len()];
+    for (b, out) in y.chunks_mut(BLOCK).enumerate() {
+        let start = b * BLOCK;
+        let end = start + out.len();
+        for (k, &hk) in h.iter().enumerate().take(end) {
+            let first = start.max(k);
+            for (o, &v) in out[first - start..].iter_mut().zip(&x[first - k..end - k]) {
+                *o += hk * v;
+            }
+        }
+    }
+    y
+}
+
 /// Σ v², in `f64`.
 pub(crate) fn energy(v: &[f32]) -> f64 {
     dot(v, v)
@@ -63,7 +88,7 @@ pub fn saturate(y: f32, eta: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signal::test_noise;
+    use crate::test_noise;
 
     #[test]
     fn convolution_matches_the_naive_double_loop() {
@@ -86,6 +111,43 @@ mod tests {
         let after = convolve_causal(&h, &x);
         assert_eq!(before[..=n], after[..=n]);
         assert_ne!(before[n + 1], after[n + 1]);
+    }
+
+    #[test]
+    fn f64_convolution_is_the_causal_convolution() {
+        let h = [0.5, -1.0, 0.25];
+        let x = [1.0, 2.0, 0.0, -1.0, 3.0];
+        // y(n) = 0.5 x(n) − x(n−1) + 0.25 x(n−2), x(<0) = 0.
+        let expected = [0.5, 0.0, -1.75, 0.0, 2.5];
+        assert_eq!(convolve_causal_f64(&h, &x), expected);
+        // Longer filter than signal, and an empty signal.
+        assert_eq!(
+            convolve_causal_f64(&[1.0, 1.0, 1.0, 1.0], &[1.0, 2.0]),
+            vec![1.0, 3.0]
+        );
+        assert!(convolve_causal_f64(&h, &[]).is_empty());
+    }
+
+    #[test]
+    fn blocked_f64_convolution_matches_the_direct_sum() {
+        let x: Vec<f64> = (0..10_000)
+            .map(|i| ((i * 7919) % 101) as f64 - 50.0)
+            .collect();
+        let h: Vec<f64> = (0..300)
+            .map(|k| ((k * 31) % 17) as f64 * 0.01 - 0.08)
+            .collect();
+        let y = convolve_causal_f64(&h, &x);
+        for n in [0, 1, 299, 300, 4095, 4096, 4097, 8191, 9999] {
+            let direct: f64 = (0..h.len())
+                .filter(|&k| k <= n)
+                .map(|k| h[k] * x[n - k])
+                .sum();
+            assert!(
+                (y[n] - direct).abs() < 1e-9,
+                "n = {n}: {} vs {direct}",
+                y[n]
+            );
+        }
     }
 
     #[test]

@@ -23,10 +23,11 @@ pub fn contiguous(t: FlexTensor) -> FlexTensor {
 pub trait Host: Scalar + bytemuck::Pod + burn::tensor::Element {
     const DTYPE: DType;
 
-    /// The values of a contiguous tensor of this dtype.
+    /// The values of a contiguous tensor of this dtype. The ops call it only on tensors made
+    /// contiguous and dispatched on their dtype (`by_dtype!`), where it cannot fail.
     fn slice(t: &FlexTensor) -> &[Self] {
         t.as_slice::<Self>()
-            .expect("a contiguous tensor of the op's dtype")
+            .expect("invariant: a contiguous tensor of the op's dtype")
     }
 
     fn tensor(values: Vec<Self>, shape: impl Into<Shape>) -> FlexTensor {
@@ -47,9 +48,10 @@ impl Host for bf16 {
 }
 
 /// Runs `$body` with `$t` the host type of `$dtype` (f32 or bf16); other dtypes never reach
-/// the fused ops (`super::applies`).
+/// the fused ops: every public entry point checks `super::applies` and its operands' dtypes
+/// first, and returns `None` or composes burn ops instead.
 macro_rules! by_dtype {
-    ($dtype:expr, $op:literal, |$t:ident| $body:expr) => {
+    ($dtype:expr, $op:expr, |$t:ident| $body:expr) => {
         match $dtype {
             burn::tensor::DType::F32 => {
                 type $t = f32;
@@ -59,7 +61,7 @@ macro_rules! by_dtype {
                 type $t = stoker_kernels::bf16;
                 $body
             }
-            other => panic!("{}: unsupported dtype {other:?}", $op),
+            other => unreachable!("{}: dtype {other:?} never reaches the fused ops", $op),
         }
     };
 }

@@ -5,6 +5,8 @@ use burn::BurnConfig;
 use burn::prelude::Device;
 use burn_std::config::RuntimeConfig;
 
+use crate::error::{Error, Result};
+
 /// Devices this build can run on, for messages.
 pub fn available() -> Vec<&'static str> {
     let mut devices = vec!["cpu"];
@@ -18,14 +20,12 @@ pub fn available() -> Vec<&'static str> {
 }
 
 /// Waits for the device's queued work; a failure in it (memory, a lost device) is the error.
-pub fn sync(device: &Device) -> anyhow::Result<()> {
-    device
-        .sync()
-        .map_err(|e| anyhow::anyhow!("device failed: {e}"))
+pub fn sync(device: &Device) -> Result<()> {
+    device.sync().map_err(Error::from_execution)
 }
 
 /// The device `name` names, with kernel fusion on or off for the process.
-pub fn open(name: &str, fusion: bool) -> Result<Device, String> {
+pub fn open(name: &str, fusion: bool) -> Result<Device> {
     if !fusion {
         disable_fusion()?;
     }
@@ -38,28 +38,23 @@ pub const FUSION: bool = cfg!(feature = "fusion");
 /// Switches kernel fusion off for this process (`--no-fusion`): every queued op then runs as
 /// its own kernel, as burn-fusion does once its exploration budget is spent — set here to 0.
 /// For comparing numerics or isolating a fusion bug; must come before any device is used.
-pub fn disable_fusion() -> Result<(), String> {
+pub fn disable_fusion() -> Result<()> {
+    let unexpected = || Error::BurnConfig("unexpected shape".into());
     let mut config = toml::Value::try_from(BurnConfig::from_current_dir().override_from_env())
-        .map_err(|e| format!("burn config: {e}"))?;
-    let set = config
+        .map_err(|e| Error::BurnConfig(e.to_string()))?;
+    config
         .as_table_mut()
         .map(|t| t.entry("fusion").or_insert(toml::Table::new().into()))
         .and_then(toml::Value::as_table_mut)
         .map(|t| t.entry("beam_search").or_insert(toml::Table::new().into()))
         .and_then(toml::Value::as_table_mut)
-        .map(|t| t.insert("max_explorations".into(), 0.into()));
-    let config: BurnConfig = set.ok_or("burn config: unexpected shape").and_then(|_| {
-        config
-            .try_into()
-            .map_err(|_| "burn config: unexpected shape")
-    })?;
+        .map(|t| t.insert("max_explorations".into(), 0.into()))
+        .ok_or_else(unexpected)?;
+    let config: BurnConfig = config.try_into().map_err(|_| unexpected())?;
     if BurnConfig::try_set(config) || !fusion_enabled() {
         Ok(())
     } else {
-        Err(
-            "--no-fusion: burn's configuration was already read; set it before using a device"
-                .into(),
-        )
+        Err(Error::ConfigAlreadyRead)
     }
 }
 
@@ -73,40 +68,53 @@ pub fn is_gpu(name: &str) -> bool {
     matches!(name, "wgpu" | "cuda")
 }
 
-pub fn parse_device(name: &str) -> Result<Device, String> {
+pub fn parse_device(name: &str) -> Result<Device> {
     match name {
         "cpu" | "flex" => Ok(Device::flex()),
         "wgpu" => wgpu(),
         "cuda" => cuda(),
-        other => Err(format!(
-            "--device {other}: unknown device (this build supports: {})",
-            available().join(", ")
-        )),
+        other => Err(Error::UnknownDevice {
+            name: other.into(),
+            supported: available().join(", "),
+        }),
     }
 }
 
-fn missing(name: &str) -> String {
-    format!(
-        "--device {name}: this build lacks the `{name}` feature; rebuild with `--features {name}`"
-    )
-}
-
 #[cfg(feature = "wgpu")]
-fn wgpu() -> Result<Device, String> {
+fn wgpu() -> Result<Device> {
     Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn wgpu() -> Result<Device, String> {
-    Err(missing("wgpu"))
+fn wgpu() -> Result<Device> {
+    Err(Error::MissingFeature("wgpu"))
 }
 
 #[cfg(feature = "cuda")]
-fn cuda() -> Result<Device, String> {
+fn cuda() -> Result<Device> {
     Ok(Device::cuda(0))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda() -> Result<Device, String> {
-    Err(missing("cuda"))
+fn cuda() -> Result<Device> {
+    Err(Error::MissingFeature("cuda"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_and_missing_devices_say_what_this_build_has() {
+        let msg = parse_device("tpu").unwrap_err().to_string();
+        assert!(
+            msg.contains("--device tpu: unknown device") && msg.contains("cpu"),
+            "{msg}"
+        );
+        if !cfg!(feature = "cuda") {
+            let msg = parse_device("cuda").unwrap_err().to_string();
+            assert!(msg.contains("rebuild with `--features cuda`"), "{msg}");
+        }
+        assert!(parse_device("cpu").is_ok());
+    }
 }

@@ -120,7 +120,8 @@ fn widen(t: FlexTensor) -> Vec<f32> {
     match t.dtype() {
         DType::F32 => f32::slice(&t).to_vec(),
         DType::BF16 => bf16::widen(bf16::slice(&t)),
-        other => panic!("lstm: unsupported dtype {other:?}"),
+        // `lstm_sequence` admits f32 and bf16 only (`super::applies`).
+        other => unreachable!("lstm: dtype {other:?} never reaches the fused op"),
     }
 }
 

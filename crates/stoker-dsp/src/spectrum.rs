@@ -55,7 +55,7 @@ pub fn welch_psd(x: &[f32], sample_rate: f64, segment: usize) -> (Vec<f64>, Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::signal::{fir::energy, test_noise};
+    use crate::{fir::energy, test_noise};
 
     const FS: f64 = 16_000.0;
 
