@@ -39,32 +39,133 @@ fn least_squares_start_reaches_the_offline_fir_and_predict_writes_its_files() {
         m.wiener_nr_db
     );
     assert_eq!(m.band_nr_db.len(), 3);
+    // The network's own FIR alone started at the least-squares fit on the train part: it must
+    // reach about the offline FIR of the same taps (a reversed or shifted FIR would not).
+    let linear_only = m
+        .linear_only_nr_db
+        .expect("a network with a linear FIR reports it alone");
+    assert!(
+        (linear_only - m.wiener_nr_db).abs() < 1.5,
+        "its linear FIR alone {linear_only:.2} dB vs offline FIR {:.2} dB",
+        m.wiener_nr_db
+    );
     for file in ["residual.wav", "anti_noise.wav"] {
         let wav = hound::WavReader::open(art.join("predict").join(file)).unwrap();
         assert_eq!(wav.spec().sample_rate, 16_000);
         assert_eq!(wav.len() as usize, m.predicted_samples, "{file}");
     }
     assert!(art.join("predict/spectrum.png").exists());
+    let batched_residual = wav_samples(&art.join("predict/residual.wav"));
 
-    // One forward pass per sample computes the same control signal, only slower.
-    let o = xtask(
-        &[
+    // Another mode of predict on the same checkpoint: its metrics, the same NR as batched.
+    // (The synthetic plant is controllable to ~114 dB, where f32 rounding alone moves the NR
+    // by hundredths of a dB.)
+    let predict_again = |flags: &[&str], mode: &str| {
+        let mut args = vec![
             "predict",
             "--config",
             config,
             "--artifacts",
             art.to_str().unwrap(),
-            "--per-sample",
+        ];
+        args.extend_from_slice(flags);
+        let o = xtask(&args, dir.path());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let again = AncMetrics::load(&art.join("predict/metrics.json")).unwrap();
+        assert_eq!(again.mode, mode);
+        assert!(
+            (again.nr_db - m.nr_db).abs() < 0.05,
+            "{mode}: {} dB vs batched {} dB",
+            again.nr_db,
+            m.nr_db
+        );
+        again
+    };
+    // One forward pass per sample computes the same control signal, only slower.
+    predict_again(&["--per-sample"], "per-sample");
+    // The streaming controller, fed odd-sized blocks, computes the same control signal.
+    let streamed = predict_again(&["--stream", "--stream-block", "7"], "stream");
+    let timing = streamed
+        .stream
+        .expect("a streaming run reports its deadlines");
+    assert_eq!(timing.block, 7);
+    assert_eq!(timing.blocks, m.predicted_samples.div_ceil(7));
+    let residual = wav_samples(&art.join("predict/residual.wav"));
+    assert_eq!(residual.len(), batched_residual.len());
+    let scale = batched_residual.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (n, (a, b)) in residual.iter().zip(&batched_residual).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * scale.max(1.0),
+            "residual({n}): {a} vs {b}"
+        );
+    }
+}
+
+fn wav_samples(path: &std::path::Path) -> Vec<f32> {
+    hound::WavReader::open(path)
+        .unwrap()
+        .samples::<f32>()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The streaming controller against the batched one on the real aircraft recording, prepared
+/// as the shipped config does, with the reference-shaped network (random weights: equality
+/// does not depend on them), one sample at a time and in blocks of 64.
+#[test]
+fn streaming_equals_batched_on_the_real_aircraft_recording() {
+    use burn::prelude::Device;
+    use stoker_artifact::{ModelSpec, PreparedData, TaskConfig};
+    use stoker_infer::{AncMode, AncOptions, StreamWeights, control_signal};
+    use stoker_zoo::{InputShape, Model, Network};
+
+    if shared_dataset("anc/aircraft.wav").is_none() {
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let config = root.join("configs/anc-multiband.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("art");
+    let o = xtask(
+        &[
+            "prepare",
+            "--config",
+            config.to_str().unwrap(),
+            "--artifacts",
+            art.to_str().unwrap(),
         ],
-        dir.path(),
+        &root,
     );
     assert!(o.status.success(), "{}", stderr(&o));
-    let per_sample = AncMetrics::load(&art.join("predict/metrics.json")).unwrap();
-    assert_eq!(per_sample.mode, "per-sample");
-    assert!(
-        (per_sample.nr_db - m.nr_db).abs() < 0.05,
-        "{} vs {}",
-        per_sample.nr_db,
-        m.nr_db
-    );
+    let data = PreparedData::open(&art.join("data")).unwrap();
+    let spec = TaskConfig::load(&config).unwrap().model;
+    assert!(matches!(spec, ModelSpec::MultibandAnc(_)));
+    let shape = InputShape::of(&data.manifest, data.manifest.window);
+    let model = Model::new(&spec, &shape, &Device::flex()).unwrap();
+    let Network::MultibandAnc(net) = &model.net else {
+        panic!("configs/anc-multiband.toml must build a multiband-anc model");
+    };
+    let x = data.store.column(0, 0..data.store.rows());
+    let opts = |mode| AncOptions {
+        batch_size: 8192,
+        mode,
+        baseline_taps: 512,
+        fxnlms_step: 0.03,
+    };
+    let batched = control_signal(net, &x, opts(AncMode::Batched)).unwrap();
+    for block in [1, 64] {
+        let weights = StreamWeights::F32;
+        let streamed = control_signal(net, &x, opts(AncMode::Stream { block, weights })).unwrap();
+        assert_eq!(streamed.len(), batched.len());
+        let worst = streamed
+            .iter()
+            .zip(&batched)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        println!(
+            "aircraft, {} samples, blocks of {block}: max |stream − batched| = {worst:.2e}",
+            x.len()
+        );
+        assert!(worst < 1e-5, "blocks of {block}: max difference {worst}");
+    }
 }

@@ -76,6 +76,14 @@ impl Fixture {
     }
 
     fn run(&self, stage: &str, input: Option<&Path>) -> std::process::Output {
+        match input {
+            Some(input) => self.run_with(stage, &["--input", input.to_str().unwrap()]),
+            None => self.run_with(stage, &[]),
+        }
+    }
+
+    /// `stage` on the fixture's config and artifacts, with `flags`.
+    fn run_with(&self, stage: &str, flags: &[&str]) -> std::process::Output {
         let mut args = vec![
             stage,
             "--config",
@@ -83,9 +91,7 @@ impl Fixture {
             "--artifacts",
             self.art.to_str().unwrap(),
         ];
-        if let Some(input) = input {
-            args.extend(["--input", input.to_str().unwrap()]);
-        }
+        args.extend_from_slice(flags);
         xtask(&args, self.dir.path())
     }
 
@@ -359,18 +365,7 @@ fn temporaries_of_killed_runs_are_removed_by_the_next_run() {
 #[test]
 fn a_diverging_run_stops_saying_where_and_leaves_readable_checkpoints() {
     let f = Fixture::new(true);
-    let o = xtask(
-        &[
-            "train",
-            "--lr",
-            "1e30",
-            "--config",
-            f.config.to_str().unwrap(),
-            "--artifacts",
-            f.art.to_str().unwrap(),
-        ],
-        f.dir.path(),
-    );
+    let o = f.run_with("train", &["--lr", "1e30"]);
     assert!(!o.status.success(), "a diverging run exited 0");
     let err = stderr(&o);
     let last = err.trim().lines().last().unwrap_or_default();
@@ -441,4 +436,212 @@ fn a_checkpoint_whose_shapes_do_not_fit_the_data_is_refused() {
     std::fs::write(&meta, serde_json::to_string_pretty(&m).unwrap()).unwrap();
     // The weights' shapes give it away first; either way the error names the checkpoint.
     f.stage_fails(&["predict"], &["train/best"]);
+}
+
+impl Fixture {
+    /// Rewrites this fixture's config, replacing `from` by `to`.
+    fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "{from} not in the config");
+        std::fs::write(&self.config, text.replacen(from, to, 1)).unwrap();
+    }
+}
+
+#[test]
+fn resume_with_another_seed_or_settings_is_refused_saying_what_it_found() {
+    let f = Fixture::new(true);
+    // The run's own settings resume (here: a finished run, so nothing is left to train).
+    let o = f.run_with("train", &["--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let state = "train/state.json";
+    f.stage_fails(
+        &["train", "--resume", "--seed", "42"],
+        &[
+            state,
+            "run was started with seed 7, this run has seed 42",
+            "rerun without --resume",
+        ],
+    );
+    f.stage_fails(
+        &["train", "--resume", "--lr", "0.01"],
+        &[
+            state,
+            "run was started with train.lr 0.001, this run has train.lr 0.01",
+        ],
+    );
+    f.edit_config("hidden = 16", "hidden = 24");
+    f.stage_fails(
+        &["train", "--resume"],
+        &[
+            state,
+            "run was started with model.hidden 16, this run has model.hidden 24",
+        ],
+    );
+}
+
+#[test]
+fn resume_state_without_a_run_identity_is_refused() {
+    let f = Fixture::new(true);
+    let path = f.art.join("train/state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(state["run"]["config_sha256"].is_string(), "{state}");
+    state.as_object_mut().unwrap().remove("run");
+    std::fs::write(&path, serde_json::to_string_pretty(&state).unwrap()).unwrap();
+    f.stage_fails(
+        &["train", "--resume"],
+        &["train/state.json", "no run identity", "without --resume"],
+    );
+}
+
+#[test]
+fn resume_after_a_fresh_run_killed_before_its_first_checkpoint_is_refused() {
+    use std::io::BufRead;
+    let f = Fixture::new(true);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "train",
+            "--config",
+            f.config.to_str().unwrap(),
+            "--artifacts",
+            f.art.to_str().unwrap(),
+        ])
+        .current_dir(f.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The initial evaluation is printed before the first training step; the first resumable
+    // checkpoint comes at the end of epoch 1.
+    let stderr_lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in stderr_lines {
+        let line = line.unwrap();
+        let started = line.contains("epoch 0:");
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    assert!(
+        seen.last().is_some_and(|l| l.contains("epoch 0:")),
+        "{seen:?}"
+    );
+    assert!(
+        !f.art.join("train/state.json").exists(),
+        "the previous run's state outlived a fresh start"
+    );
+    f.stage_fails(
+        &["train", "--resume"],
+        &["train/state.json", "nothing to resume"],
+    );
+}
+
+#[test]
+fn predict_refuses_a_config_whose_model_is_not_the_checkpoints() {
+    let f = Fixture::new(true);
+    f.edit_config("hidden = 16", "hidden = 24");
+    f.stage_fails(
+        &["predict"],
+        &[
+            "tiny.toml: model.hidden = 24 but checkpoint",
+            "train/best.json has model.hidden = 16",
+            "--model-from-checkpoint",
+        ],
+    );
+    f.stage_fails(
+        &["predict", "--last"],
+        &["train/last.json has model.hidden = 16"],
+    );
+    let o = f.run_with("predict", &["--model-from-checkpoint"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(f.art.join("predict/metrics.json").exists());
+}
+
+/// A trained fixture with a good predict run, and `rows` clean consecutive data lines of its
+/// CSV (no missing cell), each split into cells, after the header's cells.
+fn applied_fixture(rows: usize) -> (Fixture, Vec<Vec<String>>) {
+    let f = Fixture::new(true);
+    assert!(f.run("predict", None).status.success());
+    let text = std::fs::read_to_string(&f.csv).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = (1..lines.len() - rows)
+        .find(|&s| lines[s..s + rows].iter().all(|l| !l.contains("NA")))
+        .expect("clean rows");
+    let cells = std::iter::once(lines[0])
+        .chain(lines[start..start + rows].iter().copied())
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    (f, cells)
+}
+
+fn write_rows(f: &Fixture, name: &str, rows: &[Vec<String>]) -> PathBuf {
+    let path = f.dir.path().join(name);
+    let text: Vec<String> = rows.iter().map(|r| r.join(",")).collect();
+    std::fs::write(&path, text.join("\n") + "\n").unwrap();
+    path
+}
+
+#[test]
+fn predict_input_missing_a_trained_column() {
+    let (f, mut rows) = applied_fixture(40);
+    for row in &mut rows {
+        row.remove(7); // TEMP
+    }
+    let bad = write_rows(&f, "no_temp.csv", &rows);
+    f.stage_fails(
+        &["predict", "--input", bad.to_str().unwrap()],
+        &["no_temp.csv", "missing column `TEMP`"],
+    );
+}
+
+#[test]
+fn predict_input_one_row_shorter_than_the_window() {
+    // tiny_config's window: 12 input rows.
+    let (f, rows) = applied_fixture(11);
+    let bad = write_rows(&f, "short.csv", &rows);
+    f.stage_fails(
+        &["predict", "--input", bad.to_str().unwrap()],
+        &["short.csv", "11 rows of history", "needs 12"],
+    );
+}
+
+#[test]
+fn predict_input_missing_value_inside_the_last_window() {
+    let (f, mut rows) = applied_fixture(40);
+    // Five missing hours: longer than the gaps prepare fills (3), so they stay missing.
+    for row in &mut rows[33..38] {
+        row[7] = "NA".into(); // TEMP
+    }
+    let bad = write_rows(&f, "gap.csv", &rows);
+    f.stage_fails(
+        &["predict", "--input", bad.to_str().unwrap()],
+        &[
+            "gap.csv: row 33 (",
+            "column `TEMP`: missing after gap filling",
+            "last window (rows 29..40)",
+        ],
+    );
+}
+
+#[test]
+fn predict_input_refuses_a_checkpoint_of_other_data() {
+    let (f, rows) = applied_fixture(40);
+    let good = write_rows(&f, "recent.csv", &rows);
+    // A checkpoint trained on other prepared data: it records another manifest hash.
+    let meta = f.art.join("train/best.json");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    let sha = text
+        .split("\"manifest_sha256\": \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    std::fs::write(&meta, text.replace(&sha, &"0".repeat(64))).unwrap();
+    f.stage_fails(
+        &["predict", "--input", good.to_str().unwrap()],
+        &["train/best.json", "recent.csv", "manifest hash differs"],
+    );
 }

@@ -25,6 +25,21 @@ fn quick_bench_writes_every_documented_key() {
         }
     }
     assert!(v["anc_predict"]["speedup"].as_f64().unwrap() > 0.0);
+    let stream = &v["anc_stream"];
+    let rows = stream["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 6, "f32 and bf16 × blocks of 1, 16, 64");
+    for row in rows {
+        assert!(row["samples_per_s"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["real_time_factor"].as_f64().unwrap() > 0.0, "{row}");
+        let p = &row["latency_us"];
+        let (p50, p99, max) = (
+            p["p50"].as_f64().unwrap(),
+            p["p99"].as_f64().unwrap(),
+            p["max"].as_f64().unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{row}");
+    }
+    assert!(stream["batched_samples_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["loader"]["windows_per_s"].as_f64().unwrap() > 0.0);
     assert!(v["prepare"]["peak_rss_mb"].as_f64().unwrap() > 0.0);
 }

@@ -10,28 +10,7 @@ use stoker_artifact::{DatasetManifest, ForecastMetrics};
 fn ett_format_with_other_columns_runs_the_whole_pipeline() {
     let dir = tempfile::tempdir().unwrap();
     let csv = ett_csv(dir.path(), 700);
-    let config = dir.path().join("ett.toml");
-    std::fs::write(
-        &config,
-        r#"
-seed = 3
-[data]
-input_len = 24
-output_len = 12
-source = { kind = "ett", train_rows = 400, val_rows = 150, test_rows = 150 }
-[model]
-kind = "lstm-attention"
-hidden = 8
-layers = 1
-attention = 4
-instance_norm = true
-linear_skip = true
-[train]
-epochs = 2
-batch_size = 32
-"#,
-    )
-    .unwrap();
+    let config = small_ett_config(dir.path(), 2);
     let art = dir.path().join("art");
     let (config, art_s, csv_s) = (
         config.to_str().unwrap(),
@@ -51,6 +30,13 @@ batch_size = 32
     assert_eq!(metrics.repeat_mse, metrics.persistence_mse);
     // A smooth periodic series: even a small trained model beats repeating the last value.
     assert!(metrics.mse < metrics.repeat_mse, "{metrics:?}");
+    // The skip alone is scored on the same windows: a real forecast, and not the whole model's
+    // (its recurrent head starts random here, no ridge start).
+    let linear = metrics
+        .linear_only_mse
+        .expect("a model with a linear skip reports it alone");
+    assert!(linear.is_finite() && linear != metrics.mse, "{metrics:?}");
+    assert_eq!(metrics.linear_only_rmse, Some(linear.sqrt()));
     let profile: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(art.join("predict/attention_profile.json")).unwrap(),
     )

@@ -13,16 +13,7 @@ fn pm25_protocol_on_the_real_file() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let config = tiny_config(dir.path(), &csv, 2013, 2014);
-    let art = dir.path().join("art");
-    let (config, art_s) = (config.to_str().unwrap(), art.to_str().unwrap());
-    run_stages(
-        dir.path(),
-        config,
-        art_s,
-        &["prepare", "train", "predict"],
-        &[],
-    );
+    let (_, art) = tiny_task_through_predict(dir.path(), &csv, 2013, 2014);
     let manifest = DatasetManifest::load(&art.join("data")).unwrap();
     assert_eq!(manifest.rows, 43_824);
     assert_eq!(

@@ -24,12 +24,18 @@ class Cnn2d(nn.Module):
     → Linear(128 → 1). The spec's dropout is 0, i.e. the identity, so it is left out.
 
     Rust: conv1 320 + conv2 18 496 + dense 491 648 + head 129 = 510 593 (asserted in
-    stoker-zoo's lib.rs tests)."""
+    stoker-zoo's lib.rs tests).
+
+    `residual` is the spec's persistence skip (no parameters): the last observed value of each
+    target (`targets`, indices into the features) is added to every output step. Loading a
+    `cargo xtask export` needs only these arguments (see check_export.py)."""
 
     EXPECTED_PARAMS = 320 + 18_496 + 491_648 + 129
 
-    def __init__(self, input_len=24, features=11, channels=(32, 64), hidden=128, outputs=1):
+    def __init__(self, input_len=24, features=11, channels=(32, 64), hidden=128, outputs=1,
+                 *, residual=False, targets=(0,)):
         super().__init__()
+        self.residual, self.targets = residual, list(targets)
         layers, c = [], 1
         for out in channels:
             layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU()]
@@ -44,7 +50,10 @@ class Cnn2d(nn.Module):
         )
 
     def forward(self, x):  # [B, L, F] → [B, outputs], f32 as stoker's `ac.full`
-        return self.net(x.unsqueeze(1)).float()
+        y = self.net(x.unsqueeze(1)).float()
+        if self.residual:  # step-major outputs: the targets' last values, once per step
+            y = y + x[:, -1, self.targets].float().repeat(1, y.shape[1] // len(self.targets))
+        return y
 
 
 class LstmAttention(nn.Module):
@@ -58,12 +67,24 @@ class LstmAttention(nn.Module):
     same while the layer stays nn.LSTM, PyTorch's fused (oneDNN) and fastest form.
 
     Rust: layer 1 7·512 + 512 + 128·512 = 69 632; layer 2 128·512 + 512 + 128·512 = 131 584;
-    score_w 128·64 + 64 = 8 256; score_v 64; head 256·672 + 672 = 172 704; total 382 240."""
+    score_w 128·64 + 64 = 8 256; score_v 64; head 256·672 + 672 = 172 704; total 382 240.
+
+    The spec's other options, off by default, as keyword arguments: `instance_norm` (each
+    window normalised per feature over time, the forecast mapped back), `linear_skip` (a
+    channel-independent Linear(input_len → output_len) from each target's series, added to
+    the head: parameter `skip`), `recurrent_len` (the LSTMs read only the window's last steps;
+    0 = all). `targets` are the predicted features' indices (default: all), outputs step-major."""
 
     EXPECTED_PARAMS = 69_632 + 131_584 + 8_256 + 64 + 172_704
 
-    def __init__(self, features=7, hidden=128, layers=2, attention=64, outputs=96 * 7):
+    def __init__(self, features=7, hidden=128, layers=2, attention=64, outputs=96 * 7,
+                 *, input_len=96, targets=None, instance_norm=False, linear_skip=False,
+                 recurrent_len=0):
         super().__init__()
+        self.targets = list(range(features)) if targets is None else list(targets)
+        self.output_len = outputs // len(self.targets)
+        self.instance_norm = instance_norm
+        self.recurrent_len = min(recurrent_len, input_len) if recurrent_len else input_len
         self.lstm = nn.LSTM(features, hidden, num_layers=layers, batch_first=True)
         for name, p in self.lstm.named_parameters():
             if name.startswith("bias_hh"):
@@ -72,13 +93,26 @@ class LstmAttention(nn.Module):
         self.score_w = nn.Linear(hidden, attention)
         self.score_v = nn.Linear(attention, 1, bias=False)
         self.head = nn.Linear(2 * hidden, outputs)
+        self.skip = nn.Linear(input_len, self.output_len) if linear_skip else None
 
     def forward(self, x):  # [B, T, F] → [B, output_len · targets]
-        h, _ = self.lstm(x)  # [B, T, H]
+        if self.instance_norm:  # burn's var is the unbiased one, as torch's default
+            mean = x.mean(1, keepdim=True)
+            std = (x.var(1, keepdim=True) + 1e-5).sqrt()
+            x = (x - mean) / std
+        h, _ = self.lstm(x[:, x.shape[1] - self.recurrent_len:])  # [B, T, H]
         scores = self.score_v(torch.tanh(self.score_w(h))).squeeze(-1)  # [B, T]
         weights = torch.softmax(scores.float(), dim=1).to(h.dtype)
         context = torch.bmm(weights.unsqueeze(1), h).squeeze(1)  # Σ_t w_t·h_t, [B, H]
-        return self.head(torch.cat([context, h[:, -1]], dim=1)).float()
+        y = self.head(torch.cat([context, h[:, -1]], dim=1)).float()
+        if self.skip is None and not self.instance_norm:
+            return y
+        y = y.view(x.shape[0], self.output_len, len(self.targets))
+        if self.skip is not None:  # the same map for every target's series
+            y = y + self.skip(x[:, :, self.targets].transpose(1, 2)).transpose(1, 2).float()
+        if self.instance_norm:
+            y = y * std[:, :, self.targets] + mean[:, :, self.targets]
+        return y.reshape(x.shape[0], -1)
 
 
 def design_filterbank(edges_hz, taps, sample_rate):
@@ -115,12 +149,17 @@ class MultibandAnc(nn.Module):
 
     Rust (BandDense weight [3, in, out] + bias [3, 1, out]; filterbank and secondary path are
     constants, not parameters): hidden 3·(256·384 + 384) = 296 064, head 3·(384 + 1) = 1 155;
-    total 297 219."""
+    total 297 219.
+
+    The spec's other options as keyword arguments: `layers` hidden band layers (parameters
+    w1, b1 … w{layers+1}, b{layers+1}, the last one the linear head) and `linear_taps`, the
+    linear FIR on the full-band reference beside the bands (parameter `linear`, oldest tap
+    first), which widens the receptive field to max(384, linear_taps)."""
 
     EXPECTED_PARAMS = 3 * (256 * 384 + 384) + 3 * (384 + 1)
 
     def __init__(self, secondary_path, band_edges=(500.0, 2000.0), filter_taps=129, taps=256,
-                 hidden=384, sample_rate=16_000):
+                 hidden=384, sample_rate=16_000, *, layers=1, linear_taps=0):
         super().__init__()
         bank = design_filterbank(band_edges, filter_taps, sample_rate)
         bands = bank.shape[0]
@@ -132,21 +171,36 @@ class MultibandAnc(nn.Module):
             bound = 1.0 / math.sqrt(fan_in)
             return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
 
-        self.w1, self.b1 = uniform(bands, taps, hidden, fan_in=taps), uniform(bands, 1, hidden, fan_in=taps)
-        self.w2, self.b2 = uniform(bands, hidden, 1, fan_in=hidden), uniform(bands, 1, 1, fan_in=hidden)
-        self.taps = taps
-        self.receptive_field = taps + filter_taps - 1
+        inputs = taps
+        for k, out in enumerate([hidden] * layers + [1], start=1):
+            setattr(self, f"w{k}", uniform(bands, inputs, out, fan_in=inputs))
+            setattr(self, f"b{k}", uniform(bands, 1, out, fan_in=inputs))
+            inputs = out
+        self.layers = layers
+        # Starts at zero as in stoker (the least-squares warm start sets it before training).
+        self.linear = nn.Parameter(torch.zeros(linear_taps)) if linear_taps else None
+        self.taps, self.filter_taps = taps, filter_taps
+        self.receptive_field = max(taps + filter_taps - 1, linear_taps)
 
-    def forward(self, x):  # [B, I, F] (column 0 = reference x) → [B, I − 383] control samples
-        batch = x.shape[0]
+    def forward(self, x):  # [B, I, F] (column 0 = reference x) → [B, I − rf + 1] control samples
+        batch, n = x.shape[0], x.shape[1] - self.receptive_field + 1
+        reference = x[:, :, 0].float()
+        needed = n + self.taps + self.filter_taps - 2  # the samples the band outputs read
         with torch.autocast("cpu", enabled=False):  # the fixed filterbank stays f32, as in stoker
-            bands = F.conv1d(x[:, :, 0].unsqueeze(1).float(), self.filters)  # [B, K, I − 128]
+            bands = F.conv1d(reference[:, -needed:].unsqueeze(1), self.filters)  # [B, K, N + taps − 1]
         windows = bands.unfold(2, self.taps, 1)  # [B, K, N, taps], a view
-        k, n = windows.shape[1], windows.shape[2]
-        windows = windows.transpose(0, 1).reshape(k, batch * n, self.taps)
-        h = torch.tanh(torch.baddbmm(self.b1, windows, self.w1))  # [K, B·N, hidden]
-        y = torch.baddbmm(self.b2, h, self.w2).float().sum(0)  # bands summed, [B·N, 1]
-        return y.view(batch, n)
+        k = windows.shape[1]
+        h = windows.transpose(0, 1).reshape(k, batch * n, self.taps)
+        for i in range(1, self.layers + 1):
+            h = torch.tanh(torch.baddbmm(getattr(self, f"b{i}"), h, getattr(self, f"w{i}")))  # [K, B·N, hidden]
+        last = self.layers + 1
+        y = torch.baddbmm(getattr(self, f"b{last}"), h, getattr(self, f"w{last}")).float().sum(0)  # bands summed, [B·N, 1]
+        y = y.view(batch, n)
+        if self.linear is not None:
+            taps = self.linear.shape[0]
+            windows = reference[:, -(n + taps - 1):].unfold(1, taps, 1)  # [B, N, linear_taps]
+            y = y + (windows @ self.linear.float()).float()
+        return y
 
     def loss(self, x, d):
         """mean(e²), e = d − S * y: what the error microphone hears (saturation 0, a linear

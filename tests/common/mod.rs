@@ -188,3 +188,53 @@ pub fn synthetic_anc_task(dir: &Path, rest: &str) -> PathBuf {
         rest,
     )
 }
+
+/// A small LSTM-attention task on the 700-row file of [`ett_csv`]: 24 steps in, 12 out, rows
+/// 400 / 150 / 150 for train, validation and test, trained `epochs` epochs.
+pub fn small_ett_config(dir: &Path, epochs: usize) -> PathBuf {
+    let config = dir.join("ett.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+seed = 3
+[data]
+input_len = 24
+output_len = 12
+source = {{ kind = "ett", train_rows = 400, val_rows = 150, test_rows = 150 }}
+[model]
+kind = "lstm-attention"
+hidden = 8
+layers = 1
+attention = 4
+instance_norm = true
+linear_skip = true
+[train]
+epochs = {epochs}
+batch_size = 32
+"#
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// The tiny PM2.5 task of [`tiny_config`] on `csv`, prepared, trained and predicted into
+/// `dir/art`: (config path, artifacts path).
+pub fn tiny_task_through_predict(
+    dir: &Path,
+    csv: &Path,
+    val_start_year: i32,
+    test_start_year: i32,
+) -> (PathBuf, PathBuf) {
+    let config = tiny_config(dir, csv, val_start_year, test_start_year);
+    let art = dir.join("art");
+    run_stages(
+        dir,
+        config.to_str().unwrap(),
+        art.to_str().unwrap(),
+        &["prepare", "train", "predict"],
+        &[],
+    );
+    (config, art)
+}

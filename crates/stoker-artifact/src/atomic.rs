@@ -62,6 +62,33 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
+/// Reads JSON whose `format_version` must be `expected`, checked before the shape so an
+/// artifact of another version gets the error that says so rather than a parse error.
+pub fn read_versioned_json<T: DeserializeOwned>(path: &Path, expected: u32) -> Result<T> {
+    let value: serde_json::Value = read_json(path)?;
+    match value.get("format_version").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(expected) => {}
+        Some(v) => {
+            return Err(ArtifactError::Version {
+                path: path.into(),
+                field: "format_version",
+                found: u32::try_from(v).unwrap_or(u32::MAX),
+                expected,
+            });
+        }
+        None => {
+            return Err(ArtifactError::invalid(
+                path,
+                "field `format_version` is missing or not a number",
+            ));
+        }
+    }
+    serde_json::from_value(value).map_err(|e| ArtifactError::Parse {
+        path: path.into(),
+        message: e.to_string(),
+    })
+}
+
 /// Replaces directory `dest` by the fully written directory `staged` in one step, so a failed
 /// stage never leaves a half-written directory where a good one was.
 pub fn replace_dir(staged: &Path, dest: &Path) -> Result<()> {

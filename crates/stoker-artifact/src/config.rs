@@ -387,28 +387,19 @@ impl TaskConfig {
                 return Err(ArtifactError::invalid(path, format!("{key} must be > 0")));
             }
         }
+        self.model
+            .validate()
+            .map_err(|message| ArtifactError::invalid(path, message))?;
         if let (ModelSpec::MultibandAnc(m), SourceConfig::Anc(src)) =
             (&self.model, &self.data.source)
         {
             let nyquist = f64::from(src.sample_rate) / 2.0;
-            if m.filter_taps < 3 || m.filter_taps.is_multiple_of(2) {
-                return Err(ArtifactError::invalid(
-                    path,
-                    "`model.filter_taps` must be odd and ≥ 3 (a linear-phase FIR with an integer delay)",
-                ));
-            }
             let inside = m.band_edges.iter().all(|&f| f > 0.0 && f < nyquist);
             let increasing = m.band_edges.windows(2).all(|w| w[0] < w[1]);
             if !(inside && increasing) {
                 return Err(ArtifactError::invalid(
                     path,
                     format!("`model.band_edges` must increase strictly inside (0, {nyquist}) Hz"),
-                ));
-            }
-            if m.taps == 0 || m.hidden == 0 {
-                return Err(ArtifactError::invalid(
-                    path,
-                    "`model.taps` and `model.hidden` must be > 0",
                 ));
             }
         }

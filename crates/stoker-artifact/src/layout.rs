@@ -64,6 +64,17 @@ impl ArtifactLayout {
         self.root.join("predict")
     }
 
+    /// A new file applied to the trained model (prepare's apply mode), which predict reads
+    /// with `--input-data`.
+    pub fn input_dir(&self) -> PathBuf {
+        self.root.join("input")
+    }
+
+    /// Export's output: the weights under PyTorch's names and their description.
+    pub fn export_dir(&self) -> PathBuf {
+        self.root.join("export")
+    }
+
     pub fn manifest(&self) -> PathBuf {
         self.data_dir().join(MANIFEST_FILE)
     }
@@ -94,6 +105,9 @@ pub const METRICS_LOG_FILE: &str = "metrics.jsonl";
 pub const SUMMARY_FILE: &str = "summary.json";
 pub const PREDICTIONS_FILE: &str = "predictions.parquet";
 pub const PREDICT_METRICS_FILE: &str = "metrics.json";
+/// Predict on applied input: forecasts past the input's end (and the same as CSV with `--csv`).
+pub const FORECAST_FILE: &str = "forecast.parquet";
+pub const FORECAST_CSV_FILE: &str = "forecast.csv";
 
 /// Checkpoint names inside `train/`: `<name>.json` (metadata) beside `<name>.bpk` (weights).
 pub const BEST_CHECKPOINT: &str = "best";

@@ -25,8 +25,12 @@
 
 pub mod atomic;
 pub mod config;
+pub mod diff;
 pub mod error;
+pub mod export;
 pub mod family;
+pub mod identity;
+pub mod input;
 pub mod layout;
 pub mod lock;
 pub mod manifest;
@@ -41,7 +45,10 @@ pub use config::{
     SourceConfig, TaskConfig, TrainConfig,
 };
 pub use error::{ArtifactError, Result};
+pub use export::{ExportMeta, NamedTensor};
 pub use family::TaskFamily;
+pub use identity::RunIdentity;
+pub use input::{AppliedInput, InputManifest};
 pub use layout::ArtifactLayout;
 pub use lock::RunLock;
 pub use manifest::{
@@ -49,5 +56,7 @@ pub use manifest::{
 };
 pub use model::{Cnn2dSpec, LstmAttentionSpec, ModelSpec, MultibandAncSpec};
 pub use prepared::PreparedData;
-pub use run::{AncMetrics, BandNr, CheckpointMeta, EpochRecord, ForecastMetrics, RunSummary};
+pub use run::{
+    AncMetrics, BandNr, CheckpointMeta, EpochRecord, ForecastMetrics, RunSummary, StreamTiming,
+};
 pub use window_store::{INPUT_OK, TARGET_OK, WindowStore, WindowStoreWriter};

@@ -33,6 +33,11 @@ pub struct DatasetManifest {
     pub store_file: String,
     pub shards: Vec<ShardRef>,
     pub quality: QualityReport,
+    /// Gap filling: runs of at most this many missing cells were interpolated. Recorded so new
+    /// data applied to a trained model is filled by the same rule; absent in manifests written
+    /// before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_gap: Option<usize>,
     /// The acoustic setup of an ANC dataset (columns x, d).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anc: Option<AncSignals>,
@@ -119,6 +124,33 @@ fn one() -> usize {
 }
 
 impl WindowSpec {
+    /// Checks a window read from a file: every length at least 1, the first target row not
+    /// before the first input row (`input_len − 1 + horizon` ≥ 0) and the span within half the
+    /// address range, so that `lead`, `span` and `target_rows` hold for any start a store can
+    /// have (a store's rows take more than 4 bytes each).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        for (key, value) in [
+            ("input_len", self.input_len),
+            ("output_len", self.output_len),
+            ("stride", self.stride),
+        ] {
+            if value == 0 {
+                return Err(format!("`window.{key}` must be > 0"));
+            }
+        }
+        (self.input_len - 1)
+            .checked_add_signed(self.horizon)
+            .and_then(|lead| lead.checked_add(self.output_len))
+            .filter(|&end| end.max(self.input_len) <= isize::MAX as usize)
+            .map(drop)
+            .ok_or_else(|| {
+                format!(
+                    "`window.horizon` {} does not fit `window.input_len` {} and `output_len` {}",
+                    self.horizon, self.input_len, self.output_len
+                )
+            })
+    }
+
     pub fn first_target_row(&self, start: usize) -> usize {
         (start + self.input_len - 1)
             .checked_add_signed(self.horizon)
@@ -201,31 +233,7 @@ pub struct QualityReport {
 
 impl DatasetManifest {
     pub fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join(MANIFEST_FILE);
-        let value: serde_json::Value = atomic::read_json(&path)?;
-        // Check the version before the shape, so an old manifest gets the helpful error.
-        let found = value.get("format_version").and_then(|v| v.as_u64());
-        match found {
-            Some(v) if v == u64::from(MANIFEST_VERSION) => {}
-            Some(v) => {
-                return Err(ArtifactError::Version {
-                    path,
-                    field: "format_version",
-                    found: v as u32,
-                    expected: MANIFEST_VERSION,
-                });
-            }
-            None => {
-                return Err(ArtifactError::invalid(
-                    path,
-                    "field `format_version` is missing or not a number",
-                ));
-            }
-        }
-        serde_json::from_value(value).map_err(|e| ArtifactError::Parse {
-            path,
-            message: e.to_string(),
-        })
+        atomic::read_versioned_json(&dir.join(MANIFEST_FILE), MANIFEST_VERSION)
     }
 
     pub fn save(&self, dir: &Path) -> Result<()> {

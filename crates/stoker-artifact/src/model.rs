@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::diff::{Difference, differences};
 use crate::family::TaskFamily;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -133,7 +134,78 @@ impl Default for Cnn2dSpec {
     }
 }
 
+/// The largest width, length or tap count a spec may hold: far beyond any stoker model, and
+/// small enough that building one from a damaged file cannot ask for terabytes (the filter bank
+/// and linear taps of an ANC model are allocated as they are built).
+pub const MAX_SIZE: usize = 1 << 20;
+
+/// Most FIR taps per band of an ANC filter bank (4 s at 16 kHz) and most band edges: the bank is
+/// designed in full when the model is built.
+pub const MAX_FILTER_TAPS: usize = (1 << 16) + 1;
+pub const MAX_BAND_EDGES: usize = 64;
+
 impl ModelSpec {
+    /// Checks the values a model can be built from, whether they come from a config or from a
+    /// checkpoint's metadata; the error names the key (`model.hidden`).
+    pub fn validate(&self) -> Result<(), String> {
+        let (sizes, dropout): (Vec<(&str, usize, usize)>, f64) = match self {
+            ModelSpec::Cnn2d(m) => {
+                let mut sizes = vec![("hidden", m.hidden, 1), ("channels", m.channels.len(), 0)];
+                sizes.extend(m.channels.iter().map(|&c| ("channels", c, 1)));
+                (sizes, m.dropout)
+            }
+            ModelSpec::LstmAttention(m) => (
+                vec![
+                    ("hidden", m.hidden, 1),
+                    ("layers", m.layers, 1),
+                    ("attention", m.attention, 1),
+                    ("recurrent_len", m.recurrent_len, 0),
+                ],
+                m.dropout,
+            ),
+            ModelSpec::MultibandAnc(m) => {
+                if m.filter_taps < 3
+                    || m.filter_taps.is_multiple_of(2)
+                    || m.filter_taps > MAX_FILTER_TAPS
+                {
+                    return Err(format!(
+                        "`model.filter_taps` must be odd and ≥ 3 (a linear-phase FIR with an integer delay) and ≤ {MAX_FILTER_TAPS}, got {}",
+                        m.filter_taps
+                    ));
+                }
+                if m.band_edges.len() > MAX_BAND_EDGES {
+                    return Err(format!(
+                        "`model.band_edges` holds {} edges, at most {MAX_BAND_EDGES} are allowed",
+                        m.band_edges.len()
+                    ));
+                }
+                (
+                    vec![
+                        ("taps", m.taps, 1),
+                        ("hidden", m.hidden, 1),
+                        ("layers", m.layers, 0),
+                        ("linear_taps", m.linear_taps, 0),
+                    ],
+                    0.0,
+                )
+            }
+        };
+        for (key, value, min) in sizes {
+            if !(min..=MAX_SIZE).contains(&value) {
+                return Err(format!(
+                    "`model.{key}` must be in {min}…{MAX_SIZE}, got {value}"
+                ));
+            }
+        }
+        // burn's dropout accepts [0, 1) and panics on anything else.
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(format!(
+                "`model.dropout` must be a finite number in [0, 1), got {dropout}"
+            ));
+        }
+        Ok(())
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             ModelSpec::Cnn2d(_) => "cnn2d",
@@ -142,11 +214,100 @@ impl ModelSpec {
         }
     }
 
+    /// The settings (`model.hidden`, …) in which `other` differs from this spec.
+    pub fn differences(&self, other: &ModelSpec) -> Vec<Difference> {
+        let json = |m: &ModelSpec| serde_json::to_value(m).expect("model specs serialise to JSON");
+        differences("model", &json(self), &json(other))
+    }
+
     /// Whether this architecture forecasts or controls.
     pub fn family(&self) -> TaskFamily {
         match self {
             ModelSpec::Cnn2d(_) | ModelSpec::LstmAttention(_) => TaskFamily::Forecast,
             ModelSpec::MultibandAnc(_) => TaskFamily::Control,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_name_the_setting_and_both_values() {
+        let a = ModelSpec::Cnn2d(Cnn2dSpec::default());
+        let b = ModelSpec::Cnn2d(Cnn2dSpec {
+            hidden: 64,
+            ..Cnn2dSpec::default()
+        });
+        assert_eq!(
+            a.differences(&b),
+            [Difference::new("model.hidden", 128, 64)]
+        );
+        assert!(a.differences(&a).is_empty());
+        a.validate().unwrap();
+        let lstm = ModelSpec::LstmAttention(LstmAttentionSpec::default());
+        assert_eq!(
+            a.differences(&lstm),
+            [Difference::new("model.kind", "cnn2d", "lstm-attention")]
+        );
+    }
+
+    #[test]
+    fn specs_that_cannot_be_built_are_refused_naming_the_key() {
+        let cases = [
+            (
+                ModelSpec::Cnn2d(Cnn2dSpec {
+                    dropout: 1.0,
+                    ..Cnn2dSpec::default()
+                }),
+                "`model.dropout`",
+            ),
+            (
+                ModelSpec::Cnn2d(Cnn2dSpec {
+                    dropout: f64::NAN,
+                    ..Cnn2dSpec::default()
+                }),
+                "`model.dropout`",
+            ),
+            (
+                ModelSpec::Cnn2d(Cnn2dSpec {
+                    channels: vec![4, 0],
+                    ..Cnn2dSpec::default()
+                }),
+                "`model.channels`",
+            ),
+            (
+                ModelSpec::LstmAttention(LstmAttentionSpec {
+                    hidden: MAX_SIZE + 1,
+                    ..LstmAttentionSpec::default()
+                }),
+                "`model.hidden`",
+            ),
+            (
+                ModelSpec::MultibandAnc(MultibandAncSpec {
+                    filter_taps: (1 << 40) + 1,
+                    ..MultibandAncSpec::default()
+                }),
+                "`model.filter_taps`",
+            ),
+            (
+                ModelSpec::MultibandAnc(MultibandAncSpec {
+                    linear_taps: 1 << 40,
+                    ..MultibandAncSpec::default()
+                }),
+                "`model.linear_taps`",
+            ),
+        ];
+        for (spec, key) in cases {
+            let msg = spec.validate().unwrap_err();
+            assert!(msg.contains(key), "{msg}");
+        }
+        ModelSpec::MultibandAnc(MultibandAncSpec::default())
+            .validate()
+            .unwrap();
+        ModelSpec::LstmAttention(LstmAttentionSpec::default())
+            .validate()
+            .unwrap();
     }
 }

@@ -26,20 +26,15 @@ impl PreparedData {
         }
         let manifest = DatasetManifest::load(dir)?;
         check_targets(&manifest_path, &manifest.targets, manifest.features.len())?;
+        check_rows(&manifest_path, &manifest)?;
+        check_file_name(&manifest_path, "store_file", &manifest.store_file)?;
         let (manifest_sha256, _) = sha256_file(&manifest_path)?;
-        let store = WindowStore::open(&dir.join(&manifest.store_file))?;
-        if store.cols() != manifest.features.len() || store.rows() != manifest.rows {
-            return Err(ArtifactError::invalid(
-                store.path(),
-                format!(
-                    "holds {} rows × {} cols but the manifest says {} × {}: re-run prepare",
-                    store.rows(),
-                    store.cols(),
-                    manifest.rows,
-                    manifest.features.len()
-                ),
-            ));
-        }
+        let store = open_store(
+            &dir.join(&manifest.store_file),
+            manifest.rows,
+            manifest.features.len(),
+            "re-run prepare",
+        )?;
         Ok(Self {
             dir: dir.into(),
             manifest,
@@ -53,6 +48,47 @@ impl PreparedData {
     pub fn windows(&self, split: Split, spec: WindowSpec) -> Vec<usize> {
         self.store
             .window_starts(spec, self.manifest.splits.rows(split))
+    }
+}
+
+/// Every split's rows must lie within the data, or a window scan would index past it. (The
+/// manifest's `window` is prepare's record of the config; train and predict take theirs from
+/// the config and the checkpoint.)
+fn check_rows(file: &Path, manifest: &DatasetManifest) -> Result<()> {
+    for split in [Split::Train, Split::Val, Split::Test] {
+        let rows = manifest.splits.rows(split);
+        if rows.start > rows.end || rows.end > manifest.rows {
+            return Err(ArtifactError::invalid(
+                file,
+                format!(
+                    "`splits.{}` is rows {}..{}, outside the {} rows of the data",
+                    split.name(),
+                    rows.start,
+                    rows.end,
+                    manifest.rows
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A file named in metadata (`field`) must be a plain name beside it: no directory part, which
+/// could reach outside the artifacts, and no control character, which would break the one-line
+/// errors that name it.
+pub fn check_file_name(file: &Path, field: &str, name: &str) -> Result<()> {
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\'])
+        && !name.chars().any(char::is_control);
+    if plain {
+        Ok(())
+    } else {
+        Err(ArtifactError::invalid(
+            file,
+            format!("`{field}` must be a file name beside it, got {name:?}"),
+        ))
     }
 }
 
@@ -72,4 +108,26 @@ pub fn check_targets(file: &Path, targets: &[usize], columns: usize) -> Result<(
         )),
         None => Ok(()),
     }
+}
+
+/// The window store at `path`, which its manifest says holds `rows` × `cols`; a store of another
+/// size is an error telling what to do (`remedy`).
+pub(crate) fn open_store(
+    path: &Path,
+    rows: usize,
+    cols: usize,
+    remedy: &str,
+) -> Result<WindowStore> {
+    let store = WindowStore::open(path)?;
+    if store.cols() != cols || store.rows() != rows {
+        return Err(ArtifactError::invalid(
+            store.path(),
+            format!(
+                "holds {} rows × {} cols but the manifest says {rows} × {cols}: {remedy}",
+                store.rows(),
+                store.cols(),
+            ),
+        ));
+    }
+    Ok(store)
 }

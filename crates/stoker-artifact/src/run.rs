@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic;
 use crate::error::{ArtifactError, Result};
+use crate::identity::RunIdentity;
 use crate::manifest::WindowSpec;
-use crate::model::ModelSpec;
+use crate::model::{MAX_SIZE, ModelSpec};
 
 /// 2: the LSTM layers became `StepLstm` (fused gate weights), so version-1 weights do not load.
 pub const CHECKPOINT_VERSION: u32 = 2;
@@ -56,9 +57,21 @@ pub struct CheckpointMeta {
 }
 
 impl CheckpointMeta {
+    /// Reads and checks the metadata: the zoo builds a model from it before any weight is
+    /// read, so what would not build (or would ask for absurd memory) is refused here.
     pub fn load(path: &Path) -> Result<Self> {
         let meta: Self = load_versioned(path, |m: &Self| m.format_version, CHECKPOINT_VERSION)?;
         crate::prepared::check_targets(path, &meta.targets, meta.input_features)?;
+        crate::prepared::check_file_name(path, "weights", &meta.weights)?;
+        let invalid = |message| ArtifactError::invalid(path, message);
+        meta.model.validate().map_err(invalid)?;
+        meta.window.check().map_err(invalid)?;
+        if meta.input_features > MAX_SIZE {
+            return Err(invalid(format!(
+                "`input_features` must be at most {MAX_SIZE}, got {}",
+                meta.input_features
+            )));
+        }
         Ok(meta)
     }
 
@@ -93,6 +106,14 @@ pub struct TrainState {
     /// f16 runs: the dynamic loss scale, so a resumed run scales as the uninterrupted one.
     #[serde(default)]
     pub loss_scale: Option<LossScaleState>,
+    /// Mean training loss of the last finished epoch, whether or not it was evaluated: the
+    /// summary's `final_train_loss`. Absent before the first epoch ends (and in older states).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_loss: Option<f64>,
+    /// The run this state belongs to; `--resume` refuses a state of another run. Absent in
+    /// states written before run identities, which resume therefore refuses too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunIdentity>,
 }
 
 /// Dynamic loss scaling's state (f16-mixed).
@@ -218,6 +239,15 @@ pub struct ForecastMetrics {
     pub repeat_mse: f64,
     pub checkpoint: String,
     pub infer_samples_per_s: f64,
+    /// The network's linear part alone on the same windows (the LSTM-attention's skip, plus
+    /// persistence for a residual model): what the learned parts add is `mse` minus this.
+    /// Absent for networks without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear_only_mse: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear_only_rmse: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear_only_mae: Option<f64>,
 }
 
 /// `predict/metrics.json` of an ANC task: noise reduction NR = 10·log10(Σd² / Σe²) over the
@@ -235,6 +265,10 @@ pub struct AncMetrics {
     pub wiener_nr_db: f64,
     pub fxnlms_taps: usize,
     pub fxnlms_step: f64,
+    /// The network's own linear FIR alone (its band networks off), on the same split: what the
+    /// learned part adds is `nr_db` minus this. Absent for a network without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear_only_nr_db: Option<f64>,
     /// NR of the network within each band of its filterbank.
     pub band_nr_db: Vec<BandNr>,
     pub saturation: f64,
@@ -243,6 +277,23 @@ pub struct AncMetrics {
     pub predicted_samples: usize,
     pub infer_samples_per_s: f64,
     pub mode: String,
+    /// `--stream` only: how the live-style run kept up with its blocks' deadlines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamTiming>,
+}
+
+/// A streaming run's blocks against their deadlines (a block's duration at the sample rate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamTiming {
+    pub block: usize,
+    /// The weights' type in the products: `f32` or `bf16`.
+    pub weights: String,
+    pub blocks: usize,
+    pub deadline_us: f64,
+    pub missed_deadlines: usize,
+    pub latency_p50_us: f64,
+    pub latency_p99_us: f64,
+    pub latency_max_us: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,12 +1,14 @@
 //! Damaged and crafted `windows.bin` files: `WindowStore::open` returns an error naming the
 //! file, or opens a store every window of which reads without a panic.
 
+mod support;
+
 use std::fs;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use stoker_artifact::manifest::WindowSpec;
 use stoker_artifact::{INPUT_OK, TARGET_OK, WindowStore, WindowStoreWriter};
+use support::{Rng, outcome};
 
 /// Header fields' byte offsets (see the layout in `window_store.rs`).
 const COLS_AT: usize = 12;
@@ -30,32 +32,6 @@ fn write_store(dir: &Path, rows: usize) -> Vec<u8> {
     }
     w.finish().unwrap();
     fs::read(&path).unwrap()
-}
-
-/// xorshift64*: deterministic, so a failing case is reproduced by its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// A size field value: small, near a power of two, or all ones, the values that wrap.
-    fn size(&mut self) -> u64 {
-        match self.below(4) {
-            0 => self.next() % 256,
-            1 => 1u64 << self.below(64),
-            2 => (1u64 << self.below(64)).wrapping_add(self.next() % 16),
-            _ => u64::MAX - self.next() % 16,
-        }
-    }
 }
 
 fn put_u64(bytes: &mut [u8], at: usize, v: u64) {
@@ -154,7 +130,7 @@ fn open_case(path: &PathBuf, bytes: &[u8]) -> Result<bool, String> {
     // disk on close, ~3 ms a case.
     let _ = fs::remove_file(path);
     fs::write(path, bytes).unwrap();
-    let outcome = catch_unwind(AssertUnwindSafe(|| match WindowStore::open(path) {
+    outcome(|| match WindowStore::open(path) {
         Ok(store) => {
             read_everything(&store);
             Ok(true)
@@ -167,14 +143,6 @@ fn open_case(path: &PathBuf, bytes: &[u8]) -> Result<bool, String> {
                 Err(format!("error does not name the file on one line: {msg}"))
             }
         }
-    }));
-    outcome.unwrap_or_else(|panic| {
-        let text = panic
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        Err(format!("panicked: {text}"))
     })
 }
 
@@ -186,7 +154,7 @@ fn mutated_headers_truncations_and_extensions_never_panic() {
     assert_eq!(open_case(&path, &valid), Ok(true));
     let (mut opened, mut refused) = (0, 0);
     for seed in 1..=4000u64 {
-        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut rng = Rng::for_case(seed);
         let bytes = mutate(&valid, &mut rng);
         match open_case(&path, &bytes) {
             Ok(true) => opened += 1,

@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, ensure};
 use burn::prelude::*;
 use serde_json::{Value, json};
-use stoker_infer::{AncOptions, control_signal};
+use stoker_infer::{AncMode, AncOptions, control_signal};
 use stoker_zoo::Model;
 
 use crate::reference::anc_reference;
@@ -25,7 +25,11 @@ pub(crate) fn bench_anc_predict(device: &Device, quick: bool) -> Result<Value> {
         .collect();
     let opts = |per_sample| AncOptions {
         batch_size: 8192,
-        per_sample,
+        mode: if per_sample {
+            AncMode::PerSample
+        } else {
+            AncMode::Batched
+        },
         baseline_taps: 512,
         fxnlms_step: 0.1,
     };

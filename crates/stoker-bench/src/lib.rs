@@ -6,6 +6,8 @@
 //!   its PyTorch peer (`bench/peers/run.py`, when PyTorch is importable); the table reports
 //!   medians and the median and range of the per-round stoker / PyTorch ratios;
 //! - **anc-predict**: whole-signal ANC prediction, batched against one pass per sample;
+//! - **anc-stream**: the streaming ANC controller on one thread, blocks of 1, 16 and 64
+//!   samples: samples/s, real-time factor, block latency against its deadline;
 //! - **loader**: the training loader beside a plain memcpy of the same bytes;
 //! - **prepare**: prepare throughput and peak memory on a generated CSV of 20 million rows,
 //!   run as `<current binary> prepare …` (the binary calling [`run_bench`] must have the
@@ -39,6 +41,7 @@ use stoker_cli::DeviceArgs;
 use stoker_runtime::device::open;
 
 mod anc_predict;
+mod anc_stream;
 mod loader;
 mod measure;
 mod models;
@@ -79,6 +82,7 @@ pub struct BenchArgs {
 pub enum Section {
     Models,
     AncPredict,
+    AncStream,
     Loader,
     Prepare,
 }
@@ -108,6 +112,10 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
             anc["speedup"].as_f64().unwrap_or(0.0)
         );
         report.insert("anc_predict".into(), anc);
+    }
+    if wanted(Section::AncStream) {
+        let stream = anc_stream::bench_anc_stream(&device, args.quick)?;
+        report.insert("anc_stream".into(), stream);
     }
     if wanted(Section::Loader) {
         let loader = loader::bench_loader(dir, args.quick)?;

@@ -194,6 +194,7 @@ pub(crate) fn prepare_anc(
             ..QualityReport::default()
         },
         time_step_seconds: Some(0),
+        max_gap: None,
         anc: Some(AncSignals {
             sample_rate: rate,
             source_rate,

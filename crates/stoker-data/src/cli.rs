@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use stoker_artifact::{DatasetManifest, SourceConfig, TaskConfig};
+use stoker_artifact::{DatasetManifest, InputManifest, SourceConfig, TaskConfig};
 use stoker_cli::TaskArgs;
 
+use crate::apply::{ApplyRequest, apply};
 use crate::prepare::prepare;
 use crate::request::{PrepareRequest, check_input};
 use crate::synthetic::{SyntheticSpec, write_pm25_csv, write_synthetic_anc};
@@ -132,6 +133,42 @@ pub fn run_prepare(args: &PrepareArgs) -> Result<DatasetManifest> {
         ),
     }
     Ok(manifest)
+}
+
+/// Apply mode: a new file, read, checked, gap-filled and normalised as the training data was.
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// The training `data/` directory (its manifest decides reader, columns and statistics).
+    #[arg(long, value_name = "DATA_DIR")]
+    pub data: PathBuf,
+    /// The new raw file, in the training data's format.
+    #[arg(long, value_name = "FILE")]
+    pub input: PathBuf,
+    /// Where to write the applied input (predict reads it with `--input-data`), e.g.
+    /// `artifacts/<task>/input`.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// Runs the apply mode; prints its notes and a summary.
+pub fn run_apply(args: &ApplyArgs) -> Result<InputManifest> {
+    let applied = apply(&ApplyRequest {
+        data_dir: args.data.clone(),
+        input: args.input.clone(),
+        out_dir: args.out.clone(),
+    })?;
+    for note in &applied.notes {
+        println!("note: {note}");
+    }
+    let m = &applied.manifest;
+    println!(
+        "applied {} rows of {} with the training statistics of {} (interpolated cells: {})",
+        m.rows,
+        args.input.display(),
+        args.data.display(),
+        m.interpolated_cells
+    );
+    Ok(applied.manifest)
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,15 +2,15 @@
 //! the window store; then the window spec, the windows per split and the manifest; then the
 //! staging directory replaces `data/`.
 
-use chrono::{Datelike, Timelike};
 use stoker_artifact::atomic::StagingDir;
 use stoker_artifact::layout::STORE_FILE;
 use stoker_artifact::manifest::{MANIFEST_VERSION, QualityReport, ShardRef, SourceFile, Split};
 use stoker_artifact::{
-    AncSignals, DatasetManifest, Feature, INPUT_OK, MetricScale, SourceConfig, Splits, TARGET_OK,
-    WindowStore, WindowStoreWriter,
+    AncSignals, DatasetManifest, Feature, MetricScale, SourceConfig, Splits, WindowStore,
+    WindowStoreWriter,
 };
 
+use crate::encode::RowEncoder;
 use crate::error::{Error, Result};
 use crate::request::PrepareRequest;
 use crate::shards::for_each_row;
@@ -31,6 +31,8 @@ pub(crate) struct Staged {
     /// `None`: the step between the first two timestamps.
     pub time_step_seconds: Option<i64>,
     pub anc: Option<AncSignals>,
+    /// The gap-filling rule (tabular sources).
+    pub max_gap: Option<usize>,
 }
 
 /// Writes the window store and the manifest from `staged`, then commits `staging` to
@@ -51,36 +53,27 @@ pub(crate) fn finish(
         mut quality,
         time_step_seconds,
         anc,
+        max_gap,
     } = staged;
-    let n_numeric = schema.numeric.len();
-    let categories = schema.categorical.as_ref().map_or(0, |(_, c)| c.len());
+    let encoder = RowEncoder {
+        features: &features,
+        numeric: schema.numeric.len(),
+        categories: schema.categorical.as_ref().map(|(_, c)| c.as_slice()),
+        calendar,
+    };
     let store_path = staging.path().join(STORE_FILE);
     let mut store = WindowStoreWriter::create(&store_path, features.len())?;
     let mut values = vec![0f32; features.len()];
     for_each_row(staging.path(), &shards, |row| {
-        let mut input_ok = true;
-        for ((value, &raw), feature) in values.iter_mut().zip(&row.numeric).zip(&features) {
-            input_ok &= !raw.is_nan();
-            *value = ((f64::from(raw) - feature.mean) / feature.std) as f32;
-        }
-        if let Some((_, names)) = &schema.categorical {
-            let value = row.categories.first().and_then(|c| c.as_deref());
-            input_ok &= value.is_some();
-            for (k, name) in names.iter().enumerate() {
-                values[n_numeric + k] = f32::from(value == Some(name.as_str()));
-            }
-        }
-        if calendar {
-            let phases = calendar_features(row.timestamp).ok_or_else(|| {
-                Error::input(
-                    &req.input,
-                    format!("timestamp {} is outside the calendar", row.timestamp),
-                )
-            })?;
-            values[n_numeric + categories..].copy_from_slice(&phases);
-        }
-        let flags =
-            if input_ok { INPUT_OK } else { 0 } | if row.target_observed { TARGET_OK } else { 0 };
+        let category = row.categories.first().and_then(|c| c.as_deref());
+        let flags = encoder.encode(
+            &req.input,
+            row.timestamp,
+            &row.numeric,
+            category,
+            row.target_observed,
+            &mut values,
+        )?;
         store.push_row(&values, row.timestamp, flags)?;
         Ok(())
     })?;
@@ -113,6 +106,7 @@ pub(crate) fn finish(
         store_file: STORE_FILE.into(),
         shards,
         quality: QualityReport::default(),
+        max_gap,
         anc,
     };
     // ANC's window depends on the prepared secondary path; the others' on the config alone.
@@ -149,21 +143,4 @@ fn source_kind(source: &SourceConfig) -> &'static str {
         SourceConfig::Ett { .. } => "ett",
         SourceConfig::Anc(_) => "anc",
     }
-}
-
-/// Hour of day, day of week and day of year as (sin, cos) pairs; `None` outside chrono's range.
-fn calendar_features(timestamp: i64) -> Option<[f32; 6]> {
-    let t = chrono::DateTime::from_timestamp(timestamp, 0)?;
-    let tau = std::f64::consts::TAU;
-    let phases = [
-        f64::from(t.hour()) / 24.0,
-        f64::from(t.weekday().num_days_from_monday()) / 7.0,
-        f64::from(t.ordinal0()) / 365.25,
-    ];
-    let mut out = [0f32; 6];
-    for (i, p) in phases.iter().enumerate() {
-        out[2 * i] = (tau * p).sin() as f32;
-        out[2 * i + 1] = (tau * p).cos() as f32;
-    }
-    Some(out)
 }

@@ -9,6 +9,9 @@
 //!
 //! Principal types:
 //! - [`PrepareRequest`]: the task config, the input file and the `data/` directory to write;
+//! - [`ApplyRequest`] / [`apply`]: prepare's apply mode: a new file read, checked, gap-filled and
+//!   normalised exactly as the training data was (its manifest decides), into a window store and
+//!   an [`InputManifest`](stoker_artifact::InputManifest) that predict forecasts from;
 //! - [`Error`]: what went wrong, naming the file and the line, column or sample;
 //! - [`SyntheticSpec`]: the embedded synthetic PM2.5 series ([`write_pm25_csv`]), the default
 //!   job's data; [`write_synthetic_anc`] writes a small ANC setup;
@@ -40,7 +43,9 @@
 //! ```
 
 mod anc;
+mod apply;
 pub mod cli;
+mod encode;
 mod error;
 mod ett;
 mod finish;
@@ -56,6 +61,7 @@ mod stats;
 mod synthetic;
 mod wav;
 
+pub use apply::{Applied, ApplyRequest, apply};
 pub use error::{Error, Result};
 pub use impulse::read_impulse_response;
 pub use prepare::prepare;

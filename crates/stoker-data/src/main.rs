@@ -1,5 +1,5 @@
 use clap::{Parser, Subcommand};
-use stoker_data::cli::{PrepareArgs, SynthArgs, run_prepare, run_synth};
+use stoker_data::cli::{ApplyArgs, PrepareArgs, SynthArgs, run_apply, run_prepare, run_synth};
 
 stoker_cli::global_allocator!();
 
@@ -15,6 +15,9 @@ struct Cli {
 enum Command {
     /// Prepare a task's data.
     Prepare(PrepareArgs),
+    /// Apply mode: a new file, read with the training data's reader, checked against its
+    /// columns, gap-filled and normalised with its train statistics, for predict --input-data.
+    Apply(ApplyArgs),
     /// Write the synthetic PM2.5-format series used by the default job (--out FILE), or a
     /// synthetic ANC setup (--anc DIR).
     Synth(SynthArgs),
@@ -23,6 +26,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     stoker_cli::exit(match Cli::parse().command {
         Command::Prepare(args) => run_prepare(&args).map(drop),
+        Command::Apply(args) => run_apply(&args).map(drop),
         Command::Synth(args) => run_synth(&args).map(drop),
     })
 }

@@ -18,6 +18,11 @@ pub const WIND: [&str; 4] = ["NE", "NW", "SE", "cv"];
 const TIME: [&str; 4] = ["year", "month", "day", "hour"];
 pub const STEP_SECONDS: i64 = 3600;
 
+/// Whether the reader uses a header column (`No`, the row counter, is part of the format).
+pub(crate) fn is_read(name: &str) -> bool {
+    name == "No" || name == "cbwd" || TIME.contains(&name) || NUMERIC.contains(&name)
+}
+
 pub(crate) struct Pm25Reader {
     path: PathBuf,
     records: csv::StringRecordsIntoIter<File>,

@@ -142,6 +142,7 @@ fn prepare_tabular(req: &PrepareRequest, plan: Plan) -> Result<DatasetManifest> 
         },
         time_step_seconds: None,
         anc: None,
+        max_gap: Some(max_gap),
         schema,
     };
     finish(req, staging, staged)

@@ -4,7 +4,8 @@
 //! The process mimics the real drivers: temperature and dew point with yearly and daily cycles,
 //! slow pressure systems, a persistent wind-direction Markov chain with cumulated wind speed
 //! (`Iws`), rain and snow spells (`Ir`, `Is`), and log-PM2.5 that builds up under calm or
-//! southerly air, is swept out by strong north-westerlies and washed out by rain, with a
+//! southerly air, is swept out by strong north-westerlies and washed out by rain (3 hours after
+//! the wind and rain are recorded, as a front reaches the city from upwind), with a
 //! morning/evening traffic cycle, a weekday effect and winter heating. About 3 % of PM2.5 values
 //! are missing in short and long runs, as in the real file.
 //!
@@ -20,6 +21,9 @@ use rand::{RngExt, SeedableRng};
 use stoker_artifact::atomic;
 
 use crate::error::{Error, Result};
+
+/// Hours between the wind and rain in a row and their effect on that row's PM2.5.
+const VENTILATION_LAG: usize = 3;
 use crate::pm25::WIND;
 
 /// The series [`write_pm25_csv`] writes: whole years from `start_year`, random by `seed`.
@@ -70,6 +74,8 @@ pub fn write_pm25_hours(path: &Path, start_year: i32, seed: u64, hours: usize) -
         let (mut wind, mut iws, mut rain_left, mut is_cum, mut ir_cum) =
             (1usize, 0.0f64, 0u32, 0u32, 0u32);
         let mut missing_left = 0u32;
+        // What the air mass did VENTILATION_LAG hours ago: (regime, Iws, precipitating).
+        let mut upwind = [(1usize, 0.0f64, false); VENTILATION_LAG];
         for h in 0..hours {
             let t = start + Duration::hours(h as i64);
             let season = tau * (f64::from(t.ordinal0()) / 365.25);
@@ -118,16 +124,21 @@ pub fn write_pm25_hours(path: &Path, start_year: i32, seed: u64, hours: usize) -
                 + 0.02 * winter.max(0.0)
                 + 0.012 * ((daily - 2.2).cos() + 0.8 * (2.0 * daily - 0.5).cos())
                 + 0.006 * weekday;
-            let ventilation = match wind {
-                1 => 0.012 * (iws.min(120.0) / 10.0),
-                0 => 0.004 * (iws.min(80.0) / 10.0),
-                2 => -0.004,
-                _ => -0.008,
+            // The wind and rain act on the city's air after they were measured upwind: a front
+            // seen in cbwd / Iws / Ir now clears the air VENTILATION_LAG hours later, which a
+            // model reading the window can foresee and persistence cannot.
+            let (lagged_wind, lagged_iws, lagged_rain) = upwind[h % VENTILATION_LAG];
+            upwind[h % VENTILATION_LAG] = (wind, iws, precipitating);
+            let ventilation = match lagged_wind {
+                1 => 0.03 * (lagged_iws.min(120.0) / 10.0),
+                0 => 0.01 * (lagged_iws.min(80.0) / 10.0),
+                2 => -0.006,
+                _ => -0.012,
             };
-            let washout = if precipitating { 0.06 } else { 0.0 };
+            let washout = if lagged_rain { 0.12 } else { 0.0 };
             let humidity_growth = 0.01 * (dewp - temp + 8.0).max(0.0) / 8.0;
             log_pm += emission + humidity_growth - ventilation - washout - 0.02 * (log_pm - 4.2)
-                + 0.07 * normal(&mut rng);
+                + 0.035 * normal(&mut rng);
             log_pm = log_pm.clamp(1.0, 6.8);
             let pm = log_pm.exp().round();
             if missing_left == 0 && rng.random::<f64>() < 0.004 {

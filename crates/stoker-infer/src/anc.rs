@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use stoker_artifact::{
-    AncMetrics, AncSignals, BandNr, ModelSpec, MultibandAncSpec, PreparedData, Split,
+    AncMetrics, AncSignals, BandNr, ModelSpec, MultibandAncSpec, PreparedData, Split, StreamTiming,
 };
 use stoker_dsp::wav::{WavFormat, write_mono};
 use stoker_dsp::{
@@ -21,6 +21,7 @@ use stoker_zoo::{Model, MultibandAnc, Network};
 
 use crate::error::{Error, Result};
 use crate::plot::{LinePlot, Series};
+use crate::stream::{StreamWeights, StreamingController};
 
 /// Control samples per chunk of a batch: long enough that a chunk's reference history (the
 /// receptive field) is a small overhead, short enough to keep the batch's memory flat.
@@ -33,10 +34,35 @@ const SPECTRUM_PNG: &str = "spectrum.png";
 #[derive(Debug, Clone, Copy)]
 pub struct AncOptions {
     pub batch_size: usize,
-    /// One forward pass per control sample (only for the benchmark's comparison).
-    pub per_sample: bool,
+    pub mode: AncMode,
     pub baseline_taps: usize,
     pub fxnlms_step: f32,
+}
+
+/// How the controller runs over the recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AncMode {
+    /// Chunks of the recording in batches on the device.
+    #[default]
+    Batched,
+    /// One forward pass per control sample (only for the benchmark's comparison).
+    PerSample,
+    /// The streaming controller on one thread, fed `block` samples at a time as an audio
+    /// callback would, each block timed against its duration.
+    Stream {
+        block: usize,
+        weights: StreamWeights,
+    },
+}
+
+impl std::fmt::Display for AncMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Batched => f.write_str("batched"),
+            Self::PerSample => f.write_str("per-sample"),
+            Self::Stream { block, weights } => write!(f, "stream ({weights}, blocks of {block})"),
+        }
+    }
 }
 
 /// The controller's output y(n) for every sample of `reference` (normalised), from x(≤ n)
@@ -46,11 +72,14 @@ pub fn control_signal(
     reference: &[f32],
     opts: AncOptions,
 ) -> Result<Vec<f32>> {
+    if let AncMode::Stream { block, weights } = opts.mode {
+        return Ok(stream_control(model, reference, block, weights, 0)?.0);
+    }
     let device = model.devices().into_iter().next().ok_or(Error::NoDevice)?;
     let history = model.receptive_field() - 1;
     let mut padded = vec![0.0; history];
     padded.extend_from_slice(reference);
-    let (chunk, chunks_per_batch) = if opts.per_sample {
+    let (chunk, chunks_per_batch) = if opts.mode == AncMode::PerSample {
         (1, 1)
     } else {
         (
@@ -92,9 +121,18 @@ pub fn predict(
     let plant = data.manifest.anc.as_ref().ok_or(Error::NoAncSetup)?;
     let (x, d) = columns(data);
     let started = Instant::now();
-    let y = fitting_batch(&Cell::new(opts.batch_size), "prediction", |batch_size| {
-        control_signal(net, &x, AncOptions { batch_size, ..opts })
-    })?;
+    let (y, stream) = match opts.mode {
+        AncMode::Stream { block, weights } => {
+            let (y, timing) = stream_control(net, &x, block, weights, plant.sample_rate)?;
+            (y, timing)
+        }
+        _ => {
+            let y = fitting_batch(&Cell::new(opts.batch_size), "prediction", |batch_size| {
+                control_signal(net, &x, AncOptions { batch_size, ..opts })
+            })?;
+            (y, None)
+        }
+    };
     let seconds = started.elapsed().as_secs_f64();
     let e = residual(plant, &d, &y);
 
@@ -106,6 +144,11 @@ pub fn predict(
     let e_fxnlms = fxnlms(&x, &d, secondary, taps, opts.fxnlms_step, eta).residual;
     let wiener = least_squares_fir(&x, &d, secondary, taps, fit);
     let e_wiener = apply_controller(&wiener, &x, secondary, &d, eta);
+    let linear_fir = net.weights()?.linear_fir;
+    let linear_only_nr_db = (!linear_fir.is_empty()).then(|| {
+        let e = apply_controller(&linear_fir, &x, secondary, &d, eta);
+        nr_db(&d[test.clone()], &e[test.clone()])
+    });
 
     let filters = net.band_filters();
     let edges = band_edges(spec, plant.sample_rate);
@@ -130,17 +173,17 @@ pub fn predict(
         wiener_nr_db: nr_db(&d[test.clone()], &e_wiener[test.clone()]),
         fxnlms_taps: taps,
         fxnlms_step: f64::from(opts.fxnlms_step),
+        linear_only_nr_db,
         band_nr_db,
         saturation: plant.saturation,
         checkpoint,
         predicted_samples: y.len(),
         infer_samples_per_s: y.len() as f64 / seconds.max(1e-9),
-        mode: if opts.per_sample {
-            "per-sample"
-        } else {
-            "batched"
-        }
-        .into(),
+        mode: match opts.mode {
+            AncMode::Stream { .. } => "stream".into(),
+            mode => mode.to_string(),
+        },
+        stream,
     };
     let scale = plant.disturbance_rms as f32;
     write_wav(&out_dir.join(RESIDUAL_WAV), &e, scale, plant.sample_rate)?;
@@ -152,6 +195,47 @@ pub fn predict(
         plant.sample_rate,
     )?;
     Ok(metrics)
+}
+
+/// The controller's output through the streaming controller, `block` samples at a time; with
+/// a sample `rate`, each block is timed against its duration (the deadline a device callback
+/// sets), else untimed.
+fn stream_control(
+    net: &MultibandAnc,
+    reference: &[f32],
+    block: usize,
+    weights: StreamWeights,
+    rate: u32,
+) -> Result<(Vec<f32>, Option<StreamTiming>)> {
+    if block == 0 {
+        return Err(Error::StreamBlock);
+    }
+    let mut controller = StreamingController::new(&net.weights()?, weights)?;
+    let mut y = vec![0.0; reference.len()];
+    let mut latencies_us = Vec::with_capacity(reference.len().div_ceil(block));
+    for (x, y) in reference.chunks(block).zip(y.chunks_mut(block)) {
+        let started = Instant::now();
+        controller.process(x, y);
+        latencies_us.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    if rate == 0 || latencies_us.is_empty() {
+        return Ok((y, None));
+    }
+    let deadline_us = block as f64 / f64::from(rate) * 1e6;
+    let missed_deadlines = latencies_us.iter().filter(|&&t| t > deadline_us).count();
+    latencies_us.sort_by(f64::total_cmp);
+    let quantile = |q: f64| latencies_us[((latencies_us.len() - 1) as f64 * q).round() as usize];
+    let timing = StreamTiming {
+        block,
+        weights: weights.to_string(),
+        blocks: latencies_us.len(),
+        deadline_us,
+        missed_deadlines,
+        latency_p50_us: quantile(0.5),
+        latency_p99_us: quantile(0.99),
+        latency_max_us: quantile(1.0),
+    };
+    Ok((y, Some(timing)))
 }
 
 /// The reference x and disturbance d (normalised), copied out of the row-major store.
@@ -227,13 +311,12 @@ fn spectrum_png(path: &Path, d: &[f32], e: &[f32], rate: u32) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn batched_control_equals_one_sample_at_a_time() {
-        let device = Device::flex();
-        let plant = AncSignals {
+    /// A linear plant at 16 kHz with a three-tap secondary path, for controller tests.
+    pub(crate) fn test_plant() -> AncSignals {
+        AncSignals {
             sample_rate: 16_000,
             source_rate: 16_000,
             secondary_path: vec![0.0, 0.6, 0.2],
@@ -241,7 +324,13 @@ mod tests {
             saturation: 0.0,
             reference_rms: 1.0,
             disturbance_rms: 1.0,
-        };
+        }
+    }
+
+    #[test]
+    fn batched_control_equals_one_sample_at_a_time() {
+        let device = Device::flex();
+        let plant = test_plant();
         let spec = MultibandAncSpec {
             filter_taps: 9,
             taps: 12,
@@ -254,7 +343,11 @@ mod tests {
             .collect();
         let opts = |batch_size, per_sample| AncOptions {
             batch_size,
-            per_sample,
+            mode: if per_sample {
+                AncMode::PerSample
+            } else {
+                AncMode::Batched
+            },
             baseline_taps: 16,
             fxnlms_step: 0.1,
         };

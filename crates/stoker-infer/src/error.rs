@@ -35,6 +35,41 @@ pub enum Error {
     /// `predict --batch-size 0` (or a library caller's zero): no batch could ever be formed.
     #[error("--batch-size must be > 0")]
     BatchSize,
+    /// The applied input was applied with other training data than the checkpoint's.
+    #[error(
+        "{}: trained on other prepared data than {} was applied with (manifest hash differs): apply it with the data this checkpoint was trained on, or re-run train",
+        .checkpoint.display(),
+        .file.display()
+    )]
+    InputMismatch { checkpoint: PathBuf, file: PathBuf },
+    /// Applied input was given to a model that does not forecast.
+    #[error("{}: not a forecasting model: --input-data takes forecast models (pm25, ett)", .checkpoint.display())]
+    InputNotForecast { checkpoint: PathBuf },
+    /// The applied file is shorter than the model's input window.
+    #[error(
+        "{}: {found} rows of history, the model's window needs {needed}: give at least {needed} rows",
+        .file.display()
+    )]
+    ShortHistory {
+        file: PathBuf,
+        needed: usize,
+        found: usize,
+    },
+    /// An input of the last window is missing after gap filling (`row` counts data rows from 1).
+    #[error(
+        "{}: row {row} ({time}), column `{column}`: missing after gap filling, inside the last window (rows {window}); the forecast needs every input of its window",
+        .file.display()
+    )]
+    MissingInWindow {
+        file: PathBuf,
+        row: usize,
+        time: String,
+        column: String,
+        window: String,
+    },
+    /// `--all-windows` found no window whose inputs are all present.
+    #[error("{}: no {needed} consecutive rows with every input present", .file.display())]
+    NoInputWindows { file: PathBuf, needed: usize },
     /// The test split holds no complete window of the model's shape.
     #[error("{}: no test windows for this model's window", .data_dir.display())]
     NoTestWindows { data_dir: PathBuf },
@@ -50,6 +85,15 @@ pub enum Error {
     /// Computing on the device failed (out of memory is recognised by its type).
     #[error(transparent)]
     Device(#[from] stoker_runtime::Error),
+    /// `--stream-block 0`.
+    #[error("--stream-block must be > 0")]
+    StreamBlock,
+    /// The controller's weights do not fit together (a damaged or hand-made model).
+    #[error("streaming controller: {0}")]
+    StreamShape(String),
+    /// The model's tensors could not be mapped to the PyTorch peer's (export).
+    #[error(transparent)]
+    Export(#[from] stoker_zoo::ExportError),
     /// An output file (WAV, plot) could not be written.
     #[error("{}: {message}", .path.display())]
     Output { path: PathBuf, message: String },

@@ -7,7 +7,9 @@
 //! An ANC checkpoint runs its controller over the whole recording instead ([`control_signal`])
 //! and reports noise reduction beside the linear baselines
 //! ([`AncMetrics`](stoker_artifact::AncMetrics)), with `residual.wav`, `anti_noise.wav` and
-//! `spectrum.png`.
+//! `spectrum.png`. With [`InputOptions`] (`--input-data`), a forecaster runs instead on new data
+//! applied by prepare's apply mode and writes `forecast.parquet`: the forecasts past its end,
+//! with their future timestamps ([`InputForecast`]).
 //!
 //! Principal types:
 //! - [`PredictRequest`]: where the data, checkpoint and outputs are, and the device;
@@ -15,6 +17,8 @@
 //! - [`Error`]: what went wrong, naming the artifact (a stale checkpoint, an empty test split,
 //!   a device failure, whose out-of-memory case [`predict`] handles by halving the batch);
 //! - [`cli`]: the stage's flags and entry point, shared by its binary and `cargo xtask`.
+//! - [`export`]: a checkpoint → `export/model.safetensors` under the PyTorch peers' names and
+//!   `export/model.json` (`cargo xtask export`, binary `stoker-export`).
 //!
 //! The controller of an ANC model over a whole signal, batched (random weights here; predict
 //! loads them from a checkpoint):
@@ -22,7 +26,7 @@
 //! ```
 //! use burn::prelude::Device;
 //! use stoker_artifact::{AncSignals, MultibandAncSpec};
-//! use stoker_infer::{AncOptions, control_signal};
+//! use stoker_infer::{AncMode, AncOptions, control_signal};
 //! use stoker_zoo::MultibandAnc;
 //!
 //! let plant = AncSignals {
@@ -37,7 +41,7 @@
 //! let spec = MultibandAncSpec { filter_taps: 9, taps: 12, hidden: 6, ..Default::default() };
 //! let model = MultibandAnc::new(&spec, &plant, &Device::flex())?;
 //! let reference: Vec<f32> = (0..3_000).map(|n| (n as f32 * 0.05).sin()).collect();
-//! let opts = AncOptions { batch_size: 1024, per_sample: false, baseline_taps: 16, fxnlms_step: 0.1 };
+//! let opts = AncOptions { batch_size: 1024, mode: AncMode::Batched, baseline_taps: 16, fxnlms_step: 0.1 };
 //! let y = control_signal(&model, &reference, opts)?;
 //! assert_eq!(y.len(), reference.len()); // one control sample per reference sample
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -57,9 +61,10 @@
 //!     checkpoint: CheckpointChoice::Best,
 //!     batch_size: 2048,
 //!     device: Device::flex(),
-//!     per_sample: false,
+//!     anc_mode: Default::default(),
 //!     fxnlms_taps: 512,
 //!     fxnlms_step: 0.1,
+//!     input: None,
 //! })?;
 //! if let Prediction::Forecast(m) = prediction {
 //!     println!("test RMSE {:.2} {}", m.rmse, m.unit);
@@ -67,13 +72,19 @@
 //! # Ok::<(), stoker_infer::Error>(())
 //! ```
 
+mod ablation;
 mod anc;
 mod attention;
 pub mod cli;
 mod error;
+pub mod export;
+mod forecast_input;
 mod plot;
 mod predictor;
+mod stream;
 
-pub use anc::{AncOptions, control_signal};
+pub use anc::{AncMode, AncOptions, control_signal};
 pub use error::{Error, Result};
+pub use forecast_input::{InputForecast, InputOptions};
 pub use predictor::{PredictRequest, Prediction, predict};
+pub use stream::{MAX_BLOCK, StreamWeights, StreamingController};

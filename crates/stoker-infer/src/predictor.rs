@@ -13,13 +13,15 @@ use stoker_artifact::layout::{PREDICT_METRICS_FILE, PREDICTIONS_FILE};
 use stoker_artifact::manifest::MANIFEST_FILE;
 use stoker_artifact::{
     AncMetrics, CheckpointChoice, ForecastMetrics, MetricScale, PreparedData, RunLock, Split,
-    TaskFamily, WindowSpec,
+    TaskFamily, WindowSpec, WindowStore,
 };
 use stoker_runtime::batch::{fitting_batch, inputs_tensor, try_to_host};
 use stoker_zoo::{Model, checkpoint};
 
-use crate::anc::AncOptions;
+use crate::ablation::linear_only_errors;
+use crate::anc::{AncMode, AncOptions};
 use crate::error::{Error, Result};
+use crate::forecast_input::{InputForecast, InputOptions};
 
 #[derive(Debug, Clone)]
 pub struct PredictRequest {
@@ -29,18 +31,23 @@ pub struct PredictRequest {
     pub checkpoint: CheckpointChoice,
     pub batch_size: usize,
     pub device: Device,
-    /// ANC: one forward pass per control sample instead of batches (benchmark comparison).
-    pub per_sample: bool,
+    /// ANC: batched, one forward pass per sample, or the streaming controller.
+    pub anc_mode: AncMode,
     /// ANC baselines: FxNLMS / least-squares FIR taps and the FxNLMS step size.
     pub fxnlms_taps: usize,
     pub fxnlms_step: f64,
+    /// Forecast from an applied input (a new file) instead of the test split; `data_dir` is
+    /// then unused.
+    pub input: Option<InputOptions>,
 }
 
-/// What predict measured: forecast errors, or an ANC task's noise reduction.
+/// What predict measured: forecast errors, or an ANC task's noise reduction; or, on applied
+/// input, the forecasts written.
 #[derive(Debug, Clone)]
 pub enum Prediction {
     Forecast(ForecastMetrics),
     Anc(AncMetrics),
+    Input(InputForecast),
 }
 
 /// Forecasts of every window, flattened window-major, then step, then target; in the metric
@@ -54,6 +61,9 @@ pub(crate) struct Forecasts {
 }
 
 pub fn predict(req: &PredictRequest) -> Result<Prediction> {
+    if let Some(input) = &req.input {
+        return crate::forecast_input::predict(req, input).map(Prediction::Input);
+    }
     if req.batch_size == 0 {
         return Err(Error::BatchSize);
     }
@@ -94,7 +104,7 @@ pub fn predict(req: &PredictRequest) -> Result<Prediction> {
             staging.path(),
             AncOptions {
                 batch_size: req.batch_size,
-                per_sample: req.per_sample,
+                mode: req.anc_mode,
                 baseline_taps: req.fxnlms_taps,
                 fxnlms_step: req.fxnlms_step as f32,
             },
@@ -117,7 +127,7 @@ pub fn predict(req: &PredictRequest) -> Result<Prediction> {
         })?;
     let infer_seconds = started.elapsed().as_secs_f64();
     let forecasts = forecasts(&data, spec, &windows, normalised, attention);
-    let metrics = metrics(
+    let mut metrics = metrics(
         &forecasts,
         &data,
         windows.len(),
@@ -125,6 +135,19 @@ pub fn predict(req: &PredictRequest) -> Result<Prediction> {
         meta.epoch,
         infer_seconds,
     );
+    let linear = linear_only_errors(
+        &model,
+        &data,
+        spec,
+        &windows,
+        req.batch_size,
+        &forecasts.truth,
+    )?;
+    if let Some((mse, mae)) = linear {
+        metrics.linear_only_mse = Some(mse);
+        metrics.linear_only_rmse = Some(mse.sqrt());
+        metrics.linear_only_mae = Some(mae);
+    }
     let staging = StagingDir::new(&req.out_dir)?;
     write_predictions(
         &staging.path().join(PREDICTIONS_FILE),
@@ -144,6 +167,18 @@ pub fn predict(req: &PredictRequest) -> Result<Prediction> {
 /// Attention weights of every window: (steps per window, [windows × steps]).
 type Attention = (usize, Vec<f32>);
 
+/// The input windows starting at `starts`, as one [windows, input_len, cols] batch.
+pub(crate) fn window_batch(
+    store: &WindowStore,
+    spec: WindowSpec,
+    starts: &[usize],
+    device: &Device,
+) -> Tensor<3> {
+    let mut inputs = Vec::new();
+    store.gather_inputs(starts, spec, &mut inputs);
+    inputs_tensor(inputs, [starts.len(), spec.input_len, store.cols()], device)
+}
+
 /// Batched inference: normalised predictions [windows × outputs] and attention if any.
 fn infer(
     model: &Model,
@@ -156,14 +191,8 @@ fn infer(
     let mut predictions = Vec::new();
     let mut attention: Option<Attention> = None;
     for chunk in windows.chunks(batch_size) {
-        let mut inputs = Vec::new();
-        data.store.gather_inputs(chunk, spec, &mut inputs);
-        let x = inputs_tensor(
-            inputs,
-            [chunk.len(), spec.input_len, data.store.cols()],
-            &device,
-        );
-        let (output, weights) = model.forward_explained(x);
+        let (output, weights) =
+            model.forward_explained(window_batch(&data.store, spec, chunk, &device));
         if let Some(weights) = weights {
             let steps = weights.dims()[1];
             attention
@@ -200,15 +229,22 @@ fn forecasts(
         persistence,
         attention,
     };
-    if data.manifest.metric_scale == MetricScale::Raw {
-        let features: Vec<_> = data.manifest.target_features().collect();
-        for values in [&mut f.truth, &mut f.prediction, &mut f.persistence] {
-            for (i, v) in values.iter_mut().enumerate() {
-                *v = features[i % features.len()].denormalize(f64::from(*v)) as f32;
-            }
-        }
+    for values in [&mut f.truth, &mut f.prediction, &mut f.persistence] {
+        to_metric_scale(data, values);
     }
     f
+}
+
+/// Normalised values, flattened window-major then step then target, into the metric scale:
+/// the target's own unit when the manifest says so.
+pub(crate) fn to_metric_scale(data: &PreparedData, values: &mut [f32]) {
+    if data.manifest.metric_scale != MetricScale::Raw {
+        return;
+    }
+    let features: Vec<_> = data.manifest.target_features().collect();
+    for (i, v) in values.iter_mut().enumerate() {
+        *v = features[i % features.len()].denormalize(f64::from(*v)) as f32;
+    }
 }
 
 fn metrics(
@@ -234,6 +270,9 @@ fn metrics(
         repeat_mse: persistence_mse,
         checkpoint: format!("{checkpoint} (epoch {epoch})"),
         infer_samples_per_s: windows as f64 / infer_seconds,
+        linear_only_mse: None,
+        linear_only_rmse: None,
+        linear_only_mae: None,
     }
 }
 

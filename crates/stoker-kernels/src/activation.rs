@@ -3,18 +3,26 @@
 //! CPUs that have it, where the scalar libm call costs ~3 ns an element.
 
 /// Runs `$body` (a loop over slices) compiled for AVX-512 when the CPU has every feature it is
-/// compiled for (`cpu::avx512_wide`), else baseline.
+/// compiled for (`cpu::avx512_wide`), else for AVX2 + FMA (`cpu::avx2_fma`), else baseline.
+/// The tiers give the same results: Rust neither contracts a·b + c nor reorders sums, and
+/// `mul_add` rounds once on every tier (baseline calls libm's `fmaf`, the slow part there).
 macro_rules! multiversion {
-    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+    ($(#[$meta:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
-        pub fn $name($($arg: $ty),*) {
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-                unsafe fn wide($($arg: $ty),*) $body
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? $body
                 if $crate::cpu::avx512_wide() {
                     // SAFETY: `avx512_wide` detected every feature `wide` is compiled for.
                     return unsafe { wide($($arg),*) };
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? $body
+                if $crate::cpu::avx2_fma() {
+                    // SAFETY: `avx2_fma` detected every feature `avx2` is compiled for.
+                    return unsafe { avx2($($arg),*) };
                 }
             }
             $body

@@ -43,6 +43,12 @@ feature_set! {
 }
 
 feature_set! {
+    /// `avx2,fma`: the loops `multiversion!` compiles a second time for CPUs without AVX-512,
+    /// and the batch-1 products of `matvec`.
+    avx2_fma: "avx2", "fma"
+}
+
+feature_set! {
     /// `avx512f,avx512bw,avx512vl`: the hand-written im2col / col2im and pooling kernels.
     avx512_bw_vl: "avx512f", "avx512bw", "avx512vl"
 }
@@ -61,7 +67,7 @@ mod tests {
         let forced = std::env::var_os(PORTABLE_ENV).is_some_and(|v| v == "1");
         assert_eq!(portable_forced(), forced);
         if forced {
-            assert!(!avx512_wide() && !avx512_bw_vl() && !avx512_bf16());
+            assert!(!avx512_wide() && !avx512_bw_vl() && !avx512_bf16() && !avx2_fma());
         }
         // A CPU with bf16 products has the narrower sets too.
         if avx512_bf16() {

@@ -6,6 +6,9 @@
 //!   and the products on them, [`gemm::matmul_f32`] and [`gemm::matmul_bf16`];
 //! - the fused layers with their backward: [`dense`], [`conv`], [`lstm`], [`pool`], and the
 //!   one-pass optimiser step [`adam::adam_step`];
+//! - [`matvec`]: batch-1 products on weights packed for streaming reads (a real-time
+//!   controller's per-sample step);
+//! - [`roof`]: this core's measured f32 FMA peak, for benchmarks' share-of-peak figures;
 //! - [`scalar::Scalar`]: the element types (f32, bf16) the layers are generic over;
 //! - [`cpu`]: which instruction sets the kernels use; `STOKER_KERNELS_PORTABLE=1` forces the
 //!   portable paths.
@@ -35,7 +38,9 @@ pub mod cpu;
 pub mod dense;
 pub mod gemm;
 pub mod lstm;
+pub mod matvec;
 pub mod pool;
+pub mod roof;
 pub mod scalar;
 mod size;
 #[doc(hidden)]

@@ -55,3 +55,36 @@ pub fn time(reps: usize, mut f: impl FnMut()) -> Timing {
         cpu,
     }
 }
+
+/// A global allocator that counts this thread's allocations, for tests that a hot path
+/// allocates nothing: `#[global_allocator] static A: CountingAllocator = CountingAllocator;`
+/// then compare [`allocations_on_this_thread`] before and after.
+pub struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Allocations (and reallocations) this thread made through [`CountingAllocator`].
+pub fn allocations_on_this_thread() -> usize {
+    ALLOCATIONS.with(std::cell::Cell::get)
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the tally is a
+// const-initialised thread-local counter, which allocates nothing itself.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: as above.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        // SAFETY: as above.
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+}

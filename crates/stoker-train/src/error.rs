@@ -39,12 +39,9 @@ pub enum Error {
     /// see [`Error::is_out_of_memory`]).
     #[error(transparent)]
     Runtime(#[from] stoker_runtime::Error),
-    /// `--resume` without a resumable run, or one that trained on other data.
+    /// `--resume` without a resumable run, or of a run on other data, settings or seed.
     #[error("{}: {message}", .path.display())]
-    Resume {
-        path: PathBuf,
-        message: &'static str,
-    },
+    Resume { path: PathBuf, message: String },
     /// Settings the stage cannot run with: no windows for the window length, no candidate batch
     /// size, a malformed `--grid`, …
     #[error("{0}")]

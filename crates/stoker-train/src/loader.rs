@@ -233,6 +233,7 @@ mod tests {
             store_file: "windows.bin".into(),
             shards: vec![],
             quality: QualityReport::default(),
+            max_gap: None,
             anc: None,
         };
         manifest.save(dir).unwrap();

@@ -75,7 +75,12 @@ impl SummaryBuilder {
             val_windows: self.val_windows,
             best_epoch: state.best_epoch,
             best_val_loss: state.best_val_loss,
-            final_train_loss: state.records.last().map_or(f64::NAN, |r| r.train_loss),
+            // Every finished epoch sets `train_loss`; the records are evaluations only, and a run
+            // evaluated less often than once per run has none.
+            final_train_loss: state
+                .train_loss
+                .or_else(|| state.records.last().map(|r| r.train_loss))
+                .unwrap_or(f64::NAN),
             samples_per_s: (state.step as f64 * (self.batch_size * self.samples_per_window) as f64)
                 / step_seconds.max(1e-9),
             data_stall_fraction: time.data_wait_s / step_seconds.max(1e-12),

@@ -5,11 +5,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use burn::prelude::*;
 use stoker_artifact::layout::SUMMARY_FILE;
-use stoker_artifact::{PreparedData, RunLock, RunSummary, Split, TaskConfig, WindowSpec, atomic};
+use stoker_artifact::{
+    PreparedData, RunIdentity, RunLock, RunSummary, Split, TaskConfig, WindowSpec, atomic,
+};
 use stoker_zoo::{InputShape, Model};
 
 use crate::adam::optimizer;
@@ -42,12 +44,16 @@ pub struct TrainRequest {
 /// checkpoints, `metrics.jsonl` and `summary.json` to `req.out_dir`.
 pub fn train(req: &TrainRequest) -> Result<RunSummary> {
     let (cfg, t) = (&req.config, &req.config.train);
+    let started_unix = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let run = RunIdentity::new(cfg, started_unix);
     let _lock = RunLock::for_stage_dir(&req.out_dir)?;
     let data = Arc::new(PreparedData::open(&req.data_dir)?);
     let window = cfg.window_for(&data.manifest);
     let (train_windows, val_windows) = split_windows(&data, window)?;
     let shape = InputShape::of(&data.manifest, window);
-    let store = CheckpointStore::create(&req.out_dir, cfg, &shape, &data.manifest_sha256)?;
+    let store = CheckpointStore::create(&req.out_dir, cfg, &shape, &data.manifest_sha256, run)?;
     req.device.seed(cfg.seed);
     let device = req.device.clone().autodiff();
     let model = Model::new(&cfg.model, &shape, &device)?;
@@ -58,10 +64,11 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         eprintln!("resuming at epoch {}, step {}", state.epoch, state.step);
         (model, optim, state)
     } else {
+        store.discard_resumable()?;
         // The starting point competes too: a warm-started model may already beat what
         // training reaches, and best-on-validation then keeps it.
         let model = model.warm_start(&cfg.model, &data.store, &train_windows, window);
-        let state = validation.initial(&model, &data.manifest_sha256)?;
+        let state = validation.initial(&model)?;
         (model, optimizer(t), state)
     };
     let mut learner = Learner::new(model, optim, t, &shape, &req.device, state.loss_scale);
@@ -100,6 +107,8 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
             }
         }
         state.step_time.data_wait_s += batches.waited().as_secs_f64();
+        // Read whether or not the epoch is evaluated: the summary's final training loss.
+        let train_loss = validation.train_loss(&state, &loss)?;
         if !stop && t.eval_interval.at_epoch_end(epoch) {
             let verdict = validation.record(&mut state, &learner.model, &loss, lr, started)?;
             progress.finish_epoch(&verdict.line);
@@ -111,6 +120,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
             ));
         }
         (state.epoch, state.batches_done, state.epoch_loss_sum) = (epoch + 1, 0, 0.0);
+        state.train_loss = Some(train_loss);
         let last_val = state
             .records
             .last()

@@ -9,7 +9,7 @@ use stoker_artifact::run::TrainState;
 use stoker_artifact::{EpochRecord, PreparedData, atomic};
 use stoker_zoo::Model;
 
-use crate::checkpoints::{CheckpointStore, fresh_state};
+use crate::checkpoints::CheckpointStore;
 use crate::error::{Error, Result};
 use crate::evaluator::Evaluator;
 use crate::step::EpochLoss;
@@ -70,11 +70,20 @@ impl<'a> Validation<'a> {
 
     /// Epoch 0: the model before training, saved as the best so far; the state of a run that
     /// starts from it.
-    pub fn initial(&mut self, model: &Model, manifest_sha256: &str) -> Result<TrainState> {
+    pub fn initial(&mut self, model: &Model) -> Result<TrainState> {
         let initial = self.evaluator.mse(model)?;
         self.store.save_best(model, 0, 0, initial)?;
         eprintln!("epoch 0: val loss {initial:.5} (initial)");
-        Ok(fresh_state(initial, manifest_sha256))
+        Ok(self.store.fresh_state(initial))
+    }
+
+    /// The mean training loss of the epoch in progress over its batches done so far (reading
+    /// it waits for the device); a diverged run stops here.
+    pub fn train_loss(&self, state: &TrainState, loss: &EpochLoss) -> Result<f64> {
+        let samples = (state.batches_done.max(1) * self.batch_size).min(self.train_windows);
+        let train_loss = loss.total(state.epoch_loss_sum) / samples as f64;
+        Error::check_finite(train_loss, "training loss", state.epoch, state.step)?;
+        Ok(train_loss)
     }
 
     /// Evaluates `model` at the current step of `state` and records it, with the epoch's
@@ -90,10 +99,8 @@ impl<'a> Validation<'a> {
         let seconds = started.elapsed().as_secs_f64();
         let epoch = state.epoch;
         let val_loss = self.evaluator.mse(model)?;
-        let done = state.batches_done.max(1);
-        let samples = (done * self.batch_size).min(self.train_windows);
-        let train_loss = loss.total(state.epoch_loss_sum) / samples as f64;
-        Error::check_finite(train_loss, "training loss", epoch, state.step)?;
+        let samples = (state.batches_done.max(1) * self.batch_size).min(self.train_windows);
+        let train_loss = self.train_loss(state, loss)?;
         Error::check_finite(val_loss, "validation loss", epoch, state.step)?;
         let improved = val_loss < state.best_val_loss;
         if improved {

@@ -42,7 +42,11 @@ pub fn load(dir: &Path, name: &str, device: &Device) -> Result<(Model, Checkpoin
         anc: meta.anc.clone(),
     };
     let weights = dir.join(&meta.weights);
-    let model = Model::new(&meta.model, &shape, device)?
+    let model = Model::new(&meta.model, &shape, device)
+        .map_err(|e| Error::Metadata {
+            path: meta_path.clone(),
+            message: e.to_string(),
+        })?
         .try_load_file(&weights)
         .map_err(|e| Error::LoadWeights {
             path: weights.clone(),

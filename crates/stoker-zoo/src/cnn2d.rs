@@ -10,6 +10,8 @@ use crate::InputShape;
 use stoker_runtime::Autocast;
 use stoker_runtime::fused::{self, Activation};
 
+mod export;
+
 #[derive(Module, Debug)]
 pub struct Cnn2d {
     convs: Vec<Conv2d>,

@@ -19,6 +19,9 @@ pub enum Error {
     SaveWeights { path: PathBuf, message: String },
     #[error("{}: cannot load weights: {message}", path.display())]
     LoadWeights { path: PathBuf, message: String },
+    /// A checkpoint's metadata describes a model that cannot be built (`message`: why).
+    #[error("{}: {message}", path.display())]
+    Metadata { path: PathBuf, message: String },
     #[error(transparent)]
     Artifact(#[from] stoker_artifact::ArtifactError),
 }

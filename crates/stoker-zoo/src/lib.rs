@@ -4,8 +4,10 @@
 //! ops and batches are stoker-runtime's; signal processing is stoker-dsp's). [`Model`] wraps
 //! every network the trainer and predictor know ([`Network`]), built from the [`ModelSpec`] of
 //! a task config and the [`InputShape`] of the prepared data; [`checkpoint`] saves and loads
-//! one. Adding a model means a module file here, a variant in `ModelSpec` (stoker-artifact) and
-//! one arm per match.
+//! one; [`export`] maps its parameters to the names and layouts of its PyTorch peer
+//! (`bench/peers/models.py`) and back, each model's mapping in an `export` module beside it.
+//! Adding a model means a module file here, a variant in `ModelSpec` (stoker-artifact), its
+//! export mapping and one arm per match.
 //!
 //! Principal types: [`Model`] (forward, loss, warm start), [`Network`] (the architectures:
 //! [`Cnn2d`], [`LstmAttention`], [`MultibandAnc`]), [`InputShape`], [`Error`].
@@ -27,6 +29,7 @@
 pub mod checkpoint;
 pub mod cnn2d;
 pub mod error;
+pub mod export;
 pub mod lstm_attention;
 pub mod multiband_anc;
 pub mod recurrent;
@@ -39,8 +42,9 @@ use stoker_runtime::Autocast;
 
 pub use cnn2d::Cnn2d;
 pub use error::{Error, Result};
+pub use export::ExportError;
 pub use lstm_attention::LstmAttention;
-pub use multiband_anc::MultibandAnc;
+pub use multiband_anc::{AncWeights, DenseWeights, MultibandAnc};
 
 /// What a model sees and predicts: windows of `features` columns, and which columns are targets;
 /// for ANC also the acoustic plant the loss simulates.
@@ -210,6 +214,21 @@ impl Model {
         }
     }
 
+    /// The forecast of the network's linear part alone (`[B, output_len × targets]`, as
+    /// `forward`), for networks that have one beside their learned parts: the LSTM-attention's
+    /// skip (its ridge start), plus persistence when the model is residual. `None` otherwise.
+    pub fn linear_only(&self, x: Tensor<3>) -> Option<Tensor<2>> {
+        let Network::LstmAttention(m) = &self.net else {
+            return None;
+        };
+        let last = self.residual.then(|| self.last_targets(&x));
+        let y = m.linear_only(x)?;
+        Some(match last {
+            Some(last) => y + last,
+            None => y,
+        })
+    }
+
     /// The last input value of each target, repeated over the output steps.
     fn last_targets(&self, x: &Tensor<3>) -> Tensor<2> {
         let [batch, len, _] = x.dims();
@@ -336,6 +355,46 @@ mod tests {
         let sums: Vec<f32> = test_host(weights.clone().sum_dim(1));
         assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
         assert!(test_host(weights).iter().all(|&w| w > 0.0));
+    }
+
+    #[test]
+    fn the_linear_part_alone_is_the_whole_forecast_at_the_ridge_start() {
+        let device = Device::flex();
+        for instance_norm in [false, true] {
+            let (model, shape) = lstm(instance_norm);
+            let x = Tensor::<3>::random([3, 16, 3], burn::tensor::Distribution::Default, &device);
+            let linear = model
+                .linear_only(x.clone())
+                .expect("the LSTM has a linear skip");
+            assert_eq!(linear.dims(), [3, shape.outputs()]);
+            // Random heads: the learned parts add something, so the two differ.
+            assert_ne!(
+                test_host(linear.clone()),
+                test_host(model.forward(x.clone()))
+            );
+            // At the ridge start the recurrent head is zero: the forecast is the skip's alone.
+            let fit = ridge::LinearFit {
+                weight: (0..4 * 16)
+                    .map(|i| ((i * 7 % 13) as f32 - 6.0) / 20.0)
+                    .collect(),
+                bias: vec![0.1, -0.2, 0.3, 0.0],
+            };
+            let Network::LstmAttention(net) = model.net.clone() else {
+                unreachable!("lstm() builds an LSTM-attention model")
+            };
+            let started = Model {
+                net: Network::LstmAttention(net.with_linear_start(&fit)),
+                ..model
+            };
+            started
+                .linear_only(x.clone())
+                .unwrap()
+                .into_data()
+                .assert_approx_eq::<f32>(
+                    &started.forward(x).into_data(),
+                    burn::tensor::Tolerance::absolute(1e-6),
+                );
+        }
     }
 
     #[test]

@@ -14,6 +14,8 @@ use crate::recurrent::StepLstm;
 use stoker_runtime::Autocast;
 use stoker_runtime::fused::{self, Activation};
 
+mod export;
+
 #[derive(Module, Debug)]
 pub struct LstmAttention {
     layers: Vec<StepLstm>,
@@ -124,21 +126,8 @@ impl LstmAttention {
     /// the LSTMs, the attention projections and the linear maps in the autocast type.
     pub fn explain(&self, x: Tensor<3>, ac: &Autocast) -> Explained {
         let [batch, len, features] = x.dims();
-        let device = x.device();
-        let targets = Tensor::<1, Int>::from_data(
-            burn::tensor::TensorData::new(
-                self.targets.iter().map(|&t| t as i64).collect(),
-                [self.targets.len()],
-            ),
-            &device,
-        );
-        let (x, scale) = if self.instance_norm {
-            let mean = x.clone().mean_dim(1);
-            let std = (x.clone().var(1) + 1e-5).sqrt();
-            ((x - mean.clone()) / std.clone(), Some((mean, std)))
-        } else {
-            (x, None)
-        };
+        let targets = self.target_index(&x.device());
+        let (x, scale) = self.normalise(x);
 
         let x = ac.low(x);
         let recurrent = x
@@ -181,18 +170,65 @@ impl LstmAttention {
             .head
             .forward(joined)
             .reshape([batch, self.output_len, v]);
-        if let Some(skip) = &self.skip {
-            // Channel-independent: the same map from the input window to the outputs per target.
-            let series = x.select(2, targets.clone()).swap_dims(1, 2);
-            y = y + skip.forward(series).swap_dims(1, 2);
-        }
-        let mut y = ac.full(y);
-        if let Some((mean, std)) = scale {
-            y = y * std.select(2, targets.clone()) + mean.select(2, targets);
+        if let Some(skip) = self.skip_forward(x, &targets) {
+            y = y + skip;
         }
         Explained {
-            output: y.reshape([batch, self.output_len * v]),
+            output: self.denormalise(ac.full(y), scale, targets),
             attention,
         }
+    }
+
+    /// The linear skip alone, the recurrent and attention parts off ([B, L, F] → [B,
+    /// output_len × targets], f32): what the network forecasts from its linear part only, to
+    /// measure what the rest adds. `None` without a skip.
+    pub fn linear_only(&self, x: Tensor<3>) -> Option<Tensor<2>> {
+        let targets = self.target_index(&x.device());
+        let (x, scale) = self.normalise(x);
+        let y = self.skip_forward(x, &targets)?;
+        Some(self.denormalise(y, scale, targets))
+    }
+
+    fn target_index(&self, device: &Device) -> Tensor<1, Int> {
+        Tensor::from_data(
+            burn::tensor::TensorData::new(
+                self.targets.iter().map(|&t| t as i64).collect(),
+                [self.targets.len()],
+            ),
+            device,
+        )
+    }
+
+    /// Instance normalisation when configured: each window by its own mean and std per feature.
+    fn normalise(&self, x: Tensor<3>) -> (Tensor<3>, Option<(Tensor<3>, Tensor<3>)>) {
+        if !self.instance_norm {
+            return (x, None);
+        }
+        let mean = x.clone().mean_dim(1);
+        let std = (x.clone().var(1) + 1e-5).sqrt();
+        ((x - mean.clone()) / std.clone(), Some((mean, std)))
+    }
+
+    /// [B, output_len, targets] back to the data's scale, flattened to [B, output_len × targets].
+    fn denormalise(
+        &self,
+        y: Tensor<3>,
+        scale: Option<(Tensor<3>, Tensor<3>)>,
+        targets: Tensor<1, Int>,
+    ) -> Tensor<2> {
+        let [batch, _, v] = y.dims();
+        let y = match scale {
+            Some((mean, std)) => y * std.select(2, targets.clone()) + mean.select(2, targets),
+            None => y,
+        };
+        y.reshape([batch, self.output_len * v])
+    }
+
+    /// The skip's [B, output_len, targets]: channel-independent, the same map from the input
+    /// window to the outputs per target.
+    fn skip_forward(&self, x: Tensor<3>, targets: &Tensor<1, Int>) -> Option<Tensor<3>> {
+        let skip = self.skip.as_ref()?;
+        let series = x.select(2, targets.clone()).swap_dims(1, 2);
+        Some(skip.forward(series).swap_dims(1, 2))
     }
 }

@@ -15,7 +15,10 @@ use stoker_artifact::{AncSignals, MultibandAncSpec};
 
 use stoker_dsp::{DesignError, design_filterbank};
 use stoker_runtime::Autocast;
+use stoker_runtime::batch::try_to_host;
 use stoker_runtime::fused::{Activation, band_dense};
+
+mod export;
 
 /// One dense layer of every band at once: weights [bands, in, out], bias [bands, 1, out].
 #[derive(Module, Debug)]
@@ -39,6 +42,26 @@ impl BandDense {
     fn forward(&self, x: Tensor<3>, act: Activation) -> Tensor<3> {
         band_dense(x, self.weight.val(), self.bias.val(), act)
     }
+}
+
+/// One band network's dense layer on the host: `weight` [inputs, outputs] row-major.
+#[derive(Debug, Clone)]
+pub struct DenseWeights {
+    pub inputs: usize,
+    pub outputs: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+}
+
+/// A controller's parameters on the host, for code that runs it outside burn (the streaming
+/// controller): per band, its filter (forward order) and its network's layers (tanh between
+/// them, the last one linear), and the linear FIR (w(k) multiplies x(n − k)).
+#[derive(Debug, Clone)]
+pub struct AncWeights {
+    pub band_filters: Vec<Vec<f32>>,
+    pub band_layers: Vec<Vec<DenseWeights>>,
+    pub taps: usize,
+    pub linear_fir: Vec<f32>,
 }
 
 #[derive(Module, Debug)]
@@ -191,6 +214,38 @@ impl MultibandAnc {
     /// The secondary path S the loss simulates (forward order).
     pub fn secondary_path(&self) -> Vec<f32> {
         self.secondary.iter().rev().copied().collect()
+    }
+
+    /// The parameters as plain host arrays (f32).
+    pub fn weights(&self) -> Result<AncWeights, stoker_runtime::Error> {
+        let mut band_layers = vec![Vec::new(); self.bands];
+        for layer in self.hidden.iter().chain([&self.head]) {
+            let [bands, inputs, outputs] = layer.weight.val().dims();
+            let weight = try_to_host(layer.weight.val())?;
+            let bias = try_to_host(layer.bias.val())?;
+            for (b, layers) in band_layers.iter_mut().enumerate().take(bands) {
+                layers.push(DenseWeights {
+                    inputs,
+                    outputs,
+                    weight: weight[b * inputs * outputs..(b + 1) * inputs * outputs].to_vec(),
+                    bias: bias[b * outputs..(b + 1) * outputs].to_vec(),
+                });
+            }
+        }
+        let linear_fir = match &self.linear {
+            Some(w) => {
+                let mut fir = try_to_host(w.val())?;
+                fir.reverse();
+                fir
+            }
+            None => Vec::new(),
+        };
+        Ok(AncWeights {
+            band_filters: self.band_filters(),
+            band_layers,
+            taps: self.taps,
+            linear_fir,
+        })
     }
 
     /// The band filters (forward order), for the predictor's per-band figures.

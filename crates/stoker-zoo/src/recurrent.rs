@@ -13,6 +13,8 @@ use burn::tensor::activation::sigmoid;
 
 use stoker_runtime::Autocast;
 
+mod export;
+
 #[derive(Module, Debug)]
 pub struct StepLstm {
     input: Linear,
