@@ -99,6 +99,85 @@ fn least_squares_start_reaches_the_offline_fir_and_predict_writes_its_files() {
             "residual({n}): {a} vs {b}"
         );
     }
+
+    // `--input` with the training recording itself: the same signals through apply, so the
+    // same controller output over the whole recording.
+    let setup = dir.path().join("setup");
+    let predict_input = |wav: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "predict",
+            "--config",
+            config,
+            "--artifacts",
+            art.to_str().unwrap(),
+            "--input",
+            wav.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        xtask(&args, dir.path())
+    };
+    let o = predict_input(&setup.join("noise.wav"), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let own = AncMetrics::load(&art.join("predict/metrics.json")).unwrap();
+    assert_eq!(
+        (own.split.as_str(), own.samples),
+        ("input", m.predicted_samples)
+    );
+    let residual = wav_samples(&art.join("predict/residual.wav"));
+    for (n, (a, b)) in residual.iter().zip(&batched_residual).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * scale.max(1.0),
+            "residual({n}) on the applied recording: {a} vs {b}"
+        );
+    }
+
+    // Another recording at 8 kHz: resampled to the trained 16 kHz, or refused when told not to.
+    let other = dir.path().join("other");
+    let o = xtask(
+        &[
+            "synth",
+            "--anc",
+            other.to_str().unwrap(),
+            "--seconds",
+            "2",
+            "--seed",
+            "9",
+            "--rate",
+            "8000",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let other_wav = other.join("noise.wav");
+    let before = std::fs::read(art.join("predict/metrics.json")).unwrap();
+    let o = predict_input(&other_wav, &["--no-resample"]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("other/noise.wav")
+            && err.contains("8000 Hz")
+            && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(art.join("predict/metrics.json")).unwrap(),
+        before
+    );
+    let o = predict_input(&other_wav, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let new = AncMetrics::load(&art.join("predict/metrics.json")).unwrap();
+    assert_eq!((new.split.as_str(), new.sample_rate), ("input", 16_000));
+    assert!(
+        (new.samples as i64 - 32_000).abs() <= 2,
+        "{} samples",
+        new.samples
+    );
+    assert!(new.nr_db.is_finite() && new.fxnlms_nr_db.is_finite() && new.wiener_nr_db.is_finite());
+    let anti = hound::WavReader::open(art.join("predict/anti_noise.wav")).unwrap();
+    assert_eq!(
+        (anti.spec().sample_rate, anti.len() as usize),
+        (16_000, new.samples)
+    );
 }
 
 fn wav_samples(path: &std::path::Path) -> Vec<f32> {

@@ -278,4 +278,53 @@ fn ett_lstm_attention_forecast_of_the_last_window_is_the_split_predictions() {
             f.value[i]
         );
     }
+
+    // The library API, from the same file's rows in their own units: the same forecast.
+    let model = stoker_infer::TrainedModel::open(
+        &art,
+        stoker_artifact::CheckpointChoice::Best,
+        &burn::prelude::Device::flex(),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&short).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let columns: Vec<usize> = model
+        .input_columns()
+        .iter()
+        .map(|c| header.iter().position(|h| h == c).unwrap())
+        .collect();
+    let history: Vec<stoker_infer::HistoryRow> = lines
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            stoker_infer::HistoryRow {
+                timestamp: ett_time(l),
+                values: columns.iter().map(|&c| cells[c].parse().unwrap()).collect(),
+                category: None,
+            }
+        })
+        .collect();
+    let api = model.forecast(&history).unwrap();
+    assert_eq!(api.len(), block);
+    for (i, v) in api.iter().enumerate() {
+        assert_eq!(
+            (v.timestamp, v.step as f64, v.target.as_str()),
+            (f.time[i], f.step[i], f.target[i].as_str())
+        );
+        assert!(
+            close(f64::from(v.value), f.value[i]),
+            "{i}: {} vs {}",
+            v.value,
+            f.value[i]
+        );
+    }
+    // A gap in the history is refused, naming the row.
+    let mut gapped = history.clone();
+    let last = gapped.len() - 1;
+    gapped[last].timestamp += 3600;
+    let err = model.forecast(&gapped).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("row {last}")) && err.contains("3600 s after"),
+        "{err}"
+    );
 }

@@ -90,9 +90,16 @@ struct DemoArgs {
 struct XPredictArgs {
     #[command(flatten)]
     predict: PredictArgs,
-    /// New data in the training data's format: forecast past its last row (predict/forecast.parquet).
+    /// New data in the training data's format: forecast past its last row
+    /// (predict/forecast.parquet); for an ANC model, a new recording (WAV) to run the controller on.
     #[arg(long, value_name = "FILE", conflicts_with = "input_data")]
     input: Option<PathBuf>,
+    /// ANC with --input: the primary path's impulse response (default: the training data's).
+    #[arg(long, value_name = "FILE", requires = "input")]
+    primary_path: Option<PathBuf>,
+    /// ANC with --input: refuse a recording at another rate instead of resampling it.
+    #[arg(long, requires = "input")]
+    no_resample: bool,
 }
 
 /// Predict; with `--input`, the file is applied into a staging directory that becomes
@@ -107,6 +114,8 @@ fn predict(args: &XPredictArgs) -> Result<()> {
         data: layout.data_dir(),
         input: file.clone(),
         out: staging.path().into(),
+        primary_path: args.primary_path.clone(),
+        no_resample: args.no_resample,
     })?;
     let mut predict = args.predict.clone();
     predict.input_data = Some(staging.path().into());

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic;
 use crate::error::{ArtifactError, Result};
-use crate::manifest::{Feature, MANIFEST_FILE, MetricScale, SourceFile};
+use crate::manifest::{AncSignals, Feature, MANIFEST_FILE, MetricScale, SourceFile};
 use crate::prepared::{check_file_name, check_targets, open_store};
 use crate::window_store::WindowStore;
 
@@ -37,6 +37,10 @@ pub struct InputManifest {
     /// Missing cells per trained column before gap filling, and the cells filled.
     pub missing_cells: Vec<(String, usize)>,
     pub interpolated_cells: usize,
+    /// ANC: the plant of the training data with the applied recording's own source rate
+    /// (store columns x and d, d = primary * x, both divided by the train RMS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anc: Option<AncSignals>,
 }
 
 impl InputManifest {

@@ -26,6 +26,7 @@
 pub mod atomic;
 pub mod config;
 pub mod diff;
+pub mod encode;
 pub mod error;
 pub mod export;
 pub mod family;

@@ -76,6 +76,11 @@ pub struct Feature {
 }
 
 impl Feature {
+    /// The stored value of a raw one.
+    pub fn normalize(&self, raw: f64) -> f64 {
+        (raw - self.mean) / self.std
+    }
+
     pub fn denormalize(&self, value: f64) -> f64 {
         value * self.std + self.mean
     }

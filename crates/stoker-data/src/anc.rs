@@ -14,13 +14,19 @@
 //! normalisation, and the second pass ([`crate::finish`]) is the tabular sources' own.
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use stoker_artifact::atomic::StagingDir;
+use stoker_artifact::input::INPUT_MANIFEST_VERSION;
+use stoker_artifact::layout::STORE_FILE;
 use stoker_artifact::manifest::{QualityReport, SourceFile, sha256_file};
-use stoker_artifact::{AncSignals, AncSourceConfig, DatasetManifest, Feature, FeatureKind, Splits};
+use stoker_artifact::{
+    AncSignals, AncSourceConfig, DatasetManifest, Feature, FeatureKind, INPUT_OK, InputManifest,
+    Splits, TARGET_OK, WindowStoreWriter,
+};
 use stoker_dsp::convolve_causal_f64;
 
+use crate::apply::{Applied, ApplyRequest};
 use crate::error::{Error, Result};
 use crate::finish::{Staged, finish};
 use crate::impulse::read_impulse_response;
@@ -206,6 +212,112 @@ pub(crate) fn prepare_anc(
         }),
     };
     finish(req, staging, staged)
+}
+
+/// Apply mode for an ANC model: `req.input` is a new recording, resampled to the trained rate
+/// (unless refused), passed through the training data's primary path (or `req.primary_path`)
+/// and normalised with the training RMS values, so the controller meets it as it met its own.
+pub(crate) fn apply_anc(
+    req: &ApplyRequest,
+    training: &DatasetManifest,
+    training_path: &Path,
+    training_manifest_sha256: String,
+) -> Result<Applied> {
+    let plant = training
+        .anc
+        .as_ref()
+        .ok_or_else(|| Error::input(training_path, "an ANC source without its plant (`anc`)"))?;
+    let [fx, fd] = training.features.as_slice() else {
+        return Err(Error::input(
+            training_path,
+            format!(
+                "an ANC source has 2 features (x, d), not {}",
+                training.features.len()
+            ),
+        ));
+    };
+    let rate = plant.sample_rate;
+    let (x, source_rate) = read_reference(&req.input, rate, !req.no_resample)?;
+    let primary_path = match &req.primary_path {
+        Some(path) => {
+            check_input(path)?;
+            path.clone()
+        }
+        None => trained_primary_path(training, training_path)?,
+    };
+    let primary = read_impulse_response(&primary_path, rate)?;
+    let d = convolve_causal_f64(&primary, &x);
+
+    let staging = StagingDir::new(&req.out_dir)?;
+    let mut store = WindowStoreWriter::create(&staging.path().join(STORE_FILE), COLUMNS.len())?;
+    for (i, (&xi, &di)) in x.iter().zip(&d).enumerate() {
+        // As prepare stores them: f32 samples, then divided by the train RMS.
+        let row = [
+            fx.normalize(f64::from(xi as f32)) as f32,
+            fd.normalize(f64::from(di as f32)) as f32,
+        ];
+        store.push_row(&row, i as i64, INPUT_OK | TARGET_OK)?;
+    }
+    store.finish()?;
+    let (sha256, bytes) = sha256_file(&req.input)?;
+    let manifest = InputManifest {
+        format_version: INPUT_MANIFEST_VERSION,
+        source: SourceFile {
+            path: req.input.display().to_string(),
+            sha256,
+            bytes,
+        },
+        source_kind: training.source_kind.clone(),
+        training_manifest_sha256,
+        features: training.features.clone(),
+        targets: training.targets.clone(),
+        target_unit: training.target_unit.clone(),
+        metric_scale: training.metric_scale,
+        time_step_seconds: training.time_step_seconds,
+        rows: x.len(),
+        store_file: STORE_FILE.into(),
+        ignored_columns: Vec::new(),
+        missing_cells: Vec::new(),
+        interpolated_cells: 0,
+        anc: Some(AncSignals {
+            source_rate,
+            primary_taps: primary.len(),
+            ..plant.clone()
+        }),
+    };
+    manifest.save(staging.path())?;
+    staging.commit()?;
+    let mut notes = Vec::new();
+    if source_rate != rate {
+        notes.push(format!(
+            "{}: recorded at {source_rate} Hz, resampled to the trained {rate} Hz",
+            req.input.display()
+        ));
+    }
+    Ok(Applied { manifest, notes })
+}
+
+/// The primary path prepare read (the second source of the training manifest), if it is still
+/// where it was and unchanged.
+fn trained_primary_path(training: &DatasetManifest, training_path: &Path) -> Result<PathBuf> {
+    let source = training.sources.get(1).ok_or_else(|| {
+        Error::input(
+            training_path,
+            "records no primary path: pass --primary-path",
+        )
+    })?;
+    let path = PathBuf::from(&source.path);
+    let unchanged = path.is_file() && sha256_file(&path)?.0 == source.sha256;
+    if !unchanged {
+        return Err(Error::input(
+            &path,
+            format!(
+                "the primary path the model was trained with (named in {}) is missing or changed: pass --primary-path",
+                training_path.display()
+            ),
+        ));
+    }
+    Ok(path)
 }
 
 #[cfg(test)]

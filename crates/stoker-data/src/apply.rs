@@ -5,15 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use stoker_artifact::atomic::StagingDir;
+use stoker_artifact::encode::{RowEncoder, StoreColumns};
 use stoker_artifact::input::INPUT_MANIFEST_VERSION;
 use stoker_artifact::layout::STORE_FILE;
 use stoker_artifact::manifest::{MANIFEST_FILE, SourceFile, sha256_file};
-use stoker_artifact::{
-    DatasetManifest, FeatureKind, InputManifest, RunLock, TaskFamily, WindowStoreWriter,
-};
+use stoker_artifact::{DatasetManifest, InputManifest, RunLock, TaskFamily, WindowStoreWriter};
 
-use crate::encode::RowEncoder;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, outside_calendar};
 use crate::ett::EttReader;
 use crate::gapfill::GapFiller;
 use crate::pm25::{self, Pm25Reader};
@@ -32,6 +30,11 @@ pub struct ApplyRequest {
     pub input: PathBuf,
     /// The directory to (re)create: `<artifacts>/input/`.
     pub out_dir: PathBuf,
+    /// ANC: the primary path's impulse response; by default the training data's (checked
+    /// against its recorded hash).
+    pub primary_path: Option<PathBuf>,
+    /// ANC: a recording at another rate is an error instead of being resampled.
+    pub no_resample: bool,
 }
 
 /// The manifest written, and notes for the user (ignored columns, assumed rules).
@@ -48,14 +51,11 @@ pub fn apply(req: &ApplyRequest) -> Result<Applied> {
     check_input(&req.input)?;
     let training = DatasetManifest::load(&req.data_dir)?;
     let training_path = req.data_dir.join(MANIFEST_FILE);
-    if training.family() == TaskFamily::Control {
-        return Err(Error::input(
-            &training_path,
-            "an ANC recording: apply reads forecasting sources (pm25, ett)",
-        ));
-    }
     let (training_sha256, _) = sha256_file(&training_path)?;
     let _lock = RunLock::for_stage_dir(&req.out_dir)?;
+    if training.family() == TaskFamily::Control {
+        return crate::anc::apply_anc(req, &training, &training_path, training_sha256);
+    }
     let Source { schema, rows } = match training.source_kind.as_str() {
         "pm25" => Pm25Reader::open(&req.input)?.into_source(),
         "ett" => EttReader::open(&req.input)?.into_source(),
@@ -66,7 +66,7 @@ pub fn apply(req: &ApplyRequest) -> Result<Applied> {
             ));
         }
     };
-    let columns = Columns::of(&training, &training_path)?;
+    let columns = StoreColumns::of(&training, &training_path)?;
     // The trained numeric columns, found by name in the file's.
     let mut take = Vec::with_capacity(columns.numeric.len());
     for name in &columns.numeric {
@@ -115,12 +115,7 @@ pub fn apply(req: &ApplyRequest) -> Result<Applied> {
 
     let staging = StagingDir::new(&req.out_dir)?;
     let (sha256, bytes) = sha256_file(&req.input)?;
-    let encoder = RowEncoder {
-        features: &training.features,
-        numeric: columns.numeric.len(),
-        categories: columns.categorical.as_ref().map(|(_, c)| c.as_slice()),
-        calendar: columns.calendar,
-    };
+    let encoder = RowEncoder::new(&training.features, &columns);
     let mut store =
         WindowStoreWriter::create(&staging.path().join(STORE_FILE), training.features.len())?;
     let mut values = vec![0f32; training.features.len()];
@@ -132,14 +127,15 @@ pub fn apply(req: &ApplyRequest) -> Result<Applied> {
             .category
             .and_then(|c| source_categories.as_ref()?.get(usize::from(c)))
             .map(String::as_str);
-        let flags = encoder.encode(
-            &req.input,
-            row.timestamp,
-            &row.numeric,
-            category,
-            row.targets_observed,
-            &mut values,
-        )?;
+        let flags = encoder
+            .encode(
+                row.timestamp,
+                &row.numeric,
+                category,
+                row.targets_observed,
+                &mut values,
+            )
+            .ok_or_else(|| outside_calendar(&req.input, row.timestamp))?;
         store.push_row(&values, row.timestamp, flags)?;
         rows_written += 1;
         Ok(())
@@ -185,66 +181,11 @@ pub fn apply(req: &ApplyRequest) -> Result<Applied> {
         ignored_columns: ignored,
         missing_cells: columns.numeric.iter().cloned().zip(missing).collect(),
         interpolated_cells,
+        anc: None,
     };
     manifest.save(staging.path())?;
     staging.commit()?;
     Ok(Applied { manifest, notes })
-}
-
-/// The training data's store columns by kind, in store order.
-struct Columns {
-    numeric: Vec<String>,
-    categorical: Option<(String, Vec<String>)>,
-    calendar: bool,
-}
-
-impl Columns {
-    fn of(manifest: &DatasetManifest, path: &Path) -> Result<Self> {
-        let mut columns = Columns {
-            numeric: Vec::new(),
-            categorical: None,
-            calendar: false,
-        };
-        // The encoder writes numeric, one-hot, calendar columns in that order: so must the store.
-        let mut stage = 0;
-        for feature in &manifest.features {
-            let (kind_stage, name) = match &feature.kind {
-                FeatureKind::Numeric => (0, &feature.name),
-                FeatureKind::OneHot { column, category } => {
-                    let (_, categories) = columns
-                        .categorical
-                        .get_or_insert_with(|| (column.clone(), Vec::new()));
-                    categories.push(category.clone());
-                    (1, column)
-                }
-                FeatureKind::Calendar => (2, &feature.name),
-            };
-            if kind_stage < stage
-                || columns
-                    .categorical
-                    .as_ref()
-                    .is_some_and(|(c, _)| kind_stage == 1 && c != name)
-            {
-                return Err(Error::input(
-                    path,
-                    format!(
-                        "feature `{}` is out of the order prepare writes (numeric, one-hot, calendar)",
-                        feature.name
-                    ),
-                ));
-            }
-            stage = kind_stage;
-            match kind_stage {
-                0 => columns.numeric.push(feature.name.clone()),
-                2 => columns.calendar = true,
-                _ => {}
-            }
-        }
-        if manifest.targets.iter().any(|&t| t >= columns.numeric.len()) {
-            return Err(Error::input(path, "a target is not a numeric column"));
-        }
-        Ok(columns)
-    }
 }
 
 /// Header columns of `input` that its reader does not use for the model.
@@ -319,6 +260,8 @@ mod tests {
             data_dir: data,
             input,
             out_dir: out.clone(),
+            primary_path: None,
+            no_resample: false,
         })
         .unwrap();
         let m = &applied.manifest;
@@ -358,6 +301,8 @@ mod tests {
             data_dir: data,
             input,
             out_dir: dir.path().join("art/input"),
+            primary_path: None,
+            no_resample: false,
         })
         .unwrap_err()
         .to_string();

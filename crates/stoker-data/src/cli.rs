@@ -148,6 +148,13 @@ pub struct ApplyArgs {
     /// `artifacts/<task>/input`.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// ANC: impulse response of the primary path (text or WAV); by default the training
+    /// data's, if unchanged.
+    #[arg(long, value_name = "FILE")]
+    pub primary_path: Option<PathBuf>,
+    /// ANC: refuse a recording at another rate instead of resampling it to the trained rate.
+    #[arg(long)]
+    pub no_resample: bool,
 }
 
 /// Runs the apply mode; prints its notes and a summary.
@@ -156,18 +163,30 @@ pub fn run_apply(args: &ApplyArgs) -> Result<InputManifest> {
         data_dir: args.data.clone(),
         input: args.input.clone(),
         out_dir: args.out.clone(),
+        primary_path: args.primary_path.clone(),
+        no_resample: args.no_resample,
     })?;
     for note in &applied.notes {
         println!("note: {note}");
     }
     let m = &applied.manifest;
-    println!(
-        "applied {} rows of {} with the training statistics of {} (interpolated cells: {})",
-        m.rows,
-        args.input.display(),
-        args.data.display(),
-        m.interpolated_cells
-    );
+    match &m.anc {
+        Some(anc) => println!(
+            "applied {} samples of {} ({} Hz, at {} Hz for the model) through the training plant of {}",
+            m.rows,
+            args.input.display(),
+            anc.source_rate,
+            anc.sample_rate,
+            args.data.display(),
+        ),
+        None => println!(
+            "applied {} rows of {} with the training statistics of {} (interpolated cells: {})",
+            m.rows,
+            args.input.display(),
+            args.data.display(),
+            m.interpolated_cells
+        ),
+    }
     Ok(applied.manifest)
 }
 

@@ -89,3 +89,11 @@ impl Error {
         Self::input(path, self.to_string())
     }
 }
+
+/// A row whose timestamp has no calendar phases (a date chrono cannot represent), in `input`.
+pub(crate) fn outside_calendar(input: &std::path::Path, timestamp: i64) -> Error {
+    Error::input(
+        input,
+        format!("timestamp {timestamp} is outside the calendar"),
+    )
+}

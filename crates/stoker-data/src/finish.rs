@@ -3,6 +3,7 @@
 //! staging directory replaces `data/`.
 
 use stoker_artifact::atomic::StagingDir;
+use stoker_artifact::encode::RowEncoder;
 use stoker_artifact::layout::STORE_FILE;
 use stoker_artifact::manifest::{MANIFEST_VERSION, QualityReport, ShardRef, SourceFile, Split};
 use stoker_artifact::{
@@ -10,8 +11,7 @@ use stoker_artifact::{
     WindowStoreWriter,
 };
 
-use crate::encode::RowEncoder;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, outside_calendar};
 use crate::request::PrepareRequest;
 use crate::shards::for_each_row;
 use crate::source::SourceSchema;
@@ -66,14 +66,15 @@ pub(crate) fn finish(
     let mut values = vec![0f32; features.len()];
     for_each_row(staging.path(), &shards, |row| {
         let category = row.categories.first().and_then(|c| c.as_deref());
-        let flags = encoder.encode(
-            &req.input,
-            row.timestamp,
-            &row.numeric,
-            category,
-            row.target_observed,
-            &mut values,
-        )?;
+        let flags = encoder
+            .encode(
+                row.timestamp,
+                &row.numeric,
+                category,
+                row.target_observed,
+                &mut values,
+            )
+            .ok_or_else(|| outside_calendar(&req.input, row.timestamp))?;
         store.push_row(&values, row.timestamp, flags)?;
         Ok(())
     })?;

@@ -45,7 +45,6 @@
 mod anc;
 mod apply;
 pub mod cli;
-mod encode;
 mod error;
 mod ett;
 mod finish;

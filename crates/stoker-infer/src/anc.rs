@@ -4,12 +4,14 @@
 //! same signals for comparison.
 
 use std::cell::Cell;
+use std::ops::Range;
 use std::path::Path;
 use std::time::Instant;
 
 use burn::prelude::*;
 use stoker_artifact::{
-    AncMetrics, AncSignals, BandNr, ModelSpec, MultibandAncSpec, PreparedData, Split, StreamTiming,
+    AncMetrics, AncSignals, AppliedInput, BandNr, ModelSpec, MultibandAncSpec, PreparedData, Split,
+    StreamTiming, WindowStore,
 };
 use stoker_dsp::wav::{WavFormat, write_mono};
 use stoker_dsp::{
@@ -105,12 +107,57 @@ pub fn control_signal(
     Ok(y)
 }
 
+/// The signals a controller is scored on: the reference x and disturbance d (normalised), the
+/// plant between them, the samples scored and those the least-squares FIR is fitted on.
+pub(crate) struct Recording<'a> {
+    pub x: Vec<f32>,
+    pub d: Vec<f32>,
+    pub plant: &'a AncSignals,
+    pub scored: Range<usize>,
+    pub fit: Range<usize>,
+    /// `test` for the prepared recording's test split, `input` for a new recording.
+    pub split: &'static str,
+}
+
+impl<'a> Recording<'a> {
+    /// The prepared recording: scored on its test split, the FIR fitted on the samples before.
+    pub fn test_split(data: &'a PreparedData) -> Result<Self> {
+        let plant = data.manifest.anc.as_ref().ok_or(Error::NoAncSetup)?;
+        let test = data.manifest.splits.rows(Split::Test);
+        let (x, d) = columns(&data.store);
+        Ok(Self {
+            x,
+            d,
+            plant,
+            fit: 0..test.start,
+            scored: test,
+            split: Split::Test.name(),
+        })
+    }
+
+    /// A new recording (prepare's apply mode): scored whole, the FIR fitted on it too (so its
+    /// figure is the best any linear FIR of that length does on this recording).
+    pub fn applied(input: &'a AppliedInput) -> Result<Self> {
+        let plant = input.manifest.anc.as_ref().ok_or(Error::NoAncSetup)?;
+        let (x, d) = columns(&input.store);
+        let all = 0..x.len();
+        Ok(Self {
+            x,
+            d,
+            plant,
+            scored: all.clone(),
+            fit: all,
+            split: "input",
+        })
+    }
+}
+
 /// Runs the controller over the whole recording; writes `residual.wav`, `anti_noise.wav` and
 /// `spectrum.png` into `out_dir` and returns the metrics (the caller writes them).
-pub fn predict(
+pub(crate) fn predict(
     model: &Model,
     spec: &ModelSpec,
-    data: &PreparedData,
+    rec: &Recording,
     checkpoint: String,
     out_dir: &Path,
     opts: AncOptions,
@@ -118,35 +165,39 @@ pub fn predict(
     let (Network::MultibandAnc(net), ModelSpec::MultibandAnc(spec)) = (&model.net, spec) else {
         return Err(Error::NotAnc);
     };
-    let plant = data.manifest.anc.as_ref().ok_or(Error::NoAncSetup)?;
-    let (x, d) = columns(data);
+    let Recording {
+        x,
+        d,
+        plant,
+        scored: test,
+        fit,
+        ..
+    } = rec;
+    let (x, d, test) = (x.as_slice(), d.as_slice(), test.clone());
     let started = Instant::now();
     let (y, stream) = match opts.mode {
         AncMode::Stream { block, weights } => {
-            let (y, timing) = stream_control(net, &x, block, weights, plant.sample_rate)?;
-            (y, timing)
+            stream_control(net, x, block, weights, plant.sample_rate)?
         }
         _ => {
             let y = fitting_batch(&Cell::new(opts.batch_size), "prediction", |batch_size| {
-                control_signal(net, &x, AncOptions { batch_size, ..opts })
+                control_signal(net, x, AncOptions { batch_size, ..opts })
             })?;
             (y, None)
         }
     };
     let seconds = started.elapsed().as_secs_f64();
-    let e = residual(plant, &d, &y);
+    let e = residual(plant, d, &y);
 
-    let test = data.manifest.splits.rows(Split::Test);
-    let fit = 0..test.start;
     let taps = opts.baseline_taps;
     let eta = plant.saturation as f32;
     let secondary = &plant.secondary_path;
-    let e_fxnlms = fxnlms(&x, &d, secondary, taps, opts.fxnlms_step, eta).residual;
-    let wiener = least_squares_fir(&x, &d, secondary, taps, fit);
-    let e_wiener = apply_controller(&wiener, &x, secondary, &d, eta);
+    let e_fxnlms = fxnlms(x, d, secondary, taps, opts.fxnlms_step, eta).residual;
+    let wiener = least_squares_fir(x, d, secondary, taps, fit.clone());
+    let e_wiener = apply_controller(&wiener, x, secondary, d, eta);
     let linear_fir = net.weights()?.linear_fir;
     let linear_only_nr_db = (!linear_fir.is_empty()).then(|| {
-        let e = apply_controller(&linear_fir, &x, secondary, &d, eta);
+        let e = apply_controller(&linear_fir, x, secondary, d, eta);
         nr_db(&d[test.clone()], &e[test.clone()])
     });
 
@@ -156,7 +207,7 @@ pub fn predict(
         .iter()
         .zip(edges)
         .map(|(h, (low_hz, high_hz))| {
-            let (db, eb) = (convolve_causal(h, &d), convolve_causal(h, &e));
+            let (db, eb) = (convolve_causal(h, d), convolve_causal(h, &e));
             BandNr {
                 low_hz,
                 high_hz,
@@ -165,7 +216,7 @@ pub fn predict(
         })
         .collect();
     let metrics = AncMetrics {
-        split: Split::Test.name().into(),
+        split: rec.split.into(),
         samples: test.len(),
         sample_rate: plant.sample_rate,
         nr_db: nr_db(&d[test.clone()], &e[test.clone()]),
@@ -193,6 +244,7 @@ pub fn predict(
         &d[test.clone()],
         &e[test],
         plant.sample_rate,
+        rec.split,
     )?;
     Ok(metrics)
 }
@@ -239,12 +291,9 @@ fn stream_control(
 }
 
 /// The reference x and disturbance d (normalised), copied out of the row-major store.
-fn columns(data: &PreparedData) -> (Vec<f32>, Vec<f32>) {
-    let rows = 0..data.store.rows();
-    (
-        data.store.column(0, rows.clone()),
-        data.store.column(1, rows),
-    )
+fn columns(store: &WindowStore) -> (Vec<f32>, Vec<f32>) {
+    let rows = 0..store.rows();
+    (store.column(0, rows.clone()), store.column(1, rows))
 }
 
 /// e = d − S * g(y), the error microphone's signal.
@@ -281,8 +330,8 @@ fn write_wav(path: &Path, signal: &[f32], scale: f32, rate: u32) -> Result<()> {
     .map_err(failed)
 }
 
-/// Power spectral density (dB) of the disturbance and of the residual over the test split.
-fn spectrum_png(path: &Path, d: &[f32], e: &[f32], rate: u32) -> Result<()> {
+/// Power spectral density (dB) of the disturbance and of the residual over the scored samples.
+fn spectrum_png(path: &Path, d: &[f32], e: &[f32], rate: u32, split: &str) -> Result<()> {
     let db = |x: &[f32]| -> Vec<(f64, f64)> {
         let (freqs, power) = welch_psd(x, f64::from(rate), 1024);
         freqs
@@ -293,7 +342,7 @@ fn spectrum_png(path: &Path, d: &[f32], e: &[f32], rate: u32) -> Result<()> {
             .collect()
     };
     LinePlot {
-        title: "Power spectrum at the error microphone (test split)",
+        title: &format!("Power spectrum at the error microphone ({split})"),
         x_label: "frequency (Hz)",
         y_label: "power (dB)",
         series: vec![

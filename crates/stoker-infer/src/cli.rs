@@ -147,9 +147,15 @@ fn print_anc(m: &AncMetrics) {
         .linear_only_nr_db
         .map(|db| format!(" (its linear FIR alone {db:.2} dB)"))
         .unwrap_or_default();
+    // On a new recording the FIR is fitted on the recording it is scored on: a bound.
+    let fitted = if m.split == "input" {
+        " fitted on it"
+    } else {
+        ""
+    };
     println!(
         "noise reduction over the {} split ({} samples): network {:.2} dB{linear_only}, FxNLMS \
-         {:.2} dB, least-squares FIR {:.2} dB; bands: {}; {:.0} samples/s ({}); checkpoint {}",
+         {:.2} dB, least-squares FIR{fitted} {:.2} dB; bands: {}; {:.0} samples/s ({}); checkpoint {}",
         m.split,
         m.samples,
         m.nr_db,

@@ -42,9 +42,13 @@ pub enum Error {
         .file.display()
     )]
     InputMismatch { checkpoint: PathBuf, file: PathBuf },
-    /// Applied input was given to a model that does not forecast.
-    #[error("{}: not a forecasting model: --input-data takes forecast models (pm25, ett)", .checkpoint.display())]
-    InputNotForecast { checkpoint: PathBuf },
+    /// History given to [`TrainedModel::forecast`](crate::TrainedModel::forecast) that it
+    /// cannot read.
+    #[error("history: {0}")]
+    History(String),
+    /// A forecast asked of a model that does not forecast.
+    #[error("not a forecasting model (pm25, ett)")]
+    NotForecaster,
     /// The applied file is shorter than the model's input window.
     #[error(
         "{}: {found} rows of history, the model's window needs {needed}: give at least {needed} rows",

@@ -13,15 +13,16 @@ use burn::prelude::*;
 use stoker_artifact::atomic::{self, StagingDir};
 use stoker_artifact::layout::{FORECAST_CSV_FILE, FORECAST_FILE, PREDICT_METRICS_FILE};
 use stoker_artifact::{
-    AppliedInput, CheckpointChoice, FeatureKind, ForecastMetrics, INPUT_OK, MetricScale, RunLock,
-    TARGET_OK, TaskFamily, WindowSpec,
+    AppliedInput, FeatureKind, ForecastMetrics, INPUT_OK, MetricScale, RunLock, TARGET_OK,
+    TaskFamily, WindowSpec,
 };
 use stoker_runtime::batch::{fitting_batch, try_to_host};
-use stoker_zoo::{Model, checkpoint};
+use stoker_zoo::Model;
 
 use crate::error::{Error, Result};
+use crate::loaded::{Expected, Loaded};
 use crate::predictor::window_batch;
-use crate::predictor::{PredictRequest, errors};
+use crate::predictor::{PredictRequest, Prediction, errors};
 
 /// Predict on an applied input instead of the test split.
 #[derive(Debug, Clone)]
@@ -52,7 +53,8 @@ pub struct InputForecast {
     pub metrics: Option<ForecastMetrics>,
 }
 
-pub(crate) fn predict(req: &PredictRequest, opts: &InputOptions) -> Result<InputForecast> {
+/// Forecasts past the input's end, or, for an ANC model, the controller on the new recording.
+pub(crate) fn predict(req: &PredictRequest, opts: &InputOptions) -> Result<Prediction> {
     if req.batch_size == 0 {
         return Err(Error::BatchSize);
     }
@@ -60,43 +62,47 @@ pub(crate) fn predict(req: &PredictRequest, opts: &InputOptions) -> Result<Input
     let input = AppliedInput::open(&opts.dir)?;
     let m = &input.manifest;
     let file = m.file().to_path_buf();
-    let name = match req.checkpoint {
-        CheckpointChoice::Best => stoker_artifact::layout::BEST_CHECKPOINT,
-        CheckpointChoice::Last => stoker_artifact::layout::LAST_CHECKPOINT,
-    };
-    let meta_path = req.train_dir.join(format!("{name}.json"));
-    let (model, meta) = checkpoint::load(&req.train_dir, name, &req.device)
-        .map_err(|e| Error::Checkpoint(e.into()))?;
-    if meta.model.family() != TaskFamily::Forecast {
-        return Err(Error::InputNotForecast {
-            checkpoint: meta_path,
-        });
-    }
-    if meta.manifest_sha256 != m.training_manifest_sha256 {
-        return Err(Error::InputMismatch {
-            checkpoint: meta_path,
-            file,
-        });
-    }
-    if meta.input_features != m.features.len() || meta.targets != m.targets {
-        return Err(Error::ShapeMismatch {
-            checkpoint: meta_path,
-            expected: format!("{} inputs, targets {:?}", m.features.len(), m.targets),
-            found: format!("{} inputs, targets {:?}", meta.input_features, meta.targets),
-        });
+    let loaded = Loaded::load(
+        &req.train_dir,
+        req.checkpoint,
+        &req.device,
+        Expected {
+            manifest_sha256: &m.training_manifest_sha256,
+            features: m.features.len(),
+            targets: &m.targets,
+        },
+        |checkpoint| Error::InputMismatch {
+            checkpoint,
+            file: file.clone(),
+        },
+    )?;
+    let (model, meta) = (&loaded.model, &loaded.meta);
+    if meta.model.family() == TaskFamily::Control {
+        let staging = StagingDir::new(&req.out_dir)?;
+        let metrics = crate::anc::predict(
+            model,
+            &meta.model,
+            &crate::anc::Recording::applied(&input)?,
+            loaded.label(),
+            staging.path(),
+            req.anc_options(),
+        )?;
+        atomic::write_json(&staging.path().join(PREDICT_METRICS_FILE), &metrics)?;
+        staging.commit()?;
+        return Ok(Prediction::Anc(metrics));
     }
     let spec = meta.window;
     let starts = window_starts(&input, spec, opts.all_windows)?;
 
     let started = Instant::now();
     let normalised = fitting_batch(&Cell::new(req.batch_size), "prediction", |batch_size| {
-        infer(&model, &input, spec, &starts, batch_size)
+        infer(model, &input, spec, &starts, batch_size)
     })?;
     let infer_seconds = started.elapsed().as_secs_f64();
     let table = ForecastTable::build(&input, spec, &starts, &normalised);
     let metrics = table.scored.metrics(
         m.target_unit.clone(),
-        format!("{name} (epoch {})", meta.epoch),
+        loaded.label(),
         starts.len() as f64 / infer_seconds,
     );
 
@@ -112,7 +118,7 @@ pub(crate) fn predict(req: &PredictRequest, opts: &InputOptions) -> Result<Input
     let last = *starts.last().unwrap_or(&0);
     let step = m.time_step_seconds;
     let last_end = input.store.timestamps()[last + spec.input_len - 1];
-    Ok(InputForecast {
+    Ok(Prediction::Input(InputForecast {
         file,
         windows: starts.len(),
         steps: spec.output_len,
@@ -120,7 +126,7 @@ pub(crate) fn predict(req: &PredictRequest, opts: &InputOptions) -> Result<Input
         first_forecast: last_end + step * spec.horizon as i64,
         forecast: req.out_dir.join(FORECAST_FILE),
         metrics,
-    })
+    }))
 }
 
 /// The window ending at the last row (an error naming the missing cell if one of its inputs is

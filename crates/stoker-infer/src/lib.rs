@@ -79,12 +79,15 @@ pub mod cli;
 mod error;
 pub mod export;
 mod forecast_input;
+mod loaded;
 mod plot;
 mod predictor;
 mod stream;
+mod trained;
 
 pub use anc::{AncMode, AncOptions, control_signal};
 pub use error::{Error, Result};
 pub use forecast_input::{InputForecast, InputOptions};
 pub use predictor::{PredictRequest, Prediction, predict};
 pub use stream::{MAX_BLOCK, StreamWeights, StreamingController};
+pub use trained::{ForecastValue, HistoryRow, TrainedModel};

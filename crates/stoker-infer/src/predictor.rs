@@ -16,12 +16,13 @@ use stoker_artifact::{
     TaskFamily, WindowSpec, WindowStore,
 };
 use stoker_runtime::batch::{fitting_batch, inputs_tensor, try_to_host};
-use stoker_zoo::{Model, checkpoint};
+use stoker_zoo::Model;
 
 use crate::ablation::linear_only_errors;
 use crate::anc::{AncMode, AncOptions};
 use crate::error::{Error, Result};
 use crate::forecast_input::{InputForecast, InputOptions};
+use crate::loaded::{Expected, Loaded};
 
 #[derive(Debug, Clone)]
 pub struct PredictRequest {
@@ -39,6 +40,18 @@ pub struct PredictRequest {
     /// Forecast from an applied input (a new file) instead of the test split; `data_dir` is
     /// then unused.
     pub input: Option<InputOptions>,
+}
+
+impl PredictRequest {
+    /// How an ANC checkpoint runs and which baselines it is scored against.
+    pub(crate) fn anc_options(&self) -> AncOptions {
+        AncOptions {
+            batch_size: self.batch_size,
+            mode: self.anc_mode,
+            baseline_taps: self.fxnlms_taps,
+            fxnlms_step: self.fxnlms_step as f32,
+        }
+    }
 }
 
 /// What predict measured: forecast errors, or an ANC task's noise reduction; or, on applied
@@ -62,52 +75,38 @@ pub(crate) struct Forecasts {
 
 pub fn predict(req: &PredictRequest) -> Result<Prediction> {
     if let Some(input) = &req.input {
-        return crate::forecast_input::predict(req, input).map(Prediction::Input);
+        return crate::forecast_input::predict(req, input);
     }
     if req.batch_size == 0 {
         return Err(Error::BatchSize);
     }
     let _lock = RunLock::for_stage_dir(&req.out_dir)?;
     let data = PreparedData::open(&req.data_dir)?;
-    let name = match req.checkpoint {
-        CheckpointChoice::Best => stoker_artifact::layout::BEST_CHECKPOINT,
-        CheckpointChoice::Last => stoker_artifact::layout::LAST_CHECKPOINT,
-    };
-    let (model, meta) = checkpoint::load(&req.train_dir, name, &req.device)
-        .map_err(|e| Error::Checkpoint(e.into()))?;
-    if meta.manifest_sha256 != data.manifest_sha256 {
-        return Err(Error::StaleCheckpoint {
-            checkpoint: req.train_dir.join(format!("{name}.json")),
+    let Loaded {
+        model, meta, name, ..
+    } = Loaded::load(
+        &req.train_dir,
+        req.checkpoint,
+        &req.device,
+        Expected {
+            manifest_sha256: &data.manifest_sha256,
+            features: data.manifest.features.len(),
+            targets: &data.manifest.targets,
+        },
+        |checkpoint| Error::StaleCheckpoint {
+            checkpoint,
             manifest: data.dir.join(MANIFEST_FILE),
-        });
-    }
-    // Same hash, so normally the same shapes; a hand-edited checkpoint must not reach the model.
-    if meta.input_features != data.manifest.features.len() || meta.targets != data.manifest.targets
-    {
-        return Err(Error::ShapeMismatch {
-            checkpoint: req.train_dir.join(format!("{name}.json")),
-            expected: format!(
-                "{} inputs, targets {:?}",
-                data.manifest.features.len(),
-                data.manifest.targets
-            ),
-            found: format!("{} inputs, targets {:?}", meta.input_features, meta.targets),
-        });
-    }
+        },
+    )?;
     if meta.model.family() == TaskFamily::Control {
         let staging = StagingDir::new(&req.out_dir)?;
         let metrics = crate::anc::predict(
             &model,
             &meta.model,
-            &data,
+            &crate::anc::Recording::test_split(&data)?,
             format!("{name} (epoch {})", meta.epoch),
             staging.path(),
-            AncOptions {
-                batch_size: req.batch_size,
-                mode: req.anc_mode,
-                baseline_taps: req.fxnlms_taps,
-                fxnlms_step: req.fxnlms_step as f32,
-            },
+            req.anc_options(),
         )?;
         atomic::write_json(&staging.path().join(PREDICT_METRICS_FILE), &metrics)?;
         staging.commit()?;
