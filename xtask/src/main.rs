@@ -39,7 +39,8 @@ enum Command {
     /// Prepared data → checkpoints, metrics log, run summary (artifacts/<task>/train).
     Train(TrainArgs),
     /// Checkpoint → predictions and metrics (artifacts/<task>/predict); prints the metrics path
-    /// last. With --input FILE: forecasts past FILE's end (predict/forecast.parquet).
+    /// last. With --input FILE: forecasts past FILE's end (predict/forecast.parquet), or an
+    /// ANC controller on a new recording.
     Predict(XPredictArgs),
     /// Checkpoint → export/model.safetensors (PyTorch names and layouts) + export/model.json.
     Export(ExportArgs),

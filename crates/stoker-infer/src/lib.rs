@@ -9,13 +9,16 @@
 //! ([`AncMetrics`](stoker_artifact::AncMetrics)), with `residual.wav`, `anti_noise.wav` and
 //! `spectrum.png`. With [`InputOptions`] (`--input-data`), a forecaster runs instead on new data
 //! applied by prepare's apply mode and writes `forecast.parquet`: the forecasts past its end,
-//! with their future timestamps ([`InputForecast`]).
+//! with their future timestamps ([`InputForecast`]); an ANC controller runs on the applied
+//! recording and is scored on all of it.
 //!
 //! Principal types:
 //! - [`PredictRequest`]: where the data, checkpoint and outputs are, and the device;
 //! - [`Prediction`]: the metrics written, forecast or ANC;
 //! - [`Error`]: what went wrong, naming the artifact (a stale checkpoint, an empty test split,
 //!   a device failure, whose out-of-memory case [`predict`] handles by halving the batch);
+//! - [`TrainedModel`]: for programs that embed a trained model — the artifacts opened once,
+//!   then forecasts from raw rows or the control signal of a reference;
 //! - [`cli`]: the stage's flags and entry point, shared by its binary and `cargo xtask`.
 //! - [`export`]: a checkpoint → `export/model.safetensors` under the PyTorch peers' names and
 //!   `export/model.json` (`cargo xtask export`, binary `stoker-export`).
