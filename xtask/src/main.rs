@@ -19,6 +19,8 @@ use stoker_train::cli::{TrainArgs, TuneArgs, run_train, run_tune};
 use stoker_bench::{BenchArgs, run_bench};
 use stoker_train::sweep::{Prepare, SweepArgs, run_sweep};
 
+mod seeds;
+
 stoker_cli::global_allocator!();
 
 #[derive(Parser)]
@@ -68,10 +70,15 @@ struct RunArgs {
     artifacts: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
+    /// Model seed (the config's by default); with --seeds, the first of them.
     #[arg(long)]
     seed: Option<u64>,
     #[arg(long)]
     epochs: Option<usize>,
+    /// Train and score N seeds on one prepared data set and report the test metric's mean ±
+    /// std (`<artifacts>/seeds/seeds.json`).
+    #[arg(long, value_name = "N")]
+    seeds: Option<usize>,
 }
 
 #[derive(Args)]
@@ -136,6 +143,9 @@ fn run_all(args: &RunArgs) -> Result<()> {
         input: args.input.clone(),
         anc: Default::default(),
     })?;
+    if let Some(count) = args.seeds {
+        return seeds::run_seeds(&task, &args.device, args.seed, count, args.epochs);
+    }
     run_train(&TrainArgs {
         task: task.clone(),
         device: args.device.clone(),
@@ -180,6 +190,7 @@ fn demo(args: &DemoArgs) -> Result<()> {
         device: args.device.clone(),
         seed: None,
         epochs: None,
+        seeds: None,
     };
     run_all(&run)?;
     let layout = ArtifactLayout::for_config(&run.config, run.artifacts.as_deref());

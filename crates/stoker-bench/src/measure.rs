@@ -9,6 +9,11 @@ pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
     (xs[(n - 1) / 2] + xs[n / 2]) / 2.0
 }
 
+/// Calls `throughput` makes: its warm-up, then `repeats` runs of `steps`.
+pub(crate) fn calls(steps: usize, repeats: usize) -> usize {
+    steps.min(3) + repeats * steps
+}
+
 /// Median samples/s of `repeats` timed runs of `steps` calls each, after one warm-up run.
 pub(crate) fn throughput(
     samples_per_call: usize,

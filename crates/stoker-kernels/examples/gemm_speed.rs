@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use stoker_kernels::bf16;
 use stoker_kernels::gemm::{Mat, MatMut, matmul_bf16, matmul_f32, native_bf16_available};
+use stoker_kernels::roof;
 use stoker_kernels::testing::pseudo_random;
 
 /// How an operand is stored: row-major, or the transpose of a row-major matrix.
@@ -218,11 +219,29 @@ fn main() {
         native_bf16_available(),
         rayon::current_num_threads()
     );
-    println!("GFLOP/s, median (best) of the timed runs");
+    // The roof in this run: the single-thread peaks × the threads the products use (an upper
+    // bound: with `../shared/tools/peak.c` two threads measured 2–3 % (f32) and 7–8 % (bf16)
+    // under twice one on the 2026-12-03 host).
+    let threads = roof::product_threads() as f64;
+    let (peak16, peak32) = (
+        roof::bf16_dot_peak_gflops(20_000_000) * threads,
+        roof::fma_peak_gflops(20_000_000) * threads,
+    );
     println!(
-        "{:<28} {:>16} {:>16} {:>7}",
+        "peak measured now ({threads} thread(s)): bf16 dot {peak16:.1} GFLOP/s, f32 FMA {peak32:.1} GFLOP/s"
+    );
+    println!("GFLOP/s, median (best) of the timed runs, and the median's share of the peak");
+    println!(
+        "{:<28} {:>22} {:>22} {:>7}",
         "shape (M x K . K x N)", "bf16", "f32", "ratio"
     );
+    let share = |g: f64, peak: f64| {
+        if peak > 0.0 {
+            format!("{:>3.0} %", 100.0 * g / peak)
+        } else {
+            "  -  ".into()
+        }
+    };
     for s in SHAPES.iter().filter(|s| s.name.contains(&filter)) {
         let (m, k, n) = (s.m, s.k, s.n);
         let af: Vec<Vec<f32>> = (0..s.batch)
@@ -243,12 +262,14 @@ fn main() {
         let t32 = time_batch(s, &af, &bf, &mut c, matmul_f32);
         let g = |t: f64| flops / t / 1e9;
         println!(
-            "{:<28} {:>7.1} ({:>6.1}) {:>7.1} ({:>6.1}) {:>6.2}x",
+            "{:<28} {:>7.1} ({:>6.1}) {} {:>7.1} ({:>6.1}) {} {:>6.2}x",
             s.name,
             g(t16.0),
             g(t16.1),
+            share(g(t16.0), peak16),
             g(t32.0),
             g(t32.1),
+            share(g(t32.0), peak32),
             t32.0 / t16.0
         );
     }

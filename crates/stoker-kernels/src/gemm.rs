@@ -1,8 +1,24 @@
 //! Matrix products on strided views: f32 through the `gemm` crate, bf16 inputs with f32
 //! accumulation and output (so a fused bias / activation runs once in f32 before any rounding).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use gemm::Parallelism;
 use half::bf16;
+
+/// FLOPs (2·m·n·k) of every product run so far in this process: one relaxed atomic add per
+/// product, so benchmarks can report the GFLOP/s a model step achieves in its products.
+static PRODUCT_FLOPS: AtomicU64 = AtomicU64::new(0);
+
+/// FLOPs of the products run so far (f32 and bf16; a bf16 product widened to f32 counts once).
+pub fn product_flops() -> u64 {
+    PRODUCT_FLOPS.load(Ordering::Relaxed)
+}
+
+fn count_product(m: usize, n: usize, k: usize) {
+    let flops = 2 * (m as u64) * (n as u64) * (k as u64);
+    PRODUCT_FLOPS.fetch_add(flops, Ordering::Relaxed);
+}
 
 /// A read-only matrix view: element (i, j) is `data[i * row_stride + j * col_stride]`.
 ///
@@ -247,6 +263,7 @@ fn gemm_f32(mut c: MatMut<f32>, a: Mat<f32>, b: Mat<f32>, accumulate: bool, p: P
         return;
     }
     let (m, n, k) = (a.rows, b.cols, a.cols);
+    count_product(m, n, k);
     let stride = |s: usize| s as isize; // fits: checked when the view was built
     // SAFETY: shapes checked above; `Mat`'s constructors put every element of a and b inside
     // their slices (non-negative strides that fit isize), and `MatMut::row_major` checked that
@@ -304,6 +321,7 @@ fn bf16_product(mut c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate: bool
     // The native path wins at every size (even 7x5x3: the portable one widens both inputs).
     #[cfg(target_arch = "x86_64")]
     if native_bf16_available() {
+        count_product(a.rows, b.cols, a.cols);
         native::matmul(c, a, b, accumulate, threaded);
         return;
     }

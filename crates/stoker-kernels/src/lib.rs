@@ -8,7 +8,8 @@
 //!   one-pass optimiser step [`adam::adam_step`];
 //! - [`matvec`]: batch-1 products on weights packed for streaming reads (a real-time
 //!   controller's per-sample step);
-//! - [`roof`]: this core's measured f32 FMA peak, for benchmarks' share-of-peak figures;
+//! - [`roof`]: this core's measured f32 FMA and bf16 dot peaks, for benchmarks' share-of-peak
+//!   figures;
 //! - [`scalar::Scalar`]: the element types (f32, bf16) the layers are generic over;
 //! - [`cpu`]: which instruction sets the kernels use; `STOKER_KERNELS_PORTABLE=1` forces the
 //!   portable paths.

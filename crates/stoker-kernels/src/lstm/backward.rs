@@ -1,10 +1,10 @@
-//! The backward over a sequence, in reverse: per step and block of batch rows, the recurrent
-//! product, the gate pass and the weight and input gradient products on one thread.
+//! The backward over a sequence, in reverse: each block of batch rows runs every step on one
+//! thread — the recurrent product, the gate pass and the weight and input gradient products.
 
 use super::*;
 
 /// One step's backward over a block of batch rows, on one thread while the step's rows are in
-/// cache (one parallel region a step):
+/// cache:
 /// 1. dh_rec = dgates_{t+1}·whᵀ (zero at the last step);
 /// 2. one fused pass that, from dh_t (the loss's plus dh_rec) and the carried dc, writes the gate
 ///    pre-activation gradients dgates_t (and adds them into `dbias`), carries dc to the
@@ -43,51 +43,6 @@ struct BackwardStep<'a, E> {
     dw: &'a mut [f32],
     d_in: usize,
     hidden: usize,
-}
-
-impl<E: Elem> Rows for BackwardStep<'_, E> {
-    fn split(self, k: usize, parts: usize) -> (Self, Self) {
-        let (d, hd) = (self.d_in, self.hidden);
-        let (g0, g1) = split_rows(self.gates, k, 4 * hd);
-        let (c0, c1) = split_rows(self.c, k, hd);
-        let (p0, p1) = split_rows(self.c_prev, k, hd);
-        let (dh0, dh1) = split_rows(self.dh, k, hd);
-        let (x0, x1) = split_rows(self.x, k, d);
-        let (n0, n1) = split_rows(self.dgates_next, k, 4 * hd);
-        let (dg0, dg1) = split_rows_mut(self.dgates, k, 4 * hd);
-        let (r0, r1) = split_rows_mut(self.dh_rec, k, hd);
-        let (dc0, dc1) = split_rows_mut(self.dc, k, hd);
-        let (h0, h1) = split_rows_mut(self.h, k, hd);
-        let (dx0, dx1) = split_rows_mut(self.dx, k, d);
-        let (db0, db1) = split_rows_mut(self.dbias, parts, 4 * hd);
-        let (dw0, dw1) = split_rows_mut(self.dw, parts, (d + hd) * 4 * hd);
-        let (wx_t, wh_t) = (self.wx_t, self.wh_t);
-        let half = |gates, c, c_prev, dh, x, dgates_next, dgates, dh_rec, dc, h, dx, dbias, dw| {
-            BackwardStep {
-                gates,
-                c,
-                c_prev,
-                dh,
-                x,
-                wx_t,
-                wh_t,
-                dgates_next,
-                dgates,
-                dh_rec,
-                dc,
-                h,
-                dx,
-                dbias,
-                dw,
-                d_in: d,
-                hidden: hd,
-            }
-        };
-        (
-            half(g0, c0, p0, dh0, x0, n0, dg0, r0, dc0, h0, dx0, db0, dw0),
-            half(g1, c1, p1, dh1, x1, n1, dg1, r1, dc1, h1, dx1, db1, dw1),
-        )
-    }
 }
 
 versions! {
@@ -185,6 +140,72 @@ fn backward_step<E: Elem>(mut s: BackwardStep<'_, E>) {
     );
 }
 
+/// What every block of rows reads.
+struct BackShared<'a, E> {
+    tape: &'a LstmTape,
+    /// dL/dh, [T, B, H].
+    dh: &'a [f32],
+    /// [T, B, d_in], lowered.
+    x: &'a [E],
+    wx_t: &'a [E],
+    wh_t: &'a [E],
+    d_in: usize,
+}
+
+/// One block of batch rows: its dx rows of every step and its own weight gradients.
+struct BackBlock<'a> {
+    first_row: usize,
+    rows: usize,
+    dx: Vec<&'a mut [f32]>,
+    dbias: &'a mut [f32],
+    dw: &'a mut [f32],
+}
+
+/// Every step, in reverse, over one block of rows, on the calling thread.
+fn run_back_block<E: Elem>(s: &BackShared<E>, mut b: BackBlock) {
+    let tape = s.tape;
+    let (steps, batch, hd, d) = (tape.steps, tape.batch, tape.hidden, s.d_in);
+    let (rows, g4) = (b.rows, 4 * tape.hidden);
+    // Rows `first_row..` of step t of a [T, B, width] buffer.
+    let at = |t: usize, width: usize| {
+        let start = (t * batch + b.first_row) * width;
+        start..start + rows * width
+    };
+    let mut dgates = [Buf::<E>::take(rows * g4), Buf::<E>::take(rows * g4)];
+    let mut h_scratch = Buf::<E>::take(rows * hd);
+    let mut dh_rec = vec![0f32; rows * hd];
+    let mut dc = vec![0f32; rows * hd];
+    let zeros = vec![0f32; rows * hd];
+    for t in (0..steps).rev() {
+        let [even, odd] = &mut dgates;
+        let (dgates_t, dgates_next) = if t % 2 == 0 { (even, odd) } else { (odd, even) };
+        let last = t + 1 == steps;
+        backward_step(BackwardStep {
+            gates: &tape.gates[at(t, g4)],
+            c: &tape.cells[at(t, hd)],
+            c_prev: if t == 0 {
+                &zeros[..]
+            } else {
+                &tape.cells[at(t - 1, hd)]
+            },
+            dh: &s.dh[at(t, hd)],
+            x: &s.x[at(t, d)],
+            wx_t: s.wx_t,
+            wh_t: s.wh_t,
+            dgates_next: if last { &[] } else { &dgates_next[..] },
+            dgates: dgates_t,
+            dh_rec: &mut dh_rec,
+            dc: &mut dc,
+            h: if last { &mut [] } else { &mut h_scratch[..] },
+            dx: &mut *b.dx[t],
+            dbias: &mut *b.dbias,
+            dw: &mut *b.dw,
+            d_in: d,
+            hidden: hd,
+        });
+    }
+}
+
 pub(super) fn backward<E: Elem>(
     x: &[f32],
     dh: &[f32],
@@ -210,7 +231,6 @@ pub(super) fn backward<E: Elem>(
     );
     let g4 = 4 * hd;
     let n = steps * batch;
-    let (bh, bg) = (batch * hd, batch * g4);
     let parts = parts.unwrap_or_else(|| default_parts(batch, hd));
 
     if n == 0 || hd == 0 {
@@ -221,51 +241,43 @@ pub(super) fn backward<E: Elem>(
             dwh: vec![0f32; hd * g4],
         };
     }
-    // Per part, the weight gradients accumulate over the steps (summed in part order at the
-    // end); the gate gradients of two steps, in the matmul type, alternate.
+    // Per block of rows, the weight gradients accumulate over the steps (summed in block order
+    // at the end); each block runs every step on one thread (see `run_blocks`).
     let dk = d + hd;
     // The products with wᵀ read row-major copies of the transposes: the f32 gemm runs at about
     // half speed on a transposed (column-major) right operand.
     let (wxt, wht) = (transposed(w.wx, d, g4), transposed(w.wh, hd, g4));
     let (xl, wxl, whl) = (E::lower(x), E::lower(&wxt), E::lower(&wht));
-    let mut dgates = [Buf::<E>::take(bg), Buf::<E>::take(bg)];
-    let mut h_scratch = Buf::<E>::take(bh);
-    let mut dh_rec = vec![0f32; bh];
-    let mut dc = vec![0f32; bh];
-    let mut dbias_parts = vec![0f32; parts * g4];
-    let mut dw_parts = vec![0f32; parts * dk * g4];
+    let bounds = row_blocks(batch, parts);
+    let blocks_n = bounds.len() - 1;
+    let mut dbias_parts = vec![0f32; blocks_n * g4];
+    let mut dw_parts = vec![0f32; blocks_n * dk * g4];
     let mut dx = Buf::<f32>::take(n * d);
-    let zeros = vec![0f32; bh];
-    for t in (0..steps).rev() {
-        let [even, odd] = &mut dgates;
-        let (dgates_t, dgates_next) = if t % 2 == 0 { (even, odd) } else { (odd, even) };
-        let last = t + 1 == steps;
-        let c_prev = if t == 0 {
-            &zeros[..]
-        } else {
-            &tape.cells[(t - 1) * bh..t * bh]
-        };
-        let step = BackwardStep {
-            gates: &tape.gates[t * bg..(t + 1) * bg],
-            c: &tape.cells[t * bh..(t + 1) * bh],
-            c_prev,
-            dh: &dh[t * bh..(t + 1) * bh],
-            x: &xl[t * batch * d..(t + 1) * batch * d],
-            wx_t: &wxl,
-            wh_t: &whl,
-            dgates_next: if last { &[] } else { &dgates_next[..] },
-            dgates: dgates_t,
-            dh_rec: &mut dh_rec,
-            dc: &mut dc,
-            h: if last { &mut [] } else { &mut h_scratch[..] },
-            dx: &mut dx[t * batch * d..(t + 1) * batch * d],
-            dbias: &mut dbias_parts,
-            dw: &mut dw_parts,
-            d_in: d,
-            hidden: hd,
-        };
-        run_parts(step, batch, parts, &backward_step);
-    }
+    let shared = BackShared {
+        tape,
+        dh,
+        x: &xl,
+        wx_t: &wxl,
+        wh_t: &whl,
+        d_in: d,
+    };
+    let blocks: Vec<BackBlock> = bounds
+        .windows(2)
+        .zip(block_rows(&mut dx, batch, d, &bounds))
+        .zip(
+            dbias_parts
+                .chunks_exact_mut(g4)
+                .zip(dw_parts.chunks_exact_mut(dk * g4)),
+        )
+        .map(|((r, dx), (dbias, dw))| BackBlock {
+            first_row: r[0],
+            rows: r[1] - r[0],
+            dx,
+            dbias,
+            dw,
+        })
+        .collect();
+    run_blocks(blocks, &|block| run_back_block(&shared, block));
     let sum_parts = |partials: &[f32], len: usize| {
         let mut total = vec![0f32; len];
         for part in partials.chunks_exact(len) {

@@ -1,12 +1,12 @@
-//! The forward over a sequence: per step and block of batch rows, both products and the gate
-//! pass on one thread.
+//! The forward over a sequence: each block of batch rows runs every step on one thread, both
+//! products and the gate pass.
 
 use super::*;
 
 /// One step's forward over a block of batch rows, on one thread while its [B, 4H] gates are in
 /// cache: the gate pre-activations x_t·wx + h_{t−1}·wh (two serial products), then one fused
 /// pass that activates them in place (with the bias), writes c_t and h_t, and h_t lowered into
-/// `h_low` when that is not empty. One parallel region a step.
+/// `h_low` when that is not empty.
 struct ForwardStep<'a, E> {
     gates: &'a mut [f32],
     /// x_t, [B, d_in].
@@ -22,37 +22,6 @@ struct ForwardStep<'a, E> {
     h_low: &'a mut [E],
     d_in: usize,
     hidden: usize,
-}
-
-impl<E: Elem> Rows for ForwardStep<'_, E> {
-    fn split(self, k: usize, _parts: usize) -> (Self, Self) {
-        let hd = self.hidden;
-        let (g0, g1) = split_rows_mut(self.gates, k, 4 * hd);
-        let (x0, x1) = split_rows(self.x, k, self.d_in);
-        let (r0, r1) = split_rows(self.h_prev, k, hd);
-        let (p0, p1) = split_rows(self.c_prev, k, hd);
-        let (c0, c1) = split_rows_mut(self.c, k, hd);
-        let (h0, h1) = split_rows_mut(self.h, k, hd);
-        let (l0, l1) = split_rows_mut(self.h_low, k, hd);
-        let half = |gates, x, h_prev, c_prev, c, h, h_low| ForwardStep {
-            gates,
-            x,
-            wx: self.wx,
-            h_prev,
-            wh: self.wh,
-            bias: self.bias,
-            c_prev,
-            c,
-            h,
-            h_low,
-            d_in: self.d_in,
-            hidden: hd,
-        };
-        (
-            half(g0, x0, r0, p0, c0, h0, l0),
-            half(g1, x1, r1, p1, c1, h1, l1),
-        )
-    }
 }
 
 versions! {
@@ -122,20 +91,81 @@ fn forward_step<E: Elem>(s: ForwardStep<'_, E>) {
     dispatch!(forward_step_impl::<E>(s))
 }
 
-/// Slots `prev` (read) and `cur` (written), `len` long, of `buf` (`prev != cur`).
-fn previous_and_current(
-    buf: &mut [f32],
+/// What every block of rows reads: the lowered input and weights, and the shapes.
+struct Shared<'a, E> {
+    /// [T, B, d_in].
+    x: &'a [E],
+    wx: &'a [E],
+    wh: &'a [E],
+    bias: &'a [f32],
+    batch: usize,
+    d_in: usize,
+    hidden: usize,
+}
+
+/// One block of batch rows and its rows of every slot of the gate, cell and output buffers.
+struct Block<'a> {
+    first_row: usize,
+    rows: usize,
+    gates: Vec<&'a mut [f32]>,
+    cells: Vec<&'a mut [f32]>,
+    h: Vec<&'a mut [f32]>,
+}
+
+/// Slot `prev` (read) and slot `cur` (written) of a block's slots (`prev != cur`).
+fn previous_and_current<'s>(
+    slots: &'s mut [&mut [f32]],
     prev: usize,
     cur: usize,
-    len: usize,
-) -> (&[f32], &mut [f32]) {
+) -> (&'s [f32], &'s mut [f32]) {
     assert_ne!(prev, cur);
     if prev < cur {
-        let (done, rest) = buf.split_at_mut(cur * len);
-        (&done[prev * len..(prev + 1) * len], &mut rest[..len])
+        let (done, rest) = slots.split_at_mut(cur);
+        (&*done[prev], &mut *rest[0])
     } else {
-        let (rest, done) = buf.split_at_mut(prev * len);
-        (&done[..len], &mut rest[cur * len..(cur + 1) * len])
+        let (rest, done) = slots.split_at_mut(prev);
+        (&*done[0], &mut *rest[cur])
+    }
+}
+
+/// Every step over one block of rows, on the calling thread: the rows' recurrence needs no
+/// other rows, so blocks never wait for each other.
+fn run_block<E: Elem>(s: &Shared<E>, mut b: Block) {
+    let (d, hd, rows) = (s.d_in, s.hidden, b.rows);
+    let steps = b.h.len();
+    let (gate_slots, cell_slots) = (b.gates.len(), b.cells.len());
+    // h_{t−1} lowered (read) and h_t lowered (written) in turn, for bf16.
+    let low_len = if E::NEEDS_COPY { rows * hd } else { 0 };
+    let mut lows = [vec![E::default(); low_len], vec![E::default(); low_len]];
+    let zeros = vec![0f32; rows * hd];
+    for t in 0..steps {
+        let (h_done, h_rest) = b.h.split_at_mut(t);
+        let [even, odd] = &mut lows;
+        let (low_prev, h_low) = if t % 2 == 0 { (odd, even) } else { (even, odd) };
+        let (c_prev, c) = if t == 0 {
+            (&zeros[..], &mut *b.cells[0])
+        } else {
+            previous_and_current(&mut b.cells, (t - 1) % cell_slots, t % cell_slots)
+        };
+        let h_prev = match h_done.last() {
+            None => &[][..],
+            Some(h_prev) => E::pick(h_prev, low_prev),
+        };
+        let x_at = (t * s.batch + b.first_row) * d;
+        forward_step(ForwardStep {
+            gates: &mut *b.gates[t % gate_slots],
+            x: &s.x[x_at..x_at + rows * d],
+            wx: s.wx,
+            h_prev,
+            wh: s.wh,
+            bias: s.bias,
+            c_prev,
+            c,
+            h: &mut *h_rest[0],
+            h_low,
+            d_in: d,
+            hidden: hd,
+        });
     }
 }
 
@@ -173,41 +203,32 @@ pub(super) fn forward<E: Elem>(
     let mut h = Buf::<f32>::take(n * hd);
     if n > 0 && hd > 0 {
         let (xl, wxl, whl) = (E::lower(x), E::lower(w.wx), E::lower(w.wh));
-        // h_{t−1} lowered (read) and h_t lowered (written) in turn, for bf16.
-        let low_len = if E::NEEDS_COPY { bh } else { 0 };
-        let mut lows = [vec![E::default(); low_len], vec![E::default(); low_len]];
-        let zeros = vec![0f32; bh];
-        for t in 0..steps {
-            let (h_done, h_rest) = h.split_at_mut(t * bh);
-            let [even, odd] = &mut lows;
-            let (low_prev, h_low) = if t % 2 == 0 { (odd, even) } else { (even, odd) };
-            let (c_prev, c) = if t == 0 {
-                (&zeros[..], &mut cells[..bh])
-            } else {
-                previous_and_current(&mut cells, (t - 1) % cell_slots, t % cell_slots, bh)
-            };
-            let h_prev = if t == 0 {
-                &[][..]
-            } else {
-                &E::pick(&h_done[(t - 1) * bh..], low_prev)[..bh]
-            };
-            let slot = t % gate_slots;
-            let step = ForwardStep {
-                gates: &mut gates[slot * bg..(slot + 1) * bg],
-                x: &xl[t * batch * d..(t + 1) * batch * d],
-                wx: &wxl,
-                h_prev,
-                wh: &whl,
-                bias: w.bias,
-                c_prev,
-                c,
-                h: &mut h_rest[..bh],
-                h_low,
-                d_in: d,
-                hidden: hd,
-            };
-            run_parts(step, batch, parts, &forward_step);
-        }
+        // Each block of batch rows runs every step on one thread (see `run_blocks`).
+        let bounds = row_blocks(batch, parts);
+        let gate_rows = block_rows(&mut gates, batch, g4, &bounds);
+        let cell_rows = block_rows(&mut cells, batch, hd, &bounds);
+        let h_rows = block_rows(&mut h, batch, hd, &bounds);
+        let shared = Shared {
+            x: &xl,
+            wx: &wxl,
+            wh: &whl,
+            bias: w.bias,
+            batch,
+            d_in: d,
+            hidden: hd,
+        };
+        let blocks: Vec<Block> = bounds
+            .windows(2)
+            .zip(gate_rows.into_iter().zip(cell_rows).zip(h_rows))
+            .map(|(r, ((gates, cells), h))| Block {
+                first_row: r[0],
+                rows: r[1] - r[0],
+                gates,
+                cells,
+                h,
+            })
+            .collect();
+        run_blocks(blocks, &|block| run_block(&shared, block));
     }
     let tape = keep_tape.then_some(LstmTape {
         steps,
