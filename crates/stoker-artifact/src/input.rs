@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic;
 use crate::error::{ArtifactError, Result};
-use crate::manifest::{AncSignals, Feature, MANIFEST_FILE, MetricScale, SourceFile};
+use crate::layout::STORE_FILE;
+use crate::manifest::{
+    AncSignals, DatasetManifest, Feature, MANIFEST_FILE, MetricScale, SourceFile,
+};
 use crate::prepared::{check_file_name, check_targets, open_store};
 use crate::window_store::WindowStore;
 
@@ -44,6 +47,34 @@ pub struct InputManifest {
 }
 
 impl InputManifest {
+    /// The manifest of `rows` rows of `source` applied with `training` (whose `manifest.json`
+    /// hashes to `training_manifest_sha256`): its columns, targets and statistics, in a store
+    /// named as prepare names it; no ignored or missing columns, no plant.
+    pub fn applied(
+        training: &DatasetManifest,
+        training_manifest_sha256: String,
+        source: SourceFile,
+        rows: usize,
+    ) -> Self {
+        Self {
+            format_version: INPUT_MANIFEST_VERSION,
+            source,
+            source_kind: training.source_kind.clone(),
+            training_manifest_sha256,
+            features: training.features.clone(),
+            targets: training.targets.clone(),
+            target_unit: training.target_unit.clone(),
+            metric_scale: training.metric_scale,
+            time_step_seconds: training.time_step_seconds,
+            rows,
+            store_file: STORE_FILE.into(),
+            ignored_columns: Vec::new(),
+            missing_cells: Vec::new(),
+            interpolated_cells: 0,
+            anc: None,
+        }
+    }
+
     pub fn load(dir: &Path) -> Result<Self> {
         atomic::read_versioned_json(&dir.join(MANIFEST_FILE), INPUT_MANIFEST_VERSION)
     }

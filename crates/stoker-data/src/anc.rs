@@ -17,7 +17,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use stoker_artifact::atomic::StagingDir;
-use stoker_artifact::input::INPUT_MANIFEST_VERSION;
 use stoker_artifact::layout::STORE_FILE;
 use stoker_artifact::manifest::{QualityReport, SourceFile, sha256_file};
 use stoker_artifact::{
@@ -260,30 +259,18 @@ pub(crate) fn apply_anc(
     }
     store.finish()?;
     let (sha256, bytes) = sha256_file(&req.input)?;
+    let source = SourceFile {
+        path: req.input.display().to_string(),
+        sha256,
+        bytes,
+    };
     let manifest = InputManifest {
-        format_version: INPUT_MANIFEST_VERSION,
-        source: SourceFile {
-            path: req.input.display().to_string(),
-            sha256,
-            bytes,
-        },
-        source_kind: training.source_kind.clone(),
-        training_manifest_sha256,
-        features: training.features.clone(),
-        targets: training.targets.clone(),
-        target_unit: training.target_unit.clone(),
-        metric_scale: training.metric_scale,
-        time_step_seconds: training.time_step_seconds,
-        rows: x.len(),
-        store_file: STORE_FILE.into(),
-        ignored_columns: Vec::new(),
-        missing_cells: Vec::new(),
-        interpolated_cells: 0,
         anc: Some(AncSignals {
             source_rate,
             primary_taps: primary.len(),
             ..plant.clone()
         }),
+        ..InputManifest::applied(training, training_manifest_sha256, source, x.len())
     };
     manifest.save(staging.path())?;
     staging.commit()?;

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use stoker_artifact::atomic::StagingDir;
 use stoker_artifact::encode::{RowEncoder, StoreColumns};
-use stoker_artifact::input::INPUT_MANIFEST_VERSION;
 use stoker_artifact::layout::STORE_FILE;
 use stoker_artifact::manifest::{MANIFEST_FILE, SourceFile, sha256_file};
 use stoker_artifact::{DatasetManifest, InputManifest, RunLock, TaskFamily, WindowStoreWriter};
@@ -162,26 +161,16 @@ pub fn apply(req: &ApplyRequest) -> Result<Applied> {
         write(out)?;
     }
     store.finish()?;
+    let source = SourceFile {
+        path: req.input.display().to_string(),
+        sha256,
+        bytes,
+    };
     let manifest = InputManifest {
-        format_version: INPUT_MANIFEST_VERSION,
-        source: SourceFile {
-            path: req.input.display().to_string(),
-            sha256,
-            bytes,
-        },
-        source_kind: training.source_kind.clone(),
-        training_manifest_sha256: training_sha256,
-        features: training.features.clone(),
-        targets: training.targets.clone(),
-        target_unit: training.target_unit.clone(),
-        metric_scale: training.metric_scale,
-        time_step_seconds: training.time_step_seconds,
-        rows: rows_written,
-        store_file: STORE_FILE.into(),
         ignored_columns: ignored,
         missing_cells: columns.numeric.iter().cloned().zip(missing).collect(),
         interpolated_cells,
-        anc: None,
+        ..InputManifest::applied(&training, training_sha256, source, rows_written)
     };
     manifest.save(staging.path())?;
     staging.commit()?;
