@@ -9,6 +9,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::prelude::*;
+use stoker_artifact::atomic::{self, StagingDir};
+use stoker_artifact::layout::PREDICT_METRICS_FILE;
 use stoker_artifact::{
     AncMetrics, AncSignals, AppliedInput, BandNr, ModelSpec, MultibandAncSpec, PreparedData, Split,
     StreamTiming, WindowStore,
@@ -22,7 +24,9 @@ use stoker_runtime::batch::{fitting_batch, inputs_tensor, try_to_host};
 use stoker_zoo::{Model, MultibandAnc, Network};
 
 use crate::error::{Error, Result};
+use crate::loaded::Loaded;
 use crate::plot::{LinePlot, Series};
+use crate::predictor::PredictRequest;
 use crate::stream::{StreamWeights, StreamingController};
 
 /// Control samples per chunk of a batch: long enough that a chunk's reference history (the
@@ -150,6 +154,27 @@ impl<'a> Recording<'a> {
             split: "input",
         })
     }
+}
+
+/// [`predict`] with the request's checkpoint and options, into a staging directory that
+/// replaces `req.out_dir` (with `metrics.json`) only when everything is written.
+pub(crate) fn predict_into(
+    req: &PredictRequest,
+    loaded: &Loaded,
+    rec: &Recording,
+) -> Result<AncMetrics> {
+    let staging = StagingDir::new(&req.out_dir)?;
+    let metrics = predict(
+        &loaded.model,
+        &loaded.meta.model,
+        rec,
+        loaded.label(),
+        staging.path(),
+        req.anc_options(),
+    )?;
+    atomic::write_json(&staging.path().join(PREDICT_METRICS_FILE), &metrics)?;
+    staging.commit()?;
+    Ok(metrics)
 }
 
 /// Runs the controller over the whole recording; writes `residual.wav`, `anti_noise.wav` and

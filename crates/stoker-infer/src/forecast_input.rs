@@ -78,18 +78,8 @@ pub(crate) fn predict(req: &PredictRequest, opts: &InputOptions) -> Result<Predi
     )?;
     let (model, meta) = (&loaded.model, &loaded.meta);
     if meta.model.family() == TaskFamily::Control {
-        let staging = StagingDir::new(&req.out_dir)?;
-        let metrics = crate::anc::predict(
-            model,
-            &meta.model,
-            &crate::anc::Recording::applied(&input)?,
-            loaded.label(),
-            staging.path(),
-            req.anc_options(),
-        )?;
-        atomic::write_json(&staging.path().join(PREDICT_METRICS_FILE), &metrics)?;
-        staging.commit()?;
-        return Ok(Prediction::Anc(metrics));
+        let recording = crate::anc::Recording::applied(&input)?;
+        return crate::anc::predict_into(req, &loaded, &recording).map(Prediction::Anc);
     }
     let spec = meta.window;
     let starts = window_starts(&input, spec, opts.all_windows)?;

@@ -82,9 +82,7 @@ pub fn predict(req: &PredictRequest) -> Result<Prediction> {
     }
     let _lock = RunLock::for_stage_dir(&req.out_dir)?;
     let data = PreparedData::open(&req.data_dir)?;
-    let Loaded {
-        model, meta, name, ..
-    } = Loaded::load(
+    let loaded = Loaded::load(
         &req.train_dir,
         req.checkpoint,
         &req.device,
@@ -98,19 +96,10 @@ pub fn predict(req: &PredictRequest) -> Result<Prediction> {
             manifest: data.dir.join(MANIFEST_FILE),
         },
     )?;
+    let (model, meta, name) = (&loaded.model, &loaded.meta, loaded.name);
     if meta.model.family() == TaskFamily::Control {
-        let staging = StagingDir::new(&req.out_dir)?;
-        let metrics = crate::anc::predict(
-            &model,
-            &meta.model,
-            &crate::anc::Recording::test_split(&data)?,
-            format!("{name} (epoch {})", meta.epoch),
-            staging.path(),
-            req.anc_options(),
-        )?;
-        atomic::write_json(&staging.path().join(PREDICT_METRICS_FILE), &metrics)?;
-        staging.commit()?;
-        return Ok(Prediction::Anc(metrics));
+        let recording = crate::anc::Recording::test_split(&data)?;
+        return crate::anc::predict_into(req, &loaded, &recording).map(Prediction::Anc);
     }
     let spec = meta.window;
     let windows = data.windows(Split::Test, spec);
@@ -122,7 +111,7 @@ pub fn predict(req: &PredictRequest) -> Result<Prediction> {
     let started = Instant::now();
     let (normalised, attention) =
         fitting_batch(&Cell::new(req.batch_size), "prediction", |batch_size| {
-            infer(&model, &data, spec, &windows, batch_size)
+            infer(model, &data, spec, &windows, batch_size)
         })?;
     let infer_seconds = started.elapsed().as_secs_f64();
     let forecasts = forecasts(&data, spec, &windows, normalised, attention);
@@ -135,7 +124,7 @@ pub fn predict(req: &PredictRequest) -> Result<Prediction> {
         infer_seconds,
     );
     let linear = linear_only_errors(
-        &model,
+        model,
         &data,
         spec,
         &windows,
