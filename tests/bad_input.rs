@@ -645,3 +645,30 @@ fn predict_input_refuses_a_checkpoint_of_other_data() {
         &["train/best.json", "recent.csv", "manifest hash differs"],
     );
 }
+
+/// `--ranks` in a build without MPI says how to rebuild; a process that a launcher started as
+/// one of several ranks refuses to train alone into the shared directory.
+#[test]
+fn ranks_without_the_mpi_feature() {
+    if cfg!(feature = "mpi") {
+        eprintln!("skipped: this build has MPI (tests/distributed.rs covers --ranks)");
+        return;
+    }
+    let f = Fixture::new(false);
+    f.stage_fails(&["train", "--ranks", "2"], &["--ranks 2", "--features mpi"]);
+    let before = snapshot(&f.art);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["train", "--config", f.config.to_str().unwrap()])
+        .args(["--artifacts", f.art.to_str().unwrap()])
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .current_dir(f.dir.path())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(!o.status.success(), "trained as one of 2 ranks without MPI");
+    assert!(
+        err.contains("one of 2 MPI ranks") && err.contains("--features mpi"),
+        "{err}"
+    );
+    assert_eq!(before, snapshot(&f.art));
+}

@@ -16,9 +16,10 @@ use stoker_infer::export::cli::{ExportArgs, run_export};
 use stoker_train::BoxError;
 use stoker_train::cli::{TrainArgs, TuneArgs, run_train, run_tune};
 
-use stoker_bench::{BenchArgs, run_bench};
+use stoker_bench::{BenchArgs, WorkerArgs, run_bench, run_worker};
 use stoker_train::sweep::{Prepare, SweepArgs, run_sweep};
 
+mod launch;
 mod seeds;
 
 stoker_cli::global_allocator!();
@@ -38,8 +39,9 @@ struct Cli {
 enum Command {
     /// Raw data → Parquet shards + window store + manifest (artifacts/<task>/data).
     Prepare(PrepareArgs),
-    /// Prepared data → checkpoints, metrics log, run summary (artifacts/<task>/train).
-    Train(TrainArgs),
+    /// Prepared data → checkpoints, metrics log, run summary (artifacts/<task>/train);
+    /// --ranks N trains data-parallel on N processes (a build with --features mpi).
+    Train(launch::XTrainArgs),
     /// Checkpoint → predictions and metrics (artifacts/<task>/predict); prints the metrics path
     /// last. With --input FILE: forecasts past FILE's end (predict/forecast.parquet), or an
     /// ANC controller on a new recording.
@@ -58,6 +60,9 @@ enum Command {
     Tune(TuneArgs),
     /// Throughput of every zoo model, the loader and prepare; --json writes the figures.
     Bench(BenchArgs),
+    /// One rank's timed training steps for `bench --only distributed` (run by the bench).
+    #[command(hide = true)]
+    BenchWorker(WorkerArgs),
 }
 
 #[derive(Args)]
@@ -235,7 +240,7 @@ impl Prepare for DataStage {
 fn main() -> ExitCode {
     stoker_cli::exit(match Cli::parse().command {
         Command::Prepare(args) => run_prepare(&args).map(drop),
-        Command::Train(args) => run_train(&args).map(drop),
+        Command::Train(args) => launch::train(&args),
         Command::Predict(args) => predict(&args),
         Command::Export(args) => run_export(&args).map(drop),
         Command::Run(args) => run_all(&args),
@@ -244,5 +249,6 @@ fn main() -> ExitCode {
         Command::Sweep(args) => run_sweep(&args, &DataStage).map(drop).map_err(Into::into),
         Command::Tune(args) => run_tune(&args).map(drop),
         Command::Bench(args) => run_bench(&args),
+        Command::BenchWorker(args) => run_worker(&args),
     })
 }

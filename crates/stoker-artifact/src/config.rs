@@ -175,6 +175,9 @@ pub struct TrainConfig {
     /// Compute precision: f32 master weights and optimizer state always; the mixed modes run
     /// matmul / conv / LSTM-gate ops in the low type.
     pub precision: Precision,
+    /// Write every step's training loss to `train/steps.jsonl` (reading it waits for the
+    /// device each step: for curves and checks, not for speed).
+    pub log_steps: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -291,6 +294,7 @@ impl Default for TrainConfig {
             patience: 0,
             keep_last: 2,
             precision: Precision::F32,
+            log_steps: false,
         }
     }
 }

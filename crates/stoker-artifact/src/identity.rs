@@ -19,7 +19,8 @@ pub struct RunIdentity {
     pub started_unix: u64,
     /// The effective settings after command-line overrides that the hash covers: the window
     /// (`data.input_len`, `horizon`, `output_len`), `model` and `train`, less the keys that only
-    /// say how the run uses the machine and the disk (`workers`, `prefetch`, `keep_last`) or
+    /// say how the run uses the machine and the disk (`workers`, `prefetch`, `keep_last`,
+    /// `log_steps`) or
     /// when it stops (`epochs`, `patience`: `--resume --epochs 20` extends a run, and nothing
     /// in a step depends on the total). The data itself is matched by the manifest hash;
     /// `predict` is not the train stage's.
@@ -32,7 +33,14 @@ impl RunIdentity {
         let mut train =
             serde_json::to_value(&config.train).expect("train settings serialise to JSON");
         if let Some(t) = train.as_object_mut() {
-            for key in ["workers", "prefetch", "keep_last", "epochs", "patience"] {
+            for key in [
+                "workers",
+                "prefetch",
+                "keep_last",
+                "epochs",
+                "patience",
+                "log_steps",
+            ] {
                 t.remove(key);
             }
         }
@@ -53,6 +61,17 @@ impl RunIdentity {
             started_unix,
             settings,
         }
+    }
+
+    /// The identity of the same run trained data-parallel by `ranks` processes: the global
+    /// batch, and so every step, depends on it (one process: unchanged).
+    pub fn with_ranks(mut self, ranks: usize) -> Self {
+        if ranks > 1 {
+            self.settings["ranks"] = ranks.into();
+            let bytes = serde_json::to_vec(&self.settings).expect("a JSON value serialises");
+            self.config_sha256 = hex(&Sha256::digest(&bytes));
+        }
+        self
     }
 
     /// Why a run with identity `current` may not continue the run `self` names (`run was started

@@ -102,6 +102,8 @@ impl ArtifactLayout {
 
 pub const STORE_FILE: &str = "windows.bin";
 pub const METRICS_LOG_FILE: &str = "metrics.jsonl";
+/// Every step's training loss, when `train.log_steps` is on.
+pub const STEP_LOG_FILE: &str = "steps.jsonl";
 pub const SUMMARY_FILE: &str = "summary.json";
 pub const PREDICTIONS_FILE: &str = "predictions.parquet";
 pub const PREDICT_METRICS_FILE: &str = "metrics.json";

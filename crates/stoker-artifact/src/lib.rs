@@ -58,6 +58,7 @@ pub use manifest::{
 pub use model::{Cnn2dSpec, LstmAttentionSpec, ModelSpec, MultibandAncSpec};
 pub use prepared::PreparedData;
 pub use run::{
-    AncMetrics, BandNr, CheckpointMeta, EpochRecord, ForecastMetrics, RunSummary, StreamTiming,
+    AncMetrics, BandNr, CheckpointMeta, DistributedSummary, EpochRecord, ForecastMetrics,
+    RunSummary, StepRecord, StreamTiming,
 };
 pub use window_store::{INPUT_OK, TARGET_OK, WindowStore, WindowStoreWriter};

@@ -153,6 +153,16 @@ pub struct EpochRecord {
     pub seconds: f64,
 }
 
+/// One line of `train/steps.jsonl` (`train.log_steps`): a step's training loss, the mean over
+/// its (global) batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub epoch: usize,
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+}
+
 /// `train/summary.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -196,6 +206,25 @@ pub struct RunSummary {
     pub memory_total_bytes: Option<u64>,
     pub diagnosis: Diagnosis,
     pub seconds: f64,
+    /// Processes that trained data-parallel (`batch_size` is each one's batch).
+    #[serde(default = "one_rank")]
+    pub ranks: usize,
+    /// A distributed run's: the gradients' all-reduce as a share of step time, and each rank's
+    /// data stall (share of its step time waiting for a batch), in rank order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distributed: Option<DistributedSummary>,
+}
+
+fn one_rank() -> usize {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistributedSummary {
+    pub allreduce_fraction: f64,
+    pub rank_data_stall_fraction: Vec<f64>,
+    /// The global batch: ranks × `batch_size`.
+    pub global_batch: usize,
 }
 
 /// Where the training steps' time went, summed over the run (seconds, measured at the host;
@@ -206,6 +235,16 @@ pub struct StepTime {
     pub data_wait_s: f64,
     pub compute_s: f64,
     pub optimizer_s: f64,
+    /// Averaging gradients over the ranks of a distributed run (0 for one process).
+    #[serde(default)]
+    pub allreduce_s: f64,
+}
+
+impl StepTime {
+    /// The steps' whole time.
+    pub fn total_s(&self) -> f64 {
+        self.data_wait_s + self.compute_s + self.allreduce_s + self.optimizer_s
+    }
 }
 
 /// What bounds the run, and the knob to turn.

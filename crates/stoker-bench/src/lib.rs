@@ -11,7 +11,10 @@
 //! - **loader**: the training loader beside a plain memcpy of the same bytes;
 //! - **prepare**: prepare throughput and peak memory on a generated CSV of 20 million rows,
 //!   run as `<current binary> prepare …` (the binary calling [`run_bench`] must have the
-//!   prepare stage's subcommand, as `cargo xtask` does).
+//!   prepare stage's subcommand, as `cargo xtask` does);
+//! - **distributed**: training steps on 2 MPI ranks × 1 thread against 1 process × 2 threads
+//!   (CNN2D and ANC reference shapes, same global batch), run as `<current binary> bench-worker
+//!   …` ([`run_worker`]); then each model's gradient bytes and all-reduce time on paper.
 //!
 //! Figures are medians of repeated runs after warm-up; `--json` writes them (the keys are
 //! documented in the README and checked by `tests/bench.rs`). Scratch files go to
@@ -40,8 +43,11 @@ use serde_json::Value;
 use stoker_cli::DeviceArgs;
 use stoker_runtime::device::open;
 
+pub use distributed::{WorkerArgs, run_worker};
+
 mod anc_predict;
 mod anc_stream;
+mod distributed;
 mod loader;
 mod measure;
 mod models;
@@ -85,6 +91,7 @@ pub enum Section {
     AncStream,
     Loader,
     Prepare,
+    Distributed,
 }
 
 /// Runs the selected sections, prints their figures and writes `--json`.
@@ -143,6 +150,9 @@ pub fn run_bench(args: &BenchArgs) -> Result<()> {
             prepare["peak_anon_mb"].as_f64().unwrap_or(0.0)
         );
         report.insert("prepare".into(), prepare);
+    }
+    if wanted(Section::Distributed) {
+        report.insert("distributed".into(), distributed::bench_distributed(args)?);
     }
     if let Some(path) = &args.json {
         stoker_artifact::atomic::write_json(path, &Value::Object(report))?;

@@ -26,10 +26,21 @@ pub fn sync(device: &Device) -> Result<()> {
 
 /// The device `name` names, with kernel fusion on or off for the process.
 pub fn open(name: &str, fusion: bool) -> Result<Device> {
+    open_nth(name, fusion, 0)
+}
+
+/// [`open`] for the `local`-th process of a distributed run on this machine: a GPU backend
+/// takes the machine's GPU `local` (0: the default one); the CPU is one device for all (the
+/// processes split its threads).
+pub fn open_nth(name: &str, fusion: bool, local: usize) -> Result<Device> {
     if !fusion {
         disable_fusion()?;
     }
-    parse_device(name)
+    match name {
+        "wgpu" => wgpu(local),
+        "cuda" => cuda(local),
+        other => parse_device(other),
+    }
 }
 
 /// burn's kernel fusion is compiled in (it applies to the cubecl backends, not the CPU's flex).
@@ -71,8 +82,8 @@ pub fn is_gpu(name: &str) -> bool {
 pub fn parse_device(name: &str) -> Result<Device> {
     match name {
         "cpu" | "flex" => Ok(Device::flex()),
-        "wgpu" => wgpu(),
-        "cuda" => cuda(),
+        "wgpu" => wgpu(0),
+        "cuda" => cuda(0),
         other => Err(Error::UnknownDevice {
             name: other.into(),
             supported: available().join(", "),
@@ -81,22 +92,26 @@ pub fn parse_device(name: &str) -> Result<Device> {
 }
 
 #[cfg(feature = "wgpu")]
-fn wgpu() -> Result<Device> {
-    Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+fn wgpu(index: usize) -> Result<Device> {
+    use burn::tensor::DeviceKind;
+    Ok(Device::wgpu(match index {
+        0 => DeviceKind::DefaultDevice,
+        n => DeviceKind::DiscreteGpu(n),
+    }))
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn wgpu() -> Result<Device> {
+fn wgpu(_index: usize) -> Result<Device> {
     Err(Error::MissingFeature("wgpu"))
 }
 
 #[cfg(feature = "cuda")]
-fn cuda() -> Result<Device> {
-    Ok(Device::cuda(0))
+fn cuda(index: usize) -> Result<Device> {
+    Ok(Device::cuda(index))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda() -> Result<Device> {
+fn cuda(_index: usize) -> Result<Device> {
     Err(Error::MissingFeature("cuda"))
 }
 

@@ -30,6 +30,8 @@ pub(crate) struct CheckpointStore {
     keep_last: usize,
     /// The run being trained: written into fresh states, matched against resumed ones.
     run: RunIdentity,
+    /// Writes files: false on a distributed run's ranks other than the leader, which only read.
+    writes: bool,
 }
 
 impl CheckpointStore {
@@ -61,7 +63,16 @@ impl CheckpointStore {
             meta,
             keep_last: cfg.train.keep_last.max(1),
             run,
+            writes: true,
         })
+    }
+
+    /// The store writing files (`yes`), or only reading them (a distributed run's other ranks).
+    pub fn writing(self, yes: bool) -> Self {
+        Self {
+            writes: yes,
+            ..self
+        }
     }
 
     /// The model that reached the best validation loss so far.
@@ -89,6 +100,9 @@ impl CheckpointStore {
             weights: format!("{name}.bpk"),
             ..self.meta.clone()
         };
+        if !self.writes {
+            return Ok(());
+        }
         Ok(checkpoint::save(&self.dir, name, model, &meta)?)
     }
 
@@ -104,6 +118,9 @@ impl CheckpointStore {
         state.weights = format!("ckpt-{:08}.bpk", state.step);
         state.optimizer = format!("ckpt-{:08}.optim.bpk", state.step);
         state.loss_scale = learner.loss_scale();
+        if !self.writes {
+            return Ok(());
+        }
         let weights = self.dir.join(&state.weights);
         learner
             .model
@@ -173,6 +190,9 @@ impl CheckpointStore {
     /// (so no state names a removed file). Otherwise a fresh run killed before its first
     /// checkpoint would leave `--resume` to continue the old run beside this one's `best`.
     pub fn discard_resumable(&self) -> Result<()> {
+        if !self.writes {
+            return Ok(());
+        }
         let state = self.dir.join(STATE_FILE);
         match fs::remove_file(&state) {
             Ok(()) => {}

@@ -9,9 +9,9 @@ use clap::Args;
 use stoker_artifact::layout::SUMMARY_FILE;
 use stoker_artifact::{Precision, PreparedData, RunSummary, TaskConfig, atomic};
 use stoker_cli::{DeviceArgs, TaskArgs};
-use stoker_runtime::device::open;
+use stoker_runtime::device::{open, open_nth};
 
-use crate::{TrainRequest, TuneReport, TuneRequest, train, tune};
+use crate::{Team, TrainRequest, TuneReport, TuneRequest, train_in, tune};
 
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
@@ -42,7 +42,21 @@ pub struct TrainArgs {
     pub resume: bool,
 }
 
+/// Trains as `args` say: alone, or as one rank of the MPI job the launcher started (feature
+/// `mpi`); a rank that fails ends the whole job, so no rank waits for it forever.
 pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
+    let team = Team::from_launcher()?;
+    let result = train_as(args, &team);
+    if let Err(e) = &result
+        && !team.is_solo()
+    {
+        eprintln!("error: rank {} of {}: {e:#}", team.rank(), team.size());
+        team.abort(1);
+    }
+    result
+}
+
+fn train_as(args: &TrainArgs, team: &Team) -> Result<RunSummary> {
     let mut config = args.task.load_config()?;
     config.seed = args.seed.unwrap_or(config.seed);
     config.train.epochs = args.epochs.unwrap_or(config.train.epochs);
@@ -54,9 +68,18 @@ pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
     }
     // The flags are checked by the same rules as the file they override.
     config.validate(&args.task.config)?;
-    let device = open(&args.device.device, !args.device.no_fusion)?;
+    let device = open_nth(
+        &args.device.device,
+        !args.device.no_fusion,
+        team.local_rank(),
+    )?;
     match args.batch_size {
         Some(BatchSize::Fixed(_)) | None => {}
+        Some(BatchSize::Auto) if !team.is_solo() => {
+            anyhow::bail!(
+                "--batch-size auto probes one process's batch; a distributed run needs the same                  batch on every rank: tune alone first (cargo xtask tune), then pass --batch-size"
+            );
+        }
         Some(BatchSize::Auto) => {
             let data = Arc::new(PreparedData::open(&args.task.layout().data_dir())?);
             let report = tune(&TuneRequest {
@@ -75,7 +98,7 @@ pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
         }
     }
     let layout = args.task.layout();
-    let summary = train(&TrainRequest {
+    let request = TrainRequest {
         config,
         task: args.task.task(),
         data_dir: layout.data_dir(),
@@ -83,15 +106,18 @@ pub fn run_train(args: &TrainArgs) -> Result<RunSummary> {
         device,
         device_name: args.device.device.clone(),
         resume: args.resume,
-    })?;
-    print_summary(&summary, &layout.train_dir().join(SUMMARY_FILE));
+    };
+    let summary = train_in(&request, team)?;
+    if team.leads() {
+        print_summary(&summary, &layout.train_dir().join(SUMMARY_FILE));
+    }
     Ok(summary)
 }
 
 /// The run summary as people read it at the end of training.
 fn print_summary(s: &RunSummary, path: &std::path::Path) {
     let t = &s.step_time;
-    let total = (t.data_wait_s + t.compute_s + t.optimizer_s).max(1e-12);
+    let total = t.total_s().max(1e-12);
     println!(
         "trained {} ({} parameters, {}) for {} epochs on {}{}: best val loss {:.5} at epoch {}",
         s.model,
@@ -125,6 +151,20 @@ fn print_summary(s: &RunSummary, path: &std::path::Path) {
         s.diagnosis.bound,
         s.diagnosis.advice
     );
+    if let Some(d) = &s.distributed {
+        let stalls: Vec<String> = d
+            .rank_data_stall_fraction
+            .iter()
+            .map(|f| format!("{:.1} %", 100.0 * f))
+            .collect();
+        println!(
+            "  {} ranks, global batch {}: all-reduce {:.1} % of step time; data wait by rank {}",
+            s.ranks,
+            d.global_batch,
+            100.0 * d.allreduce_fraction,
+            stalls.join(", ")
+        );
+    }
     println!("  → {}", path.display());
 }
 

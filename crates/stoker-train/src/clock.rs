@@ -1,4 +1,5 @@
-//! The step clock: where a step's time goes (data wait, forward+backward, optimizer).
+//! The step clock: where a step's time goes (data wait, forward+backward, the gradients'
+//! all-reduce in a distributed run, optimizer).
 //!
 //! A GPU backend returns as soon as kernels are queued, so host clocks alone would charge the
 //! whole step to whichever phase happens to wait. Synchronising every step would idle the device
@@ -22,6 +23,9 @@ pub(crate) struct StepClock {
     device_name: String,
     /// The device runs asynchronously to the host (a GPU).
     queued: bool,
+    /// Synchronise every step: a distributed run reads its gradients to the host every step
+    /// anyway, so the wait is charged to compute, not to the all-reduce after it.
+    every_step: bool,
     /// Forward+backward and optimizer seconds of the synchronised steps.
     compute_s: f64,
     optimizer_s: f64,
@@ -34,8 +38,17 @@ impl StepClock {
             device: device.clone(),
             device_name: device_name.into(),
             queued: is_gpu(device_name),
+            every_step: false,
             compute_s: 0.0,
             optimizer_s: 0.0,
+        }
+    }
+
+    /// Synchronise every step (`yes`: a distributed run).
+    pub fn every_step(self, yes: bool) -> Self {
+        Self {
+            every_step: yes,
+            ..self
         }
     }
 
@@ -57,7 +70,7 @@ impl StepClock {
 
     /// Whether this step is one of the synchronised samples.
     fn synced(&self, step: u64) -> bool {
-        self.queued && step.is_multiple_of(SYNC_EVERY)
+        self.queued && (self.every_step || step.is_multiple_of(SYNC_EVERY))
     }
 
     fn sync(&self) -> Result<()> {
@@ -109,6 +122,14 @@ impl Lap<'_> {
         Ok(())
     }
 
+    /// The gradients are averaged over the team (after [`Lap::computed`]): the time since is
+    /// the all-reduce's, and the optimizer phase starts now.
+    pub fn reduced(&mut self) {
+        let now = Instant::now();
+        self.time.allreduce_s += (now - self.optimizer_start).as_secs_f64();
+        self.optimizer_start = now;
+    }
+
     /// The optimizer step is done.
     pub fn finish(self) -> Result<()> {
         if self.synced {
@@ -132,6 +153,7 @@ mod tests {
             data_wait_s: 1.0,
             compute_s: compute,
             optimizer_s: optimizer,
+            ..Default::default()
         }
     }
 

@@ -7,6 +7,8 @@ use crate::monitor::Utilisation;
 
 /// Data stall above this share of step time means the loader bounds the run.
 const STALL_LIMIT: f64 = 0.05;
+/// The gradients' all-reduce above this share of step time means the ranks wait on each other.
+const COMMUNICATION_LIMIT: f64 = 0.2;
 /// The optimizer step above this share of step time means steps are too small.
 const OPTIMIZER_LIMIT: f64 = 0.3;
 /// Device utilisation below this (% of capacity) with no stall means the host is the limit.
@@ -17,8 +19,9 @@ const MEMORY_LIMIT: f64 = 0.9;
 const OTHER_LOAD_LIMIT: f64 = 25.0;
 
 pub fn diagnose(time: &StepTime, util: &Utilisation, batch_size: usize, mixed: bool) -> Diagnosis {
-    let total = (time.data_wait_s + time.compute_s + time.optimizer_s).max(1e-12);
+    let total = time.total_s().max(1e-12);
     let stall = time.data_wait_s / total;
+    let communication = time.allreduce_s / total;
     let optimizer = time.optimizer_s / total;
     let memory = util.memory_total_bytes.map_or(0.0, |total| {
         util.peak_memory_bytes as f64 / total.max(1) as f64
@@ -42,6 +45,14 @@ pub fn diagnose(time: &StepTime, util: &Utilisation, batch_size: usize, mixed: b
             format!(
                 "the step waited for data {:.0} % of the time: raise train.workers and train.prefetch",
                 stall * 100.0
+            ),
+        )
+    } else if communication > COMMUNICATION_LIMIT {
+        (
+            "communication",
+            format!(
+                "averaging gradients over the ranks takes {:.0} % of step time: raise batch_size (now {batch_size} a rank) so each exchange carries more samples, or use fewer ranks or a faster interconnect",
+                communication * 100.0
             ),
         )
     } else if optimizer > OPTIMIZER_LIMIT {
@@ -100,6 +111,7 @@ mod tests {
             data_wait_s: data,
             compute_s: compute,
             optimizer_s: optimizer,
+            ..Default::default()
         }
     }
 
@@ -122,6 +134,13 @@ mod tests {
         assert!(d.advice.contains("workers"));
         let d = diagnose(&time(0.0, 5.0, 5.0), &busy(90.0), 64, false);
         assert!(d.bound.starts_with("optimizer") && d.advice.contains("batch_size"));
+        let exchanging = StepTime {
+            allreduce_s: 4.0,
+            ..time(0.0, 5.0, 1.0)
+        };
+        let d = diagnose(&exchanging, &busy(90.0), 64, false);
+        assert_eq!(d.bound, "communication");
+        assert!(d.advice.contains("40 %") && d.advice.contains("batch_size"));
         let d = diagnose(&time(0.0, 9.0, 1.0), &busy(20.0), 64, false);
         assert_eq!(d.bound, "host synchronisation");
         let shared = Utilisation {

@@ -1,4 +1,5 @@
-//! Validation: the model's mean squared error on the validation windows, without gradients.
+//! Validation: the model's mean squared error on the validation windows, without gradients;
+//! in a distributed run each rank scores its share and the sums are added.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -12,12 +13,16 @@ use stoker_zoo::{InputShape, Model};
 
 use crate::error::{Error, Result};
 use crate::loader::Loader;
+use crate::team::Team;
 use crate::trainer::TrainRequest;
 
 pub(crate) struct Evaluator {
     /// Its own loader: a mid-epoch evaluation cannot share the training pass's workers.
     loader: Loader,
+    /// This rank's share of the validation windows.
     windows: Vec<usize>,
+    /// Every rank's together.
+    total_windows: usize,
     window: WindowSpec,
     features: usize,
     /// The batch size that fits the device, halved when it did not.
@@ -28,16 +33,19 @@ pub(crate) struct Evaluator {
 }
 
 impl Evaluator {
-    /// Evaluates on `windows` of `data`, starting at predict's batch size.
+    /// Evaluates on `windows` of `data` (this rank's share of `total_windows`), starting at
+    /// predict's batch size.
     pub fn new(
         data: Arc<PreparedData>,
         windows: Vec<usize>,
+        total_windows: usize,
         shape: &InputShape,
         req: &TrainRequest,
     ) -> Self {
         Self {
             loader: Loader::new(data, 1, req.config.train.prefetch),
             windows,
+            total_windows,
             window: shape.window,
             features: shape.features,
             batch: Cell::new(req.config.predict.batch_size),
@@ -46,37 +54,42 @@ impl Evaluator {
         }
     }
 
-    /// How many windows an evaluation covers.
+    /// How many windows an evaluation covers (every rank's).
     pub fn windows(&self) -> usize {
-        self.windows.len()
+        self.total_windows
     }
 
     /// Mean squared error on normalised targets over the validation windows (every step and
     /// target; for ANC the error microphone's mean square), at the largest batch that fits.
-    pub fn mse(&mut self, model: &Model) -> Result<f64> {
+    pub fn mse(&mut self, model: &Model, team: &Team) -> Result<f64> {
         let model = model.valid();
         let Self {
             loader,
             windows,
+            total_windows,
             window,
             features,
             batch,
             device_name,
             device,
         } = self;
-        fitting_batch(batch, "evaluation", |batch_size| {
-            mse_pass(
+        let sum = fitting_batch(batch, "evaluation", |batch_size| {
+            squared_error_sum(
                 &model, loader, windows, *window, *features, batch_size, device,
             )
         })
         .map_err(|source| Error::Evaluation {
             device: device_name.clone(),
             source,
-        })
+        })?;
+        let mut sum = [sum];
+        team.sum_f64(&mut sum);
+        Ok(sum[0] / (*total_windows).max(1) as f64)
     }
 }
 
-fn mse_pass(
+/// The sum over `windows` of each window's mean squared error.
+fn squared_error_sum(
     model: &Model,
     loader: &mut Loader,
     windows: &[usize],
@@ -105,5 +118,5 @@ fn mse_pass(
         TensorReadError::Execution(e) => stoker_runtime::Error::from_execution(e),
         other => stoker_runtime::Error::ReadBack(other.to_string()),
     })?;
-    Ok(f64::from(sum) / windows.len().max(1) as f64)
+    Ok(f64::from(sum))
 }

@@ -12,6 +12,8 @@
 //!   [`Loader::pass`] is an iterator of [`HostBatch`]es in an order fixed by (seed, epoch);
 //! - [`TuneRequest`] → [`tune`]: batch sizes probed with real steps; [`sweep::run_sweep`]: a
 //!   parameter grid, ranked by validation loss;
+//! - [`Team`] → [`train_in`]: the same loop as one rank of a data-parallel MPI job (feature
+//!   `mpi`; `docs/DISTRIBUTED.md`);
 //! - [`Error`]: what went wrong, naming the file, setting or device.
 //!
 //! [`cli`] holds the command lines of the `stoker-train` binary and `cargo xtask train|tune`.
@@ -48,6 +50,7 @@
 //! ```
 
 mod adam;
+mod allreduce;
 mod checkpoints;
 pub mod cli;
 mod clock;
@@ -60,8 +63,10 @@ mod monitor;
 mod nvml;
 mod progress;
 mod step;
+mod step_log;
 mod summary;
 pub mod sweep;
+mod team;
 #[cfg(test)]
 mod testing;
 mod trainer;
@@ -72,5 +77,6 @@ pub use adam::optimizer;
 pub use error::{BoxError, Error, Result};
 pub use loader::{HostBatch, Loader, Pass, epoch_order};
 pub use step::batch_gradients;
-pub use trainer::{TrainRequest, train};
+pub use team::{MPI, Team, mpirun};
+pub use trainer::{TrainRequest, train, train_in};
 pub use tune::{Probe, TuneReport, TuneRequest, tune};

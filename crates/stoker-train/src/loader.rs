@@ -11,6 +11,7 @@
 //! ```
 
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::{self, JoinHandle};
@@ -49,10 +50,10 @@ pub(crate) fn gather(data: &PreparedData, starts: &[usize], spec: WindowSpec) ->
     }
 }
 
-/// One pass over `order` in batches, as a worker sees it.
+/// One pass over `order` in batches (`batches`: ranges of `order`), as a worker sees it.
 struct Job {
     order: Arc<Vec<usize>>,
-    batch_size: usize,
+    batches: Arc<Vec<Range<usize>>>,
     spec: WindowSpec,
     out: SyncSender<HostBatch>,
 }
@@ -74,9 +75,9 @@ impl Loader {
             let data = data.clone();
             handles.push(thread::spawn(move || {
                 for job in rx {
-                    let batches = job.order.chunks(job.batch_size).skip(w).step_by(workers);
-                    for chunk in batches {
-                        if job.out.send(gather(&data, chunk, job.spec)).is_err() {
+                    for range in job.batches.iter().skip(w).step_by(workers) {
+                        let starts = &job.order[range.clone()];
+                        if job.out.send(gather(&data, starts, job.spec)).is_err() {
                             break; // the consumer ended the pass early
                         }
                     }
@@ -95,8 +96,23 @@ impl Loader {
     /// (an early stop) releases the workers for the next. `&mut self`: a loader serves one pass
     /// at a time (workers take passes in turn, so a second concurrent pass would wait forever).
     pub fn pass(&mut self, order: Vec<usize>, batch_size: usize, spec: WindowSpec) -> Pass<'_> {
-        let order = Arc::new(order);
-        let batches = order.len().div_ceil(batch_size);
+        let batches = (0..order.len())
+            .step_by(batch_size.max(1))
+            .map(|start| start..(start + batch_size).min(order.len()))
+            .collect();
+        self.pass_ranges(order, batches, spec)
+    }
+
+    /// One pass over the given `batches` of `order` (ranges into it, possibly empty), in order:
+    /// a rank's shares of a distributed run's global batches.
+    pub fn pass_ranges(
+        &mut self,
+        order: Vec<usize>,
+        batches: Vec<Range<usize>>,
+        spec: WindowSpec,
+    ) -> Pass<'_> {
+        let (order, batches) = (Arc::new(order), Arc::new(batches));
+        let count = batches.len();
         let queues = self
             .jobs
             .iter()
@@ -104,7 +120,7 @@ impl Loader {
                 let (out, rx) = sync_channel(self.prefetch);
                 let job = Job {
                     order: order.clone(),
-                    batch_size,
+                    batches: batches.clone(),
                     spec,
                     out,
                 };
@@ -116,7 +132,7 @@ impl Loader {
         Pass {
             queues,
             next: 0,
-            batches,
+            batches: count,
             waited: Duration::ZERO,
             _loader: PhantomData,
         }

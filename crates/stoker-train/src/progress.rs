@@ -1,4 +1,5 @@
-//! Progress: a live bar on a terminal, one plain line per epoch otherwise (logs, CI).
+//! Progress: a live bar on a terminal, one plain line per epoch otherwise (logs, CI); silent on
+//! the ranks of a distributed run other than the leader, which speaks for all.
 
 use std::io::IsTerminal;
 
@@ -6,15 +7,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub struct Progress {
     bar: Option<ProgressBar>,
+    shown: bool,
 }
 
 impl Progress {
-    pub fn new() -> Self {
-        Self { bar: None }
+    /// `shown`: this process reports progress (false on a distributed run's other ranks).
+    pub fn new(shown: bool) -> Self {
+        Self { bar: None, shown }
     }
 
     pub fn start_epoch(&mut self, epoch: usize, epochs: usize, steps: u64) {
-        if !std::io::stderr().is_terminal() {
+        if !self.shown || !std::io::stderr().is_terminal() {
             return;
         }
         let bar = ProgressBar::new(steps);
@@ -40,7 +43,8 @@ impl Progress {
     pub fn message(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            None if self.shown => eprintln!("{line}"),
+            None => {}
         }
     }
 
@@ -49,12 +53,14 @@ impl Progress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        eprintln!("{line}");
+        if self.shown {
+            eprintln!("{line}");
+        }
     }
 }
 
 impl Default for Progress {
     fn default() -> Self {
-        Self::new()
+        Self::new(true)
     }
 }

@@ -11,9 +11,11 @@ use stoker_runtime::Autocast;
 use stoker_runtime::batch::{inputs_tensor, targets_tensor};
 use stoker_zoo::{InputShape, Model};
 
+use crate::allreduce::average_gradients;
 use crate::clock::Lap;
 use crate::error::Result;
 use crate::loader::HostBatch;
+use crate::team::Team;
 
 /// The model being trained and what changes it: the optimizer, the precision policy and, for
 /// f16, the loss scaler (hidden here: a step whose scaled gradients overflowed is skipped).
@@ -57,22 +59,46 @@ impl Learner {
         }
     }
 
-    /// One step at learning rate `lr`, timed by `lap`; returns the batch's mean loss (detached,
-    /// on the device: reading it would wait for the step).
-    pub fn step(&mut self, batch: &HostBatch, lr: f64, mut lap: Lap) -> Result<Tensor<1>> {
+    /// One step at learning rate `lr`, timed by `lap`, on `batch`: this rank's share of a global
+    /// batch of `global_len` windows (the whole of it for a solo team). Returns the global
+    /// batch's mean loss (detached, on the device: for a solo team, reading it would wait for
+    /// the step; a team has read it already, to average it).
+    pub fn step(
+        &mut self,
+        batch: &HostBatch,
+        global_len: usize,
+        lr: f64,
+        mut lap: Lap,
+        team: &Team,
+    ) -> Result<Tensor<1>> {
         let scale = self.scaler.as_ref().map_or(1.0, |s| s.state.scale);
-        let (mut grads, loss) = batch_gradients(
-            &self.model,
-            batch,
-            self.window,
-            self.features,
-            self.accumulate,
-            self.loss,
-            &self.autocast,
-            scale,
-            &self.device,
-        );
+        let (mut grads, mut loss) = if batch.len == 0 {
+            // A rank with no window in a short last batch still takes part in the average.
+            (
+                GradientsParams::new(),
+                Tensor::zeros([1], &self.device.clone().inner()),
+            )
+        } else {
+            batch_gradients(
+                &self.model,
+                batch,
+                self.window,
+                self.features,
+                self.accumulate,
+                self.loss,
+                &self.autocast,
+                scale,
+                &self.device,
+            )
+        };
         lap.computed()?;
+        if !team.is_solo() {
+            let weight = batch.len as f32 / global_len.max(1) as f32;
+            let local = loss.clone().into_scalar::<f32>();
+            let global = average_gradients(team, &self.model, &mut grads, weight, local);
+            loss = Tensor::from_floats([global], &loss.device());
+            lap.reduced();
+        }
         let finite = self
             .scaler
             .as_mut()
@@ -223,7 +249,7 @@ impl LossScaler {
 
 /// Every parameter's gradient, flattened, in visiting order.
 #[cfg(test)]
-fn flat_gradients(model: &Model, grads: &GradientsParams) -> Vec<Vec<f32>> {
+pub(crate) fn flat_gradients(model: &Model, grads: &GradientsParams) -> Vec<Vec<f32>> {
     struct Collect<'a>(&'a GradientsParams, Vec<Vec<f32>>);
     impl ModuleVisitor for Collect<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {

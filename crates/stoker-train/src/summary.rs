@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 use burn::module::Module;
 
 use stoker_artifact::run::TrainState;
-use stoker_artifact::{Precision, RunSummary};
+use stoker_artifact::{DistributedSummary, Precision, RunSummary};
 use stoker_runtime::device::{fusion_enabled, is_gpu};
 
 use crate::clock::StepClock;
 use crate::diagnosis::diagnose;
-use crate::monitor::Monitor;
+use crate::monitor::{Monitor, Utilisation};
 use crate::step::Learner;
+use crate::team::Team;
 use crate::trainer::TrainRequest;
 use crate::validation::Validation;
 
@@ -25,6 +26,7 @@ pub(crate) struct SummaryBuilder {
     gpu: bool,
     precision: Precision,
     batch_size: usize,
+    ranks: usize,
     accumulate: usize,
     train_windows: usize,
     val_windows: usize,
@@ -35,7 +37,7 @@ pub(crate) struct SummaryBuilder {
 
 impl SummaryBuilder {
     /// Starts the clock and the monitor for a run of `req` validated by `validation`.
-    pub fn start(req: &TrainRequest, validation: &Validation) -> Self {
+    pub fn start(req: &TrainRequest, validation: &Validation, team: &Team) -> Self {
         let t = &req.config.train;
         let gpu = is_gpu(&req.device_name);
         Self {
@@ -45,6 +47,7 @@ impl SummaryBuilder {
             gpu,
             precision: t.precision,
             batch_size: t.batch_size,
+            ranks: team.size(),
             accumulate: t.accumulate,
             train_windows: validation.train_windows(),
             val_windows: validation.val_windows(),
@@ -54,11 +57,35 @@ impl SummaryBuilder {
         }
     }
 
-    pub fn finish(self, state: &TrainState, learner: &Learner, clock: &StepClock) -> RunSummary {
+    /// The summary; in a team every rank calls it (it gathers each rank's data stall).
+    pub fn finish(
+        self,
+        state: &TrainState,
+        learner: &Learner,
+        clock: &StepClock,
+        team: &Team,
+    ) -> RunSummary {
         let seconds = self.started.elapsed().as_secs_f64();
         let utilisation = self.monitor.finish();
+        // The machine's busy share counts this run's other ranks here as other processes: to
+        // the diagnosis they are this run (taken as busy as this one), not a neighbour's load.
+        let siblings = (team.local_size() - 1) as f64;
+        let ours = utilisation.mean_percent;
+        let diagnosed = Utilisation {
+            machine_percent: utilisation
+                .machine_percent
+                .map(|m| (m - siblings * ours).max(ours)),
+            ..utilisation.clone()
+        };
         let time = clock.split(state.step_time.clone());
-        let step_seconds = time.data_wait_s + time.compute_s + time.optimizer_s;
+        let step_seconds = time.total_s();
+        let stall = time.data_wait_s / step_seconds.max(1e-12);
+        let global_batch = self.batch_size * self.ranks;
+        let distributed = (!team.is_solo()).then(|| DistributedSummary {
+            allreduce_fraction: time.allreduce_s / step_seconds.max(1e-12),
+            rank_data_stall_fraction: team.gather_f64(stall),
+            global_batch,
+        });
         let mixed = learner.is_mixed();
         RunSummary {
             task: self.task,
@@ -81,11 +108,11 @@ impl SummaryBuilder {
                 .train_loss
                 .or_else(|| state.records.last().map(|r| r.train_loss))
                 .unwrap_or(f64::NAN),
-            samples_per_s: (state.step as f64 * (self.batch_size * self.samples_per_window) as f64)
+            samples_per_s: (state.step as f64 * (global_batch * self.samples_per_window) as f64)
                 / step_seconds.max(1e-9),
-            data_stall_fraction: time.data_wait_s / step_seconds.max(1e-12),
+            data_stall_fraction: stall,
             accumulate: self.accumulate,
-            diagnosis: diagnose(&time, &utilisation, self.batch_size, mixed),
+            diagnosis: diagnose(&time, &diagnosed, self.batch_size, mixed),
             step_time: time,
             utilisation_mean_percent: utilisation.mean_percent,
             utilisation_std_percent: utilisation.std_percent,
@@ -94,6 +121,8 @@ impl SummaryBuilder {
             peak_memory_bytes: utilisation.peak_memory_bytes,
             memory_total_bytes: utilisation.memory_total_bytes,
             seconds,
+            ranks: self.ranks,
+            distributed,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! what they do: [`Learner`] (the step), [`StepClock`], [`Validation`] (with the
 //! [`Evaluator`](crate::evaluator::Evaluator)), [`CheckpointStore`], [`SummaryBuilder`].
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -10,11 +11,13 @@ use std::time::{Instant, SystemTime};
 use burn::prelude::*;
 use stoker_artifact::layout::SUMMARY_FILE;
 use stoker_artifact::{
-    PreparedData, RunIdentity, RunLock, RunSummary, Split, TaskConfig, WindowSpec, atomic,
+    PreparedData, RunIdentity, RunLock, RunSummary, Split, StepRecord, TaskConfig, WindowSpec,
+    atomic,
 };
 use stoker_zoo::{InputShape, Model};
 
 use crate::adam::optimizer;
+use crate::allreduce::weights_checksum;
 use crate::checkpoints::CheckpointStore;
 use crate::clock::StepClock;
 use crate::error::{Error, Result};
@@ -22,7 +25,9 @@ use crate::evaluator::Evaluator;
 use crate::loader::{Loader, epoch_order};
 use crate::progress::Progress;
 use crate::step::{EpochLoss, Learner};
+use crate::step_log::StepLog;
 use crate::summary::SummaryBuilder;
+use crate::team::{Team, share};
 use crate::validation::Validation;
 
 /// One training run: what to train (`config`), on which prepared data, into which `train/`.
@@ -43,22 +48,46 @@ pub struct TrainRequest {
 /// Trains the model `req.config` names on the prepared data in `req.data_dir`; writes the
 /// checkpoints, `metrics.jsonl` and `summary.json` to `req.out_dir`.
 pub fn train(req: &TrainRequest) -> Result<RunSummary> {
+    train_in(req, &Team::solo())
+}
+
+/// [`train`] as one rank of `team`, data-parallel: `train.batch_size` is each rank's batch, the
+/// global batch is ranks × it, in the order a single process would take it, and rank r takes
+/// its r-th share. Gradients are averaged before clipping and the step, so the ranks hold one
+/// model (checked at every evaluation); evaluation is sharded; rank 0 alone writes.
+pub fn train_in(req: &TrainRequest, team: &Team) -> Result<RunSummary> {
     let (cfg, t) = (&req.config, &req.config.train);
     let started_unix = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let run = RunIdentity::new(cfg, started_unix);
-    let _lock = RunLock::for_stage_dir(&req.out_dir)?;
+    let run = RunIdentity::new(cfg, started_unix).with_ranks(team.size());
+    let _lock = team
+        .leads()
+        .then(|| RunLock::for_stage_dir(&req.out_dir))
+        .transpose()?;
     let data = Arc::new(PreparedData::open(&req.data_dir)?);
     let window = cfg.window_for(&data.manifest);
     let (train_windows, val_windows) = split_windows(&data, window)?;
     let shape = InputShape::of(&data.manifest, window);
-    let store = CheckpointStore::create(&req.out_dir, cfg, &shape, &data.manifest_sha256, run)?;
+    let store = CheckpointStore::create(&req.out_dir, cfg, &shape, &data.manifest_sha256, run)?
+        .writing(team.leads());
+    // The leader has taken the lock (and swept a killed run's leftovers) before anyone reads.
+    team.barrier();
     req.device.seed(cfg.seed);
     let device = req.device.clone().autodiff();
     let model = Model::new(&cfg.model, &shape, &device)?;
-    let evaluator = Evaluator::new(data.clone(), val_windows, &shape, req);
-    let mut validation = Validation::new(evaluator, &store, req, &data, train_windows.len());
+    let val_share = val_windows[team.share(val_windows.len())].to_vec();
+    let evaluator = Evaluator::new(data.clone(), val_share, val_windows.len(), &shape, req);
+    let global_batch = t.batch_size * team.size();
+    let mut validation = Validation::new(
+        evaluator,
+        &store,
+        req,
+        &data,
+        train_windows.len(),
+        global_batch,
+        team,
+    );
     let (model, optim, mut state) = if req.resume {
         let (model, optim, state) = store.load_resumable(model, optimizer(t))?;
         eprintln!("resuming at epoch {}, step {}", state.epoch, state.step);
@@ -72,34 +101,53 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         (model, optimizer(t), state)
     };
     let mut learner = Learner::new(model, optim, t, &shape, &req.device, state.loss_scale);
-    let summary = SummaryBuilder::start(req, &validation);
-    let mut clock = StepClock::new(&req.device, &req.device_name);
-    let mut progress = Progress::new();
+    check_same_weights(team, &learner, state.step)?;
+    let summary = SummaryBuilder::start(req, &validation, team);
+    let mut clock = StepClock::new(&req.device, &req.device_name).every_step(!team.is_solo());
+    let mut progress = Progress::new(team.leads());
     let mut loader = Loader::new(data.clone(), t.workers, t.prefetch);
-    let batches_per_epoch = train_windows.len().div_ceil(t.batch_size);
+    let mut step_log = if t.log_steps && team.leads() {
+        StepLog::open(&req.out_dir, req.resume.then_some(state.step))?
+    } else {
+        StepLog::off()
+    };
+    let batches_per_epoch = train_windows.len().div_ceil(global_batch);
     for epoch in state.epoch..=t.epochs {
         let (started, mut stop) = (Instant::now(), false);
         let lr = t.lr * t.lr_decay.powi(epoch as i32 - 1);
         let order = epoch_order(&train_windows, cfg.seed, epoch);
-        let rest = order[(state.batches_done * t.batch_size).min(order.len())..].to_vec();
+        let rest = &order[(state.batches_done * global_batch).min(order.len())..];
+        let shares = RankBatches::of(rest, global_batch, team);
         let left = batches_per_epoch - state.batches_done;
         progress.start_epoch(epoch, t.epochs, left as u64);
         let mut loss = EpochLoss::new(&device);
-        let mut batches = loader.pass(rest, t.batch_size, window);
-        for batch in batches.by_ref() {
-            // The dropout RNG is reseeded from (seed, step): a resumed run draws the same.
-            req.device.seed(step_seed(cfg.seed, state.step));
+        let mut batches = loader.pass_ranges(shares.order, shares.ranges, window);
+        for (batch, global_len) in batches.by_ref().zip(shares.global_lens) {
+            // The dropout RNG is reseeded from (seed, rank, step): a resumed run draws the same.
+            req.device
+                .seed(step_seed(cfg.seed, team.rank(), state.step));
             let lap = clock.lap(state.step, &mut state.step_time)?;
-            loss.add(learner.step(&batch, lr, lap)?, batch.len);
+            let batch_loss = learner.step(&batch, global_len, lr, lap, team)?;
+            if step_log.is_on() {
+                step_log.record(&StepRecord {
+                    epoch,
+                    step: state.step + 1,
+                    loss: f64::from(batch_loss.clone().into_scalar::<f32>()),
+                    lr,
+                })?;
+            }
+            loss.add(batch_loss, global_len);
             (state.step, state.batches_done) = (state.step + 1, state.batches_done + 1);
             progress.step(None);
             if t.eval_interval.at_step(state.step) {
+                check_same_weights(team, &learner, state.step)?;
                 let verdict = validation.record(&mut state, &learner.model, &loss, lr, started)?;
                 progress.message(&verdict.line);
                 stop = verdict.stop;
             }
             if t.checkpoint_interval.at_step(state.step) {
                 state.epoch_loss_sum += loss.flush();
+                step_log.flush()?;
                 store.save_resumable(&learner, &mut state)?;
             }
             if stop {
@@ -110,6 +158,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
         // Read whether or not the epoch is evaluated: the summary's final training loss.
         let train_loss = validation.train_loss(&state, &loss)?;
         if !stop && t.eval_interval.at_epoch_end(epoch) {
+            check_same_weights(team, &learner, state.step)?;
             let verdict = validation.record(&mut state, &learner.model, &loss, lr, started)?;
             progress.finish_epoch(&verdict.line);
             stop = verdict.stop;
@@ -127,6 +176,7 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
             .map_or(state.best_val_loss, |r| r.val_loss);
         store.save_last(&learner.model, epoch, state.step, last_val)?;
         if t.checkpoint_interval.at_epoch_end(epoch) || stop || state.epoch > t.epochs {
+            step_log.flush()?;
             store.save_resumable(&learner, &mut state)?;
         }
         if stop {
@@ -137,9 +187,52 @@ pub fn train(req: &TrainRequest) -> Result<RunSummary> {
             break;
         }
     }
-    let summary = summary.finish(&state, &learner, &clock);
-    atomic::write_json(&req.out_dir.join(SUMMARY_FILE), &summary)?;
+    step_log.flush()?;
+    let summary = summary.finish(&state, &learner, &clock, team);
+    if team.leads() {
+        atomic::write_json(&req.out_dir.join(SUMMARY_FILE), &summary)?;
+    }
     Ok(summary)
+}
+
+/// A rank's shares of an epoch's global batches: `order` holds its windows, `ranges` its
+/// batches in it (one per global batch, possibly empty), `global_lens` each global batch's size.
+struct RankBatches {
+    order: Vec<usize>,
+    ranges: Vec<Range<usize>>,
+    global_lens: Vec<usize>,
+}
+
+impl RankBatches {
+    /// The global batches of `global_batch` windows of `order`, each split over `team`.
+    fn of(order: &[usize], global_batch: usize, team: &Team) -> Self {
+        Self::of_rank(order, global_batch, team.rank(), team.size())
+    }
+
+    fn of_rank(order: &[usize], global_batch: usize, rank: usize, ranks: usize) -> Self {
+        let mut shares = Self {
+            order: Vec::with_capacity(order.len() / ranks + global_batch),
+            ranges: Vec::new(),
+            global_lens: Vec::new(),
+        };
+        for global in order.chunks(global_batch) {
+            let start = shares.order.len();
+            shares
+                .order
+                .extend_from_slice(&global[share(global.len(), rank, ranks)]);
+            shares.ranges.push(start..shares.order.len());
+            shares.global_lens.push(global.len());
+        }
+        shares
+    }
+}
+
+/// In a team, an error unless every rank holds the weights of `learner` (a solo run: no check).
+fn check_same_weights(team: &Team, learner: &Learner, step: u64) -> Result<()> {
+    if team.is_solo() {
+        return Ok(());
+    }
+    team.check_same_weights(weights_checksum(&learner.model), step)
 }
 
 /// The train and validation windows for `window`; neither may be empty.
@@ -157,8 +250,43 @@ fn split_windows(data: &PreparedData, window: WindowSpec) -> Result<(Vec<usize>,
     Ok((train, val))
 }
 
-/// The backend RNG (dropout) is reseeded from (seed, step) before every step, so a resumed run
-/// draws exactly what the uninterrupted run would have.
-fn step_seed(seed: u64, step: u64) -> u64 {
-    seed ^ step.wrapping_add(1).wrapping_mul(0x2545_F491_4F6C_DD1D)
+/// The backend RNG (dropout) is reseeded from (seed, rank, step) before every step, so a resumed
+/// run draws exactly what the uninterrupted run would have, and ranks draw different masks
+/// (rank 0 draws a single process's).
+fn step_seed(seed: u64, rank: usize, step: u64) -> u64 {
+    let rank_mix = (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    seed ^ rank_mix ^ step.wrapping_add(1).wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every global batch is the ranks' shares laid end to end, in rank order; shares differ
+    /// by one window at most, and a short last batch leaves some ranks none.
+    #[test]
+    fn the_ranks_shares_rebuild_each_global_batch() {
+        let order: Vec<usize> = (100..203).collect();
+        for ranks in [1, 2, 3, 8] {
+            let shares: Vec<RankBatches> = (0..ranks)
+                .map(|r| RankBatches::of_rank(&order, 10, r, ranks))
+                .collect();
+            for (b, global) in order.chunks(10).enumerate() {
+                let parts: Vec<&[usize]> = shares
+                    .iter()
+                    .map(|s| &s.order[s.ranges[b].clone()])
+                    .collect();
+                assert_eq!(parts.concat(), global, "{ranks} ranks, batch {b}");
+                let sizes: Vec<usize> = parts.iter().map(|p| p.len()).collect();
+                let (min, max) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+                assert!(max - min <= 1, "{sizes:?}");
+                assert!(shares.iter().all(|s| s.global_lens[b] == global.len()));
+            }
+            // 103 windows: the last global batch has 3, so with 8 ranks five get none.
+            if ranks == 8 {
+                let empty = shares.iter().filter(|s| s.ranges[10].is_empty()).count();
+                assert_eq!(empty, 5);
+            }
+        }
+    }
 }

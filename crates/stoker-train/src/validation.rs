@@ -13,13 +13,17 @@ use crate::checkpoints::CheckpointStore;
 use crate::error::{Error, Result};
 use crate::evaluator::Evaluator;
 use crate::step::EpochLoss;
+use crate::team::Team;
 use crate::trainer::TrainRequest;
 
 pub(crate) struct Validation<'a> {
     evaluator: Evaluator,
     store: &'a CheckpointStore,
+    /// Evaluation is sharded over its ranks; its leader alone writes the log and prints.
+    team: &'a Team,
     metrics_log: PathBuf,
     epochs: usize,
+    /// The global batch (every rank's together).
     batch_size: usize,
     patience: usize,
     train_windows: usize,
@@ -34,22 +38,26 @@ pub(crate) struct Verdict {
 }
 
 impl<'a> Validation<'a> {
-    /// Validation of a run of `req` on `data` with `train_windows` training windows.
+    /// Validation of a run of `req` on `data` with `train_windows` training windows, taken in
+    /// global batches of `global_batch` by `team`.
     pub fn new(
         evaluator: Evaluator,
         store: &'a CheckpointStore,
         req: &TrainRequest,
         data: &PreparedData,
         train_windows: usize,
+        global_batch: usize,
+        team: &'a Team,
     ) -> Self {
         let t = &req.config.train;
         let window = req.config.window_for(&data.manifest);
         Self {
             evaluator,
             store,
+            team,
             metrics_log: req.out_dir.join(METRICS_LOG_FILE),
             epochs: t.epochs,
-            batch_size: t.batch_size,
+            batch_size: global_batch,
             patience: t.patience,
             train_windows,
             samples_per_window: data.manifest.family().samples_per_window(window),
@@ -71,9 +79,11 @@ impl<'a> Validation<'a> {
     /// Epoch 0: the model before training, saved as the best so far; the state of a run that
     /// starts from it.
     pub fn initial(&mut self, model: &Model) -> Result<TrainState> {
-        let initial = self.evaluator.mse(model)?;
+        let initial = self.evaluator.mse(model, self.team)?;
         self.store.save_best(model, 0, 0, initial)?;
-        eprintln!("epoch 0: val loss {initial:.5} (initial)");
+        if self.team.leads() {
+            eprintln!("epoch 0: val loss {initial:.5} (initial)");
+        }
         Ok(self.store.fresh_state(initial))
     }
 
@@ -98,7 +108,7 @@ impl<'a> Validation<'a> {
     ) -> Result<Verdict> {
         let seconds = started.elapsed().as_secs_f64();
         let epoch = state.epoch;
-        let val_loss = self.evaluator.mse(model)?;
+        let val_loss = self.evaluator.mse(model, self.team)?;
         let samples = (state.batches_done.max(1) * self.batch_size).min(self.train_windows);
         let train_loss = self.train_loss(state, loss)?;
         Error::check_finite(val_loss, "validation loss", epoch, state.step)?;
@@ -144,7 +154,9 @@ impl<'a> Validation<'a> {
             text.push_str(&serde_json::to_string(r).expect("an EpochRecord serialises"));
             text.push('\n');
         }
-        atomic::write_bytes(&self.metrics_log, text.as_bytes())?;
+        if self.team.leads() {
+            atomic::write_bytes(&self.metrics_log, text.as_bytes())?;
+        }
         Ok(())
     }
 }
