@@ -63,14 +63,12 @@ impl RunIdentity {
         }
     }
 
-    /// The identity of the same run trained data-parallel by `ranks` processes: the global
-    /// batch, and so every step, depends on it (one process: unchanged).
+    /// The identity of the same run trained data-parallel by `ranks` processes (1: alone): the
+    /// global batch, and so every step, depends on it.
     pub fn with_ranks(mut self, ranks: usize) -> Self {
-        if ranks > 1 {
-            self.settings["ranks"] = ranks.into();
-            let bytes = serde_json::to_vec(&self.settings).expect("a JSON value serialises");
-            self.config_sha256 = hex(&Sha256::digest(&bytes));
-        }
+        self.settings["ranks"] = ranks.into();
+        let bytes = serde_json::to_vec(&self.settings).expect("a JSON value serialises");
+        self.config_sha256 = hex(&Sha256::digest(&bytes));
         self
     }
 
