@@ -77,7 +77,8 @@ def peer(meta):
                                     outputs, input_len=window["input_len"], targets=targets,
                                     instance_norm=spec["instance_norm"],
                                     linear_skip=spec["linear_skip"],
-                                    recurrent_len=spec["recurrent_len"])
+                                    recurrent_len=spec["recurrent_len"],
+                                    position_bias=spec.get("position_bias", False))
     if kind == "multiband-anc":
         anc = meta["anc"]
         return models.MultibandAnc(torch.tensor(anc["secondary_path"]), tuple(spec["band_edges"]),

@@ -73,13 +73,15 @@ class LstmAttention(nn.Module):
     window normalised per feature over time, the forecast mapped back), `linear_skip` (a
     channel-independent Linear(input_len → output_len) from each target's series, added to
     the head: parameter `skip`), `recurrent_len` (the LSTMs read only the window's last steps;
-    0 = all). `targets` are the predicted features' indices (default: all), outputs step-major."""
+    0 = all), `position_bias` (a learned score bias per attended step: parameter
+    `position_bias` [1, T]). `targets` are the predicted features' indices (default: all),
+    outputs step-major."""
 
     EXPECTED_PARAMS = 69_632 + 131_584 + 8_256 + 64 + 172_704
 
     def __init__(self, features=7, hidden=128, layers=2, attention=64, outputs=96 * 7,
                  *, input_len=96, targets=None, instance_norm=False, linear_skip=False,
-                 recurrent_len=0):
+                 recurrent_len=0, position_bias=False):
         super().__init__()
         self.targets = list(range(features)) if targets is None else list(targets)
         self.output_len = outputs // len(self.targets)
@@ -92,6 +94,8 @@ class LstmAttention(nn.Module):
                 p.requires_grad_(False)
         self.score_w = nn.Linear(hidden, attention)
         self.score_v = nn.Linear(attention, 1, bias=False)
+        self.position_bias = (nn.Parameter(torch.zeros(1, self.recurrent_len))
+                              if position_bias else None)
         self.head = nn.Linear(2 * hidden, outputs)
         self.skip = nn.Linear(input_len, self.output_len) if linear_skip else None
 
@@ -101,8 +105,10 @@ class LstmAttention(nn.Module):
             std = (x.var(1, keepdim=True) + 1e-5).sqrt()
             x = (x - mean) / std
         h, _ = self.lstm(x[:, x.shape[1] - self.recurrent_len:])  # [B, T, H]
-        scores = self.score_v(torch.tanh(self.score_w(h))).squeeze(-1)  # [B, T]
-        weights = torch.softmax(scores.float(), dim=1).to(h.dtype)
+        scores = self.score_v(torch.tanh(self.score_w(h))).squeeze(-1).float()  # [B, T]
+        if self.position_bias is not None:
+            scores = scores + self.position_bias
+        weights = torch.softmax(scores, dim=1).to(h.dtype)
         context = torch.bmm(weights.unsqueeze(1), h).squeeze(1)  # Σ_t w_t·h_t, [B, H]
         y = self.head(torch.cat([context, h[:, -1]], dim=1)).float()
         if self.skip is None and not self.instance_norm:

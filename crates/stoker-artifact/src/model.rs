@@ -92,6 +92,10 @@ pub struct LstmAttentionSpec {
     /// Start the linear skip at its closed-form ridge fit on the train split and the recurrent
     /// head at zero: training begins from the best linear forecast and learns the residual.
     pub ridge_init: bool,
+    /// A learned bias per attended step (per lag) added to the attention scores: attention can
+    /// then pick a lag whatever the content there, and its profile says which lags the
+    /// forecast reads (without it the scores see content only, and learn position poorly).
+    pub position_bias: bool,
 }
 
 impl Default for LstmAttentionSpec {
@@ -105,6 +109,7 @@ impl Default for LstmAttentionSpec {
             recurrent_len: 0,
             dropout: 0.0,
             ridge_init: false,
+            position_bias: false,
         }
     }
 }

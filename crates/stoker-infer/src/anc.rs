@@ -380,6 +380,7 @@ fn spectrum_png(path: &Path, d: &[f32], e: &[f32], rate: u32, split: &str) -> Re
                 points: db(e),
             },
         ],
+        x_format: None,
     }
     .write_png(path)
 }

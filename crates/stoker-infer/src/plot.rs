@@ -36,6 +36,18 @@ pub struct LinePlot<'a> {
     pub x_label: &'a str,
     pub y_label: &'a str,
     pub series: Vec<Series<'a>>,
+    /// How an x value reads on its axis (default: as many decimals as the tick step needs).
+    pub x_format: Option<fn(f64) -> String>,
+}
+
+/// `v` with the decimals that tell ticks `step` apart (none for integer steps).
+fn tick_label(v: f64, step: f64) -> String {
+    let decimals = if step >= 1.0 {
+        0
+    } else {
+        (-step.log10()).ceil() as usize
+    };
+    format!("{v:.decimals$}")
 }
 
 impl LinePlot<'_> {
@@ -68,9 +80,20 @@ impl LinePlot<'_> {
             builder.caption(self.title, ("sans-serif", 22));
         }
         let mut chart = builder.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))?;
+        // About ten ticks an axis: label each with the decimals its step needs, so a narrow
+        // range (an almost flat attention profile) does not repeat one rounded value.
+        let (x_step, y_step) = ((x1 - x0) / 10.0, (y1 - y0 + 2.0 * pad) / 10.0);
+        let x_format = |v: &f64| match self.x_format {
+            Some(f) => f(*v),
+            None => tick_label(*v, x_step),
+        };
+        let y_format = |v: &f64| tick_label(*v, y_step);
         let mut mesh = chart.configure_mesh();
         if labels {
-            mesh.x_desc(self.x_label).y_desc(self.y_label);
+            mesh.x_desc(self.x_label)
+                .y_desc(self.y_label)
+                .x_label_formatter(&x_format)
+                .y_label_formatter(&y_format);
         } else {
             mesh.disable_x_axis().disable_y_axis();
         }
@@ -99,21 +122,47 @@ impl LinePlot<'_> {
     }
 }
 
-/// The mean attention profile: weight against lag (steps before the last input).
+/// The mean attention profile: weight against lag (steps before the last input, most recent
+/// on the right), beside the uniform weight 1/steps that a profile saying nothing would have.
 pub fn profile_png(path: &Path, profile: &[f64]) -> Result<()> {
     let n = profile.len();
+    let lag = |k: usize| -((n - 1 - k) as f64);
     LinePlot {
         title: "Mean attention weight per input step",
         x_label: "steps before the last input (lag)",
         y_label: "mean weight",
-        series: vec![Series {
-            name: "attention",
-            points: profile
-                .iter()
-                .enumerate()
-                .map(|(k, &w)| (-((n - 1 - k) as f64), w))
-                .collect(),
-        }],
+        series: vec![
+            Series {
+                name: "attention",
+                points: profile
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &w)| (lag(k), w))
+                    .collect(),
+            },
+            Series {
+                name: "uniform (1 / steps)",
+                points: vec![(lag(0), 1.0 / n as f64), (lag(n - 1), 1.0 / n as f64)],
+            },
+        ],
+        // Lags read as positive step counts.
+        x_format: Some(|x| format!("{:.0}", x.abs())),
     }
     .write_png(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tick_label;
+
+    #[test]
+    fn tick_labels_carry_the_decimals_their_step_needs() {
+        assert_eq!(tick_label(90.0, 10.0), "90");
+        assert_eq!(tick_label(0.010_42, 0.000_01), "0.01042");
+        assert_eq!(tick_label(0.25, 0.05), "0.25");
+        assert_ne!(
+            tick_label(0.010_41, 0.000_004),
+            tick_label(0.010_42, 0.000_004)
+        );
+    }
 }

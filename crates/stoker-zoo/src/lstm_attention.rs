@@ -1,7 +1,7 @@
 //! LSTM with additive temporal attention: a stack of LSTMs reads the window, attention weights
 //! each step's hidden state (score_t = vᵀ·tanh(W·h_t), softmax over time), and the context
-//! joined with the last hidden state feeds a linear head. Optional instance normalisation and a
-//! linear skip path (see `LstmAttentionSpec`).
+//! joined with the last hidden state feeds a linear head. Optional instance normalisation, a
+//! linear skip path and a learned bias per lag on the scores (see `LstmAttentionSpec`).
 
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
@@ -21,6 +21,8 @@ pub struct LstmAttention {
     layers: Vec<StepLstm>,
     score_w: Linear,
     score_v: Linear,
+    /// [1, recurrent_len]: added to every window's scores (`position_bias`).
+    position: Option<Param<Tensor<2>>>,
     dropout: Dropout,
     head: Linear,
     skip: Option<Linear>,
@@ -55,6 +57,9 @@ impl LstmAttention {
             score_v: LinearConfig::new(spec.attention, 1)
                 .with_bias(false)
                 .init(device),
+            position: spec
+                .position_bias
+                .then(|| Param::from_tensor(Tensor::zeros([1, recurrent_len], device))),
             dropout: DropoutConfig::new(spec.dropout).init(),
             head: LinearConfig::new(2 * spec.hidden, shape.outputs()).init(device),
             skip: spec
@@ -155,7 +160,11 @@ impl LstmAttention {
             .forward(projected)
             .reshape([steps, batch])
             .swap_dims(0, 1);
-        let attention = softmax(ac.full(scores), 1);
+        let scores = match &self.position {
+            Some(bias) => ac.full(scores) + bias.val(),
+            None => ac.full(scores),
+        };
+        let attention = softmax(scores, 1);
         let h = h.swap_dims(0, 1);
         // One batched product [B, 1, T]·[B, T, H] (f32 accumulation), not an elementwise
         // product and a sum over [B, T, H] in bf16: burn's bf16 elementwise ops are slow here.

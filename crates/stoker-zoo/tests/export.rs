@@ -49,6 +49,8 @@ fn cases() -> Vec<(&'static str, ModelSpec, InputShape)> {
             instance_norm,
             linear_skip,
             recurrent_len,
+            // The per-lag score bias comes with the other options.
+            position_bias: instance_norm,
             ..Default::default()
         })
     };
@@ -94,7 +96,7 @@ fn cases() -> Vec<(&'static str, ModelSpec, InputShape)> {
             forecast(window(16, 4), 3, vec![0, 1, 2]),
         ),
         (
-            "lstm-attention, instance norm, skip, recurrent 10",
+            "lstm-attention, instance norm, skip, recurrent 10, position bias",
             lstm(true, true, 10),
             forecast(window(16, 4), 3, vec![0, 2]),
         ),
@@ -227,6 +229,7 @@ fn tensor_names_and_layouts_are_the_pytorch_peers() {
             ("lstm.weight_hh_l1", &[32, 8]),
             ("lstm.weight_ih_l0", &[32, 3]),
             ("lstm.weight_ih_l1", &[32, 8]),
+            ("position_bias", &[1, 10]),
             ("score_v.weight", &[1, 4]),
             ("score_w.bias", &[4]),
             ("score_w.weight", &[4, 8]),

@@ -1,6 +1,7 @@
 //! LSTM-attention under the peer's names: the stack as `lstm` (an `nn.LSTM`, see
 //! `recurrent::export`), `score_w`, `score_v` (no bias) and `head` as `nn.Linear`s, and the
-//! optional linear skip as `skip` (the peer builds it when `linear_skip` is set). Instance
+//! optional linear skip as `skip` (the peer builds it when `linear_skip` is set) and the
+//! optional per-lag score bias as `position_bias` [1, T] (`position_bias`). Instance
 //! normalisation and the recurrent length have no parameters: the peer takes them as flags.
 
 use super::LstmAttention;
@@ -13,6 +14,9 @@ impl LstmAttention {
         }
         out.put_linear("score_w", &self.score_w)?;
         out.put_linear("score_v", &self.score_v)?;
+        if let Some(bias) = &self.position {
+            out.put_tensor("position_bias", bias.val())?;
+        }
         out.put_linear("head", &self.head)?;
         if let Some(skip) = &self.skip {
             out.put_linear("skip", skip)?;
@@ -28,6 +32,9 @@ impl LstmAttention {
             .collect::<Result<_>>()?;
         self.score_w = src.take_linear("score_w", self.score_w)?;
         self.score_v = src.take_linear("score_v", self.score_v)?;
+        if let Some(bias) = self.position.take() {
+            self.position = Some(src.take_param("position_bias", bias)?);
+        }
         self.head = src.take_linear("head", self.head)?;
         if let Some(skip) = self.skip.take() {
             self.skip = Some(src.take_linear("skip", skip)?);
