@@ -80,6 +80,7 @@ fn models() -> Vec<(ModelSpec, InputShape)> {
                 recurrent_len: 4,
                 dropout: 0.1,
                 ridge_init: false,
+                position_bias: true,
             }),
             forecast(6, 2),
         ),
