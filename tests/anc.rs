@@ -39,6 +39,19 @@ fn least_squares_start_reaches_the_offline_fir_and_predict_writes_its_files() {
         m.wiener_nr_db
     );
     assert_eq!(m.band_nr_db.len(), 3);
+    // The run summary names the linear start and its validation loss, the bar the band
+    // networks' training is measured against.
+    let summary: stoker_artifact::RunSummary =
+        serde_json::from_str(&std::fs::read_to_string(art.join("train/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        summary.linear_start.as_deref(),
+        Some("the least-squares linear FIR")
+    );
+    let initial = summary
+        .initial_val_loss
+        .expect("the start's validation loss");
+    assert!(summary.best_val_loss <= initial && initial.is_finite());
     // The network's own FIR alone started at the least-squares fit on the train part: it must
     // reach about the offline FIR of the same taps (a reversed or shifted FIR would not).
     let linear_only = m

@@ -150,6 +150,21 @@ pub const MAX_FILTER_TAPS: usize = (1 << 16) + 1;
 pub const MAX_BAND_EDGES: usize = 64;
 
 impl ModelSpec {
+    /// What training starts from when the model is warm-started at its linear part alone (the
+    /// learned parts' heads at zero), so that the starting validation loss is the linear part's:
+    /// `None` for a model that starts from random weights.
+    pub fn linear_start(&self) -> Option<&'static str> {
+        match self {
+            ModelSpec::LstmAttention(m) if m.ridge_init && m.linear_skip => {
+                Some("the linear skip's ridge fit")
+            }
+            ModelSpec::MultibandAnc(m) if m.least_squares_init && m.linear_taps > 0 => {
+                Some("the least-squares linear FIR")
+            }
+            _ => None,
+        }
+    }
+
     /// Checks the values a model can be built from, whether they come from a config or from a
     /// checkpoint's metadata; the error names the key (`model.hidden`).
     pub fn validate(&self) -> Result<(), String> {

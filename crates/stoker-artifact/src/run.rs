@@ -114,6 +114,10 @@ pub struct TrainState {
     /// states written before run identities, which resume therefore refuses too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<RunIdentity>,
+    /// The validation loss of the model training started from (epoch 0). Absent in older
+    /// states.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_val_loss: Option<f64>,
 }
 
 /// Dynamic loss scaling's state (f16-mixed).
@@ -206,6 +210,13 @@ pub struct RunSummary {
     pub memory_total_bytes: Option<u64>,
     pub diagnosis: Diagnosis,
     pub seconds: f64,
+    /// The validation loss training started from (epoch 0), and what that start was when it is
+    /// the model's linear part alone (a warm start: `the linear skip's ridge fit`, `the
+    /// least-squares linear FIR`): `best_val_loss` below it is what the learned parts added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_val_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear_start: Option<String>,
     /// Processes that trained data-parallel (`batch_size` is each one's batch).
     #[serde(default = "one_rank")]
     pub ranks: usize,

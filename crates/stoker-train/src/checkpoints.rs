@@ -246,6 +246,7 @@ impl CheckpointStore {
             loss_scale: None,
             train_loss: None,
             run: Some(self.run.clone()),
+            initial_val_loss: Some(initial),
         }
     }
 }

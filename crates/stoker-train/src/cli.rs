@@ -151,6 +151,22 @@ fn print_summary(s: &RunSummary, path: &std::path::Path) {
         s.diagnosis.bound,
         s.diagnosis.advice
     );
+    if let Some(initial) = s.initial_val_loss {
+        let below = 100.0 * (1.0 - s.best_val_loss / initial);
+        match &s.linear_start {
+            Some(start) if s.best_epoch == 0 => println!(
+                "  the learned parts added nothing on validation: the best model is the start, {start} ({initial:.5})"
+            ),
+            Some(start) => println!(
+                "  the learned parts lower the validation loss {below:.2} % below the linear part alone, {start} ({initial:.5} → {:.5})",
+                s.best_val_loss
+            ),
+            None => println!(
+                "  validation loss {below:.1} % below the untrained model's ({initial:.5} → {:.5})",
+                s.best_val_loss
+            ),
+        }
+    }
     if let Some(d) = &s.distributed {
         let stalls: Vec<String> = d
             .rank_data_stall_fraction

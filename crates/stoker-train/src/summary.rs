@@ -31,6 +31,7 @@ pub(crate) struct SummaryBuilder {
     train_windows: usize,
     val_windows: usize,
     samples_per_window: usize,
+    linear_start: Option<&'static str>,
     started: Instant,
     monitor: Monitor,
 }
@@ -52,6 +53,7 @@ impl SummaryBuilder {
             train_windows: validation.train_windows(),
             val_windows: validation.val_windows(),
             samples_per_window: validation.samples_per_window(),
+            linear_start: req.config.model.linear_start(),
             started: Instant::now(),
             monitor: Monitor::start(Duration::from_millis(500), gpu),
         }
@@ -121,6 +123,11 @@ impl SummaryBuilder {
             peak_memory_bytes: utilisation.peak_memory_bytes,
             memory_total_bytes: utilisation.memory_total_bytes,
             seconds,
+            initial_val_loss: state.initial_val_loss,
+            linear_start: state
+                .initial_val_loss
+                .and(self.linear_start)
+                .map(String::from),
             ranks: self.ranks,
             distributed,
         }
