@@ -23,10 +23,19 @@ pub struct Team {
 pub const MPI: bool = cfg!(feature = "mpi");
 
 /// Environment variables a launcher sets for every rank it starts: Open MPI's `mpirun`, PMI
-/// (Slurm, MPICH) and PMIx (Slurm, Open MPI).
+/// (Slurm's `srun --mpi=pmi2`, MPICH) and PMIx (`srun --mpi=pmix`, Open MPI), which may not
+/// say the size.
+const LAUNCHER_VARS: [&str; 3] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"];
+#[cfg(not(feature = "mpi"))]
 const LAUNCHER_SIZE_VARS: [&str; 3] = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"];
 
-/// The number of ranks a launcher says this process is one of (None: not launched by one).
+/// Whether an MPI launcher started this process.
+fn launched() -> bool {
+    LAUNCHER_VARS.iter().any(|v| std::env::var_os(v).is_some())
+}
+
+/// The number of ranks the launcher says this process is one of, where it says.
+#[cfg(not(feature = "mpi"))]
 fn launched_size() -> Option<usize> {
     LAUNCHER_SIZE_VARS
         .iter()
@@ -46,17 +55,16 @@ impl Team {
     /// (with the `mpi` feature), else solo. A build without MPI started as one of several ranks
     /// is refused: the ranks would each train alone into the same directory.
     pub fn from_launcher() -> Result<Self> {
-        let Some(size) = launched_size() else {
+        if !launched() {
             return Ok(Self::solo());
-        };
+        }
         #[cfg(feature = "mpi")]
         {
-            let _ = size;
             mpi_world::MpiWorld::init().map(|w| Self { mpi: Some(w) })
         }
         #[cfg(not(feature = "mpi"))]
         {
-            if size > 1 {
+            if let Some(size) = launched_size().filter(|&n| n > 1) {
                 return Err(Error::Settings(format!(
                     "started as one of {size} MPI ranks, but this build has no MPI: rebuild with \
                      `--features mpi` (cargo run --release -p xtask --features mpi -- train \
