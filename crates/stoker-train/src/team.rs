@@ -15,8 +15,18 @@ use stoker_zoo::Model;
 use crate::error::{Error, Result};
 
 pub struct Team {
+    place: Place,
     #[cfg(feature = "mpi")]
     mpi: Option<mpi_world::MpiWorld>,
+}
+
+/// Where a process stands in its team: its rank among all and among those on its machine.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    rank: usize,
+    size: usize,
+    local_rank: usize,
+    local_size: usize,
 }
 
 /// This build can train across processes (the `mpi` feature).
@@ -46,6 +56,12 @@ impl Team {
     /// One process, training alone.
     pub fn solo() -> Self {
         Self {
+            place: Place {
+                rank: 0,
+                size: 1,
+                local_rank: 0,
+                local_size: 1,
+            },
             #[cfg(feature = "mpi")]
             mpi: None,
         }
@@ -60,7 +76,10 @@ impl Team {
         }
         #[cfg(feature = "mpi")]
         {
-            mpi_world::MpiWorld::init().map(|w| Self { mpi: Some(w) })
+            mpi_world::MpiWorld::init().map(|w| Self {
+                place: w.place,
+                mpi: Some(w),
+            })
         }
         #[cfg(not(feature = "mpi"))]
         {
@@ -77,37 +96,21 @@ impl Team {
 
     /// This process's rank, 0 ≤ rank < size.
     pub fn rank(&self) -> usize {
-        #[cfg(feature = "mpi")]
-        if let Some(w) = &self.mpi {
-            return w.rank;
-        }
-        0
+        self.place.rank
     }
 
     /// This process's rank among the ranks on its machine (its GPU's index there).
     pub fn local_rank(&self) -> usize {
-        #[cfg(feature = "mpi")]
-        if let Some(w) = &self.mpi {
-            return w.local_rank;
-        }
-        0
+        self.place.local_rank
     }
 
     /// The ranks on this machine, this one included.
     pub fn local_size(&self) -> usize {
-        #[cfg(feature = "mpi")]
-        if let Some(w) = &self.mpi {
-            return w.local_size;
-        }
-        1
+        self.place.local_size
     }
 
     pub fn size(&self) -> usize {
-        #[cfg(feature = "mpi")]
-        if let Some(w) = &self.mpi {
-            return w.size;
-        }
-        1
+        self.place.size
     }
 
     /// Rank 0: the one rank that writes checkpoints, metrics and the summary.
@@ -184,7 +187,7 @@ impl Team {
     pub fn abort(&self, code: i32) {
         #[cfg(feature = "mpi")]
         if let Some(w) = &self.mpi
-            && w.size > 1
+            && self.place.size > 1
         {
             w.abort(code);
         }
@@ -234,13 +237,11 @@ mod mpi_world {
     use mpi::environment::Universe;
     use mpi::topology::{Communicator, SimpleCommunicator};
 
+    use super::Place;
     use crate::error::{Error, Result};
 
     pub(super) struct MpiWorld {
-        pub rank: usize,
-        pub size: usize,
-        pub local_rank: usize,
-        pub local_size: usize,
+        pub place: Place,
         world: SimpleCommunicator,
         /// Finalises MPI when dropped: after the world's last use.
         _universe: Universe,
@@ -263,10 +264,12 @@ mod mpi_world {
                     .build_global();
             }
             Ok(Self {
-                rank,
-                size,
-                local_rank,
-                local_size: local,
+                place: Place {
+                    rank,
+                    size,
+                    local_rank,
+                    local_size: local,
+                },
                 world,
                 _universe: universe,
             })
@@ -279,7 +282,7 @@ mod mpi_world {
         }
 
         pub fn gather<T: Equivalence + Copy + Default>(&self, value: T) -> Vec<T> {
-            let mut all = vec![T::default(); self.size];
+            let mut all = vec![T::default(); self.place.size];
             self.world.all_gather_into(&value, &mut all[..]);
             all
         }
