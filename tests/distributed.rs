@@ -148,13 +148,7 @@ fn rank_pid(artifacts: &Path, rank: usize) -> Option<u32> {
 #[test]
 fn a_lost_rank_ends_the_job_naming_it_and_two_ranks_resume_to_the_same_best() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = synthetic_csv(dir.path(), 3);
-    let config = tiny_config(dir.path(), &csv, 2011, 2012);
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "epochs = 1",
-        "epochs = 6\ncheckpoint_interval = \"20 steps\"\nkeep_last = 2",
-    );
-    std::fs::write(&config, text).unwrap();
+    let config = checkpointed_tiny_config(dir.path(), 6, 20);
 
     let reference = dir.path().join("reference");
     train(dir.path(), &config, &reference, &["--ranks", "2"]);

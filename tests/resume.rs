@@ -28,14 +28,11 @@ fn weights(train_dir: &Path) -> Vec<Vec<f32>> {
 #[test]
 fn killed_and_resumed_run_matches_an_uninterrupted_one() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = synthetic_csv(dir.path(), 3);
-    let config = tiny_config(dir.path(), &csv, 2011, 2012);
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "epochs = 1",
-        "epochs = 12\ncheckpoint_interval = \"7 steps\"\nkeep_last = 2",
-    );
+    let config = checkpointed_tiny_config(dir.path(), 12, 7);
     // Dropout on, so the resumed run must also reproduce the random draws.
-    let text = text.replace("residual = true", "residual = true\ndropout = 0.2");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("residual = true", "residual = true\ndropout = 0.2");
     std::fs::write(&config, text).unwrap();
     let config = config.to_str().unwrap();
 

@@ -61,6 +61,21 @@ batch_size = 500
     path
 }
 
+/// The tiny task on a synthetic 2010–2012 series, trained `epochs` epochs with a resumable
+/// checkpoint every `checkpoint_steps` steps (the newest two kept): for kill-and-resume tests.
+pub fn checkpointed_tiny_config(dir: &Path, epochs: usize, checkpoint_steps: usize) -> PathBuf {
+    let csv = synthetic_csv(dir, 3);
+    let config = tiny_config(dir, &csv, 2011, 2012);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "epochs = 1",
+        &format!(
+            "epochs = {epochs}\ncheckpoint_interval = \"{checkpoint_steps} steps\"\nkeep_last = 2"
+        ),
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 /// Writes a synthetic PM2.5 CSV of `years` years from 2010 through the xtask binary.
 pub fn synthetic_csv(dir: &Path, years: u32) -> PathBuf {
     let out = dir.join("synthetic.csv");
