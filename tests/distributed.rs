@@ -8,8 +8,6 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::prelude::*;
 use common::*;
 use stoker_artifact::{RunSummary, StepRecord};
 
@@ -19,21 +17,6 @@ fn step_losses(artifacts: &Path) -> Vec<f64> {
         .lines()
         .map(|l| serde_json::from_str::<StepRecord>(l).unwrap().loss)
         .collect()
-}
-
-fn last_weights(artifacts: &Path) -> Vec<Vec<f32>> {
-    struct Collect(Vec<Vec<f32>>);
-    impl ModuleVisitor for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0
-                .push(param.val().into_data().try_into_vec_as::<f32>().unwrap());
-        }
-    }
-    let dir = artifacts.join("train");
-    let (model, _) = stoker_zoo::checkpoint::load(&dir, "last", &Device::flex()).unwrap();
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
 }
 
 fn summary(artifacts: &Path) -> RunSummary {
@@ -74,7 +57,10 @@ fn two_ranks_match_one_process(dir: &Path, config: &Path, b: usize) {
             step + 1
         );
     }
-    let (w1, w2) = (last_weights(&one), last_weights(&two));
+    let (w1, w2) = (
+        last_weights(&one.join("train")),
+        last_weights(&two.join("train")),
+    );
     assert_eq!(w1.len(), w2.len());
     for (p1, p2) in w1.iter().zip(&w2) {
         let scale = p1.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);

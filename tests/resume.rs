@@ -3,27 +3,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::prelude::*;
 use common::*;
-
-fn weights(train_dir: &Path) -> Vec<Vec<f32>> {
-    struct Collect(Vec<Vec<f32>>);
-    impl ModuleVisitor for Collect {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.0
-                .push(param.val().into_data().try_into_vec_as::<f32>().unwrap());
-        }
-    }
-    let (model, _) = stoker_zoo::checkpoint::load(train_dir, "last", &Device::flex()).unwrap();
-    let mut c = Collect(Vec::new());
-    model.visit(&mut c);
-    c.0
-}
 
 #[test]
 fn killed_and_resumed_run_matches_an_uninterrupted_one() {
@@ -101,8 +84,8 @@ fn killed_and_resumed_run_matches_an_uninterrupted_one() {
         .unwrap_or_else(|| panic!("no resume line in: {err}"));
     assert!(resumed_step > 0, "{err}");
     let (a, b) = (
-        weights(&reference.join("train")),
-        weights(&killed.join("train")),
+        last_weights(&reference.join("train")),
+        last_weights(&killed.join("train")),
     );
     assert_eq!(a.len(), b.len());
     assert!(a == b, "resumed weights differ from the uninterrupted run");

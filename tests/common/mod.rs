@@ -76,6 +76,24 @@ pub fn checkpointed_tiny_config(dir: &Path, epochs: usize, checkpoint_steps: usi
     config
 }
 
+/// Every weight of the `last` checkpoint in `train_dir`, one list per parameter in visiting
+/// order.
+pub fn last_weights(train_dir: &Path) -> Vec<Vec<f32>> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::prelude::*;
+    struct Collect(Vec<Vec<f32>>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0
+                .push(param.val().into_data().try_into_vec_as::<f32>().unwrap());
+        }
+    }
+    let (model, _) = stoker_zoo::checkpoint::load(train_dir, "last", &Device::flex()).unwrap();
+    let mut c = Collect(Vec::new());
+    model.visit(&mut c);
+    c.0
+}
+
 /// Writes a synthetic PM2.5 CSV of `years` years from 2010 through the xtask binary.
 pub fn synthetic_csv(dir: &Path, years: u32) -> PathBuf {
     let out = dir.join("synthetic.csv");

@@ -71,9 +71,12 @@ pub fn run_worker(args: &WorkerArgs) -> Result<()> {
             &device,
         );
         let loss = loss.into_scalar::<f32>();
-        let t = Instant::now();
-        team.average_gradients(&model, &mut grads, weight, loss);
-        *allreduce += t.elapsed();
+        // As the trainer: one process alone averages nothing (no copies on its side).
+        if !team.is_solo() {
+            let t = Instant::now();
+            team.average_gradients(&model, &mut grads, weight, loss);
+            *allreduce += t.elapsed();
+        }
         model = optim.step(1e-4, model.clone(), grads);
     };
     for _ in 0..3 {
