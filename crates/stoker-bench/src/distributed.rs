@@ -17,7 +17,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use clap::Args;
 use serde_json::{Value, json};
-use stoker_artifact::LossKind;
+use stoker_artifact::{LossKind, Precision};
 use stoker_runtime::Autocast;
 use stoker_train::{Team, batch_gradients, mpirun, optimizer};
 use stoker_zoo::Model;
@@ -41,9 +41,13 @@ pub struct WorkerArgs {
     /// Timed steps (after 3 warm-up steps).
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
+    /// Steps in bf16-mixed instead of f32 (the distributed bench runs f32; this lets a
+    /// profiler such as `perf record` look at one model row's training step alone).
+    #[arg(long)]
+    pub bf16: bool,
 }
 
-/// Runs the worker: every rank steps; rank 0 prints `{"samples_per_s", "allreduce_fraction"}`.
+/// Runs the worker: every rank steps; rank 0 prints `{"samples_per_s", "step_s", "allreduce_fraction", "parameters"}`.
 pub fn run_worker(args: &WorkerArgs) -> Result<()> {
     let team = Team::from_launcher()?;
     let r = references()
@@ -56,6 +60,12 @@ pub fn run_worker(args: &WorkerArgs) -> Result<()> {
     device.seed(1);
     let mut model = Model::new(&r.spec, &r.shape, &device)?;
     let mut optim = optimizer(&Default::default());
+    let precision = if args.bf16 {
+        Precision::Bf16Mixed
+    } else {
+        Precision::F32
+    };
+    let ac = Autocast::for_device(precision, &device);
     let weight = share.len() as f32 / args.global_batch as f32;
     let mut allreduce = Duration::ZERO;
     let mut step = |allreduce: &mut Duration| {
@@ -66,7 +76,7 @@ pub fn run_worker(args: &WorkerArgs) -> Result<()> {
             r.shape.features,
             1,
             LossKind::Mse,
-            &Autocast::F32,
+            &ac,
             1.0,
             &device,
         );
@@ -94,6 +104,7 @@ pub fn run_worker(args: &WorkerArgs) -> Result<()> {
         let samples = (args.steps * args.global_batch * r.samples_per_window) as f64;
         let line = json!({
             "samples_per_s": samples / seconds,
+            "step_s": seconds / args.steps as f64,
             "allreduce_fraction": allreduce.as_secs_f64() / seconds,
             "parameters": model.num_params(),
         });
