@@ -5,6 +5,9 @@
 
 use rayon::prelude::*;
 
+mod head;
+pub use head::{DenseHeadGrads, dense_head_backward, dense_head_forward};
+
 use crate::activation::{multiversion, tanh};
 use crate::gemm::{Mat, MatMut, transposed};
 use crate::scalar::Scalar;
@@ -159,35 +162,51 @@ pub fn dense_forward<T: Scalar>(
     act: Activation,
 ) -> Vec<T> {
     s.check(x.len(), w.len(), b.len());
-    let (k, m) = (s.inputs, s.outputs);
-    let mut y = T::zeros(s.groups * s.rows * m);
+    let mut y = T::zeros(s.groups * s.rows * s.outputs);
     let bias = T::widen(b);
-    row_blocks(&mut y, m, s)
+    row_blocks(&mut y, s.outputs, s)
         .into_par_iter()
         .for_each_init(Vec::<f32>::new, |z, (g, r0, yb)| {
-            let rows = yb.len() / m;
-            let xb = Mat::row_major(&x[s.x(g)][r0 * k..][..rows * k], rows, k);
-            let wg = Mat::row_major(&w[s.w(g)], k, m);
-            let bias = &bias[s.b(g)];
-            let epilogue = |z: &mut [f32]| match act {
-                Activation::Tanh => add_bias_tanh(z, bias),
-                Activation::Relu => add_bias_relu(z, bias),
-                Activation::Identity => add_bias(z, bias),
-            };
-            match T::as_f32_mut(yb) {
-                Some(y32) => {
-                    T::matmul_serial(MatMut::row_major(y32, rows, m), xb, wg, false);
-                    epilogue(y32);
-                }
-                None => {
-                    z.resize(yb.len(), 0.0);
-                    T::matmul_serial(MatMut::row_major(z, rows, m), xb, wg, false);
-                    epilogue(z);
-                    T::narrow_into(z, yb);
-                }
-            }
+            block_forward(z, x, w, &bias, s, act, (g, r0), yb);
         });
     y
+}
+
+/// One block of `dense_forward`: act(x·w + b) for the rows of group `g` from `r0` into `yb`,
+/// computed in f32 — in `yb` itself when T is f32, else in `z`, then rounded into `yb`.
+#[allow(clippy::too_many_arguments)]
+fn block_forward<T: Scalar>(
+    z: &mut Vec<f32>,
+    x: &[T],
+    w: &[T],
+    bias: &[f32],
+    s: DenseShape,
+    act: Activation,
+    (g, r0): (usize, usize),
+    yb: &mut [T],
+) {
+    let (k, m) = (s.inputs, s.outputs);
+    let rows = yb.len() / m;
+    let xb = Mat::row_major(&x[s.x(g)][r0 * k..][..rows * k], rows, k);
+    let wg = Mat::row_major(&w[s.w(g)], k, m);
+    let bias = &bias[s.b(g)];
+    let epilogue = |z: &mut [f32]| match act {
+        Activation::Tanh => add_bias_tanh(z, bias),
+        Activation::Relu => add_bias_relu(z, bias),
+        Activation::Identity => add_bias(z, bias),
+    };
+    match T::as_f32_mut(yb) {
+        Some(y32) => {
+            T::matmul_serial(MatMut::row_major(y32, rows, m), xb, wg, false);
+            epilogue(y32);
+        }
+        None => {
+            z.resize(yb.len(), 0.0);
+            T::matmul_serial(MatMut::row_major(z, rows, m), xb, wg, false);
+            epilogue(z);
+            T::narrow_into(z, yb);
+        }
+    }
 }
 
 /// Gradients of a grouped dense layer.
@@ -216,9 +235,19 @@ struct BackwardInputs<'a, T> {
     act: Activation,
 }
 
+/// dz = dy ⊙ act′(y) in place.
+fn activation_grad(act: Activation, dz: &mut [f32], y: &[f32]) {
+    match act {
+        Activation::Tanh => tanh_grad(dz, y),
+        Activation::Relu => relu_grad(dz, y),
+        Activation::Identity => {}
+    }
+}
+
 /// One block: `rows` rows of group `g` from row `r0`. Writes dz = dy ⊙ act′ rounded to T into
 /// `dz_block` (None: no activation, dz is dy), and dx = dz·wᵀ into `dx_block` when asked;
-/// returns the block's bias-gradient partial.
+/// returns the block's bias-gradient partial. In f32 dz is computed in its block, with no
+/// staging copies of dy, y and dz.
 fn block_backward<T: Scalar>(
     sc: &mut BlockScratch,
     inp: &BackwardInputs<T>,
@@ -228,48 +257,130 @@ fn block_backward<T: Scalar>(
 ) -> Vec<f32> {
     let (s, m) = (inp.s, inp.s.outputs);
     let range = s.y(g).start + r0 * m..s.y(g).start + (r0 + rows) * m;
-    sc.dz.resize(rows * m, 0.0);
-    T::widen_into(&inp.dy[range.clone()], &mut sc.dz);
-    if inp.act != Activation::Identity {
-        sc.y.resize(rows * m, 0.0);
-        T::widen_into(&inp.y[range.clone()], &mut sc.y);
-        match inp.act {
-            Activation::Tanh => tanh_grad(&mut sc.dz, &sc.y),
-            Activation::Relu => relu_grad(&mut sc.dz, &sc.y),
-            Activation::Identity => {}
-        }
-    }
+    let (dy, y) = (&inp.dy[range.clone()], &inp.y[range]);
     let mut db = vec![0f32; m];
-    add_column_sums(&mut db, &sc.dz);
     // The matmuls read dz in T: this block's rounded copy, or dy itself.
     let dz: &[T] = match dz_block {
         Some(block) => {
-            T::narrow_into(&sc.dz, block);
+            match (T::as_f32_mut(block), T::as_f32(dy), T::as_f32(y)) {
+                (Some(dz32), Some(dy32), Some(y32)) => {
+                    dz32.copy_from_slice(dy32);
+                    activation_grad(inp.act, dz32, y32);
+                    add_column_sums(&mut db, dz32);
+                }
+                _ => {
+                    sc.dz.resize(rows * m, 0.0);
+                    T::widen_into(dy, &mut sc.dz);
+                    sc.y.resize(rows * m, 0.0);
+                    T::widen_into(y, &mut sc.y);
+                    activation_grad(inp.act, &mut sc.dz, &sc.y);
+                    add_column_sums(&mut db, &sc.dz);
+                    T::narrow_into(&sc.dz, block);
+                }
+            }
             block
         }
-        None => &inp.dy[range],
+        None => {
+            match T::as_f32(dy) {
+                Some(dy32) => add_column_sums(&mut db, dy32),
+                None => {
+                    sc.dz.resize(rows * m, 0.0);
+                    T::widen_into(dy, &mut sc.dz);
+                    add_column_sums(&mut db, &sc.dz);
+                }
+            }
+            dy
+        }
     };
     if let Some(dxb) = dx_block {
-        let k = s.inputs;
-        let dzm = Mat::row_major(dz, rows, m);
-        let wt = Mat::row_major(&inp.w_t[s.w(g)], m, k);
-        match T::as_f32_mut(dxb) {
-            Some(dx32) => T::matmul_serial(MatMut::row_major(dx32, rows, k), dzm, wt, false),
-            None => {
-                sc.dx.resize(rows * k, 0.0);
-                T::matmul_serial(MatMut::row_major(&mut sc.dx, rows, k), dzm, wt, false);
-                T::narrow_into(&sc.dx, dxb);
-            }
-        }
+        block_dx(&mut sc.dx, dz, &inp.w_t[s.w(g)], s, dxb);
     }
     db
 }
 
-/// dw = xᵀ·dz per group, its rows (x's columns) cut into pieces that run as serial products
-/// in parallel: on the ANC shape one threaded product per group was slower (`dense_speed`).
-fn weight_gradients<T: Scalar>(x: &[T], dz: &[T], s: DenseShape) -> Vec<f32> {
+/// dx = dz·wᵀ for one block of rows: `w_t` is the group's wᵀ ([outputs, inputs]); computed in
+/// `dxb` itself when T is f32, else in `scratch`, then rounded.
+fn block_dx<T: Scalar>(scratch: &mut Vec<f32>, dz: &[T], w_t: &[T], s: DenseShape, dxb: &mut [T]) {
     let (k, m) = (s.inputs, s.outputs);
-    let pieces = (2 * rayon::current_num_threads()).div_ceil(s.groups);
+    let rows = dz.len() / m;
+    let dzm = Mat::row_major(dz, rows, m);
+    let wt = Mat::row_major(w_t, m, k);
+    match T::as_f32_mut(dxb) {
+        Some(dx32) => T::matmul_serial(MatMut::row_major(dx32, rows, k), dzm, wt, false),
+        None => {
+            scratch.resize(rows * k, 0.0);
+            T::matmul_serial(MatMut::row_major(scratch, rows, k), dzm, wt, false);
+            T::narrow_into(scratch, dxb);
+        }
+    }
+}
+
+/// Rows of the weight gradient's sum a piece covers at least (its partial dw is an extra pass),
+/// and at most that many pieces a group. The cut depends on the shape alone, not on the
+/// thread count, so that dw is the same on every machine.
+const PIECE_ROWS: usize = 512;
+const MAX_PIECES: usize = 8;
+
+/// dw = xᵀ·dz per group, cut into pieces that run as serial products in parallel: on the ANC
+/// shape one threaded product per group was slower (`dense_speed`). The cut is along the
+/// longer side: with more rows than inputs, along the sum over rows (each piece a partial dw,
+/// added in piece order), so that no operand is packed twice; otherwise along dw's rows (x's
+/// columns), each piece packing all of dz.
+fn weight_gradients<T: Scalar>(x: &[T], dz: &[T], s: DenseShape) -> Vec<f32> {
+    let pieces = (s.rows / PIECE_ROWS).min(MAX_PIECES);
+    if s.rows >= s.inputs && pieces >= 2 {
+        weight_gradients_by_rows(x, dz, s, pieces)
+    } else {
+        let wanted = (2 * rayon::current_num_threads()).div_ceil(s.groups);
+        weight_gradients_by_inputs(x, dz, s, wanted)
+    }
+}
+
+/// `weight_gradients` with the sum over rows cut into `pieces` per group.
+fn weight_gradients_by_rows<T: Scalar>(
+    x: &[T],
+    dz: &[T],
+    s: DenseShape,
+    pieces: usize,
+) -> Vec<f32> {
+    let (k, m) = (s.inputs, s.outputs);
+    let piece_rows = s.rows.div_ceil(pieces);
+    let mut partials = vec![0f32; s.groups * pieces * k * m];
+    partials
+        .par_chunks_mut((k * m).max(1))
+        .enumerate()
+        .for_each(|(task, part)| {
+            let (g, r0) = (task / pieces, (task % pieces) * piece_rows);
+            let rows = piece_rows.min(s.rows.saturating_sub(r0));
+            if rows == 0 {
+                return; // stays zero
+            }
+            let xb = Mat::row_major(&x[s.x(g)][r0 * k..(r0 + rows) * k], rows, k);
+            let dzb = Mat::row_major(&dz[s.y(g)][r0 * m..(r0 + rows) * m], rows, m);
+            T::matmul_serial(MatMut::row_major(part, k, m), xb.t(), dzb, false);
+        });
+    let mut dw = Vec::with_capacity(s.groups * k * m);
+    for group in partials.chunks_exact((pieces * k * m).max(1)) {
+        let mut parts = group.chunks_exact((k * m).max(1));
+        let start = dw.len();
+        dw.extend_from_slice(parts.next().unwrap_or_default());
+        for part in parts {
+            for (acc, &v) in dw[start..].iter_mut().zip(part) {
+                *acc += v;
+            }
+        }
+    }
+    dw
+}
+
+/// `weight_gradients` with dw's rows cut into `pieces` per group.
+fn weight_gradients_by_inputs<T: Scalar>(
+    x: &[T],
+    dz: &[T],
+    s: DenseShape,
+    pieces: usize,
+) -> Vec<f32> {
+    let (k, m) = (s.inputs, s.outputs);
     let piece_rows = k.div_ceil(pieces).max(1);
     let mut dw = vec![0f32; s.groups * k * m];
     let tasks: Vec<(usize, usize, &mut [f32])> = dw
@@ -292,6 +403,55 @@ fn weight_gradients<T: Scalar>(x: &[T], dz: &[T], s: DenseShape) -> Vec<f32> {
         );
     });
     dw
+}
+
+/// Every block of rows: (group, first row, rows), in the order of `row_blocks`.
+fn blocks(s: DenseShape) -> Vec<(usize, usize, usize)> {
+    (0..s.groups)
+        .flat_map(|g| (0..s.rows).step_by(BLOCK_ROWS).map(move |r0| (g, r0)))
+        .map(|(g, r0)| (g, r0, BLOCK_ROWS.min(s.rows - r0)))
+        .collect()
+}
+
+/// `out`'s row blocks, one per block of `blocks(s)`; all None when `out` is empty (not asked).
+fn optional_blocks<U>(
+    out: &mut [U],
+    width: usize,
+    s: DenseShape,
+    count: usize,
+) -> Vec<Option<&mut [U]>> {
+    let mut blocks: Vec<Option<&mut [U]>> = row_blocks(out, width, s)
+        .into_iter()
+        .map(|(_, _, block)| Some(block))
+        .collect();
+    blocks.resize_with(count, || None);
+    blocks
+}
+
+/// wᵀ of every group, row-major ([groups, outputs, inputs]).
+fn transposed_groups<T: Scalar>(w: &[T], s: DenseShape) -> Vec<T> {
+    let (k, m) = (s.inputs, s.outputs);
+    w.chunks_exact((k * m).max(1))
+        .flat_map(|wg| transposed(wg, k, m))
+        .collect()
+}
+
+/// Per-block partials of `width` values summed per group in block order, so the result does
+/// not depend on which thread ran which block: [groups, width].
+fn sum_by_group<'a>(
+    partials: impl Iterator<Item = &'a [f32]>,
+    width: usize,
+    s: DenseShape,
+) -> Vec<f32> {
+    let mut sums = vec![0f32; s.groups * width];
+    let blocks_per_group = s.rows.div_ceil(BLOCK_ROWS).max(1);
+    for (i, partial) in partials.enumerate() {
+        let g = i / blocks_per_group;
+        for (acc, &v) in sums[g * width..(g + 1) * width].iter_mut().zip(partial) {
+            *acc += v;
+        }
+    }
+    sums
 }
 
 /// The backward of `dense_forward`, from its output `y` and the output gradient `dy`.
@@ -329,24 +489,11 @@ pub fn dense_backward<T: Scalar>(
         dy.len()
     });
     let mut dx = T::zeros(if need_dx { s.groups * s.rows * k } else { 0 });
-    let blocks: Vec<(usize, usize, usize)> = (0..s.groups)
-        .flat_map(|g| (0..s.rows).step_by(BLOCK_ROWS).map(move |r0| (g, r0)))
-        .map(|(g, r0)| (g, r0, BLOCK_ROWS.min(s.rows - r0)))
-        .collect();
-    let mut dz_blocks: Vec<Option<&mut [T]>> = row_blocks(&mut dz_owned, m, s)
-        .into_iter()
-        .map(|(_, _, block)| Some(block))
-        .collect();
-    dz_blocks.resize_with(blocks.len(), || None);
-    let mut dx_blocks: Vec<Option<&mut [T]>> = row_blocks(&mut dx, k, s)
-        .into_iter()
-        .map(|(_, _, block)| Some(block))
-        .collect();
-    dx_blocks.resize_with(blocks.len(), || None);
-    let w_t: Vec<T> = if need_dx {
-        w.chunks_exact((k * m).max(1))
-            .flat_map(|wg| transposed(wg, k, m))
-            .collect()
+    let blocks = blocks(s);
+    let dz_blocks = optional_blocks(&mut dz_owned, m, s, blocks.len());
+    let dx_blocks = optional_blocks(&mut dx, k, s, blocks.len());
+    let w_t = if need_dx {
+        transposed_groups(w, s)
     } else {
         Vec::new()
     };
@@ -365,14 +512,7 @@ pub fn dense_backward<T: Scalar>(
             block_backward(sc, &inputs, block, dz, dx)
         })
         .collect();
-    let mut db = vec![0f32; s.groups * m];
-    let blocks_per_group = s.rows.div_ceil(BLOCK_ROWS);
-    for (i, partial) in db_partials.iter().enumerate() {
-        let g = i / blocks_per_group.max(1);
-        for (acc, &v) in db[s.b(g)].iter_mut().zip(partial) {
-            *acc += v;
-        }
-    }
+    let db = sum_by_group(db_partials.iter().map(Vec::as_slice), m, s);
     let dz: &[T] = if act == Activation::Identity {
         dy
     } else {
@@ -506,13 +646,20 @@ mod tests {
 
     /// Many row blocks per group, the last one partial; outputs wider than one register.
     #[test]
-    fn row_blocks_cover_every_row() {
-        let s = DenseShape {
-            groups: 2,
-            rows: 2 * BLOCK_ROWS + 13,
-            inputs: 9,
-            outputs: 37,
-        };
+    fn row_blocks_and_weight_gradient_pieces_cover_every_row() {
+        // Blocks of rows with a short last one; then enough rows that the weight gradient's
+        // sum over rows is cut into pieces (3, the last one short).
+        for rows in [2 * BLOCK_ROWS + 13, 3 * PIECE_ROWS + 13] {
+            matches_reference(DenseShape {
+                groups: 2,
+                rows,
+                inputs: 9,
+                outputs: 37,
+            });
+        }
+    }
+
+    fn matches_reference(s: DenseShape) {
         let (x, w, b) = random_operands(s, 11);
         let r = pseudo_random(s.groups * s.rows * s.outputs, 14, 0.5);
         for act in [Activation::Tanh, Activation::Relu, Activation::Identity] {

@@ -809,6 +809,7 @@ mod tests {
         check_bf16(1, 1, 700, lay(true, 0), lay(false, 2), false, 8);
         // A transposed GEMV (a one-output layer's weight gradient), past one 64-row block.
         check_bf16(384, 1, 1279, lay(true, 0), lay(false, 0), false, 9);
+        check_bf16(300, 1, 40, lay(true, 0), lay(false, 0), true, 13);
         check_bf16(71, 1, 30, lay(true, 2), lay(true, 1), true, 10);
         // K = 1: an outer product.
         check_bf16(113, 384, 1, lay(false, 0), lay(false, 0), false, 11);

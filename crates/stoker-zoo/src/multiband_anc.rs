@@ -16,7 +16,7 @@ use stoker_artifact::{AncSignals, MultibandAncSpec};
 use stoker_dsp::{DesignError, design_filterbank};
 use stoker_runtime::Autocast;
 use stoker_runtime::batch::try_to_host;
-use stoker_runtime::fused::{Activation, band_dense};
+use stoker_runtime::fused::{Activation, band_dense, band_dense_head};
 
 mod export;
 
@@ -165,12 +165,24 @@ impl MultibandAnc {
             .unfold::<4, _>(2, self.taps, 1)
             .swap_dims(0, 1)
             .reshape([self.bands, batch * outputs, self.taps]);
-        for layer in &self.hidden {
+        // The last hidden layer and the head run as one op: the hidden activations and their
+        // gradient stay in cache between the two.
+        let Some((last, first)) = self.hidden.split_last() else {
+            return ac
+                .full(self.head.forward(h, Activation::Identity))
+                .sum_dim(0)
+                .reshape([batch, outputs]);
+        };
+        for layer in first {
             h = layer.forward(h, Activation::Tanh);
         }
-        ac.full(self.head.forward(h, Activation::Identity))
-            .sum_dim(0)
-            .reshape([batch, outputs])
+        let out = band_dense_head(
+            h,
+            [last.weight.val(), last.bias.val()],
+            [self.head.weight.val(), self.head.bias.val()],
+            Activation::Tanh,
+        );
+        ac.full(out).sum_dim(0).reshape([batch, outputs])
     }
 
     /// What the error microphone hears: e = d − S * g(y). `y` [B, L + |S| − 1] holds each

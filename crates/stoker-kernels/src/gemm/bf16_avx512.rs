@@ -586,9 +586,14 @@ pub(super) unsafe fn outer(
     }
 }
 
+/// Outputs `gemv_columns` holds in registers at a time: 8 zmm accumulators.
+const GEMV_BLOCK: usize = 8;
+
 /// out[i] = Σ_p v[p]·a[p·lda + i] for i < m (columns of the m x k `a` contiguous, `lda`
 /// apart), or += when `accumulate`: a transposed matrix-vector product, accumulated as
-/// Σ_p v[p]·(column p) into an f32 row that stays in L1 while `a` streams past once.
+/// Σ_p v[p]·(column p) over blocks of 128 outputs held in registers while `a` streams past.
+/// (Accumulating through memory with masked stores stalled on store forwarding: a masked
+/// store does not forward to the next column's load on this core.)
 ///
 /// SAFETY: a valid at p·lda + i for p < k, i < m; out valid over m elements.
 #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
@@ -601,27 +606,40 @@ pub(super) unsafe fn gemv_columns(
     v: &[f32],
     accumulate: bool,
 ) {
-    let mut sums = vec![0f32; m];
-    let acc = sums.as_mut_ptr();
-    for (p, &vp) in v.iter().enumerate().take(k) {
-        let scale = _mm512_set1_ps(vp);
-        for i in (0..m).step_by(16) {
-            let mask = lanes16(m - i);
-            // SAFETY: masked to column p's elements below m, and to sums' m values.
-            unsafe {
-                let bits = _mm256_maskz_loadu_epi16(mask, a.offset(p as isize * lda).add(i).cast());
-                // bf16 → f32 is a 16-bit shift into the high half.
-                let x = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits)));
-                let s = _mm512_maskz_loadu_ps(mask, acc.add(i));
-                _mm512_mask_storeu_ps(acc.add(i), mask, _mm512_fmadd_ps(x, scale, s));
+    for i0 in (0..m).step_by(16 * GEMV_BLOCK) {
+        let masks: [u16; GEMV_BLOCK] =
+            std::array::from_fn(|j| lanes16(m.saturating_sub(i0 + 16 * j)));
+        let mut acc = [_mm512_setzero_ps(); GEMV_BLOCK];
+        for (p, &vp) in v.iter().enumerate().take(k) {
+            let scale = _mm512_set1_ps(vp);
+            let column = a.wrapping_offset(p as isize * lda).wrapping_add(i0);
+            for (j, sum) in acc.iter_mut().enumerate() {
+                // SAFETY: masked to column p's elements below m; the masked-off lanes (past m)
+                // are not read, and AVX-512 suppresses their faults.
+                unsafe {
+                    let bits =
+                        _mm256_maskz_loadu_epi16(masks[j], column.wrapping_add(16 * j).cast());
+                    // bf16 → f32 is a 16-bit shift into the high half.
+                    let x =
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits)));
+                    *sum = _mm512_fmadd_ps(x, scale, *sum);
+                }
             }
         }
-    }
-    for (i, &s) in sums.iter().enumerate() {
-        // SAFETY: i < m.
-        unsafe {
-            let o = out.add(i);
-            *o = if accumulate { *o + s } else { s };
+        for (j, sum) in acc.into_iter().enumerate() {
+            if masks[j] == 0 {
+                break;
+            }
+            // SAFETY: masked to out's elements below m.
+            unsafe {
+                let o = out.add(i0 + 16 * j);
+                let total = if accumulate {
+                    _mm512_add_ps(sum, _mm512_maskz_loadu_ps(masks[j], o))
+                } else {
+                    sum
+                };
+                _mm512_mask_storeu_ps(o, masks[j], total);
+            }
         }
     }
 }

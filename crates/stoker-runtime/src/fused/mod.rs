@@ -7,6 +7,7 @@
 mod adam;
 mod conv;
 mod dense;
+mod dense_head;
 mod flex;
 mod layer;
 mod lstm;
@@ -23,6 +24,7 @@ use burn::tensor::DType;
 pub use adam::{adam_applies, adam_step};
 pub use conv::conv2d;
 pub use dense::{band_dense, linear};
+pub use dense_head::band_dense_head;
 pub use lstm::lstm_sequence;
 pub use pool::max_pool2x2;
 pub use stoker_kernels::adam::AdamStep;
@@ -36,6 +38,17 @@ pub trait FusedOps: burn::backend::Backend {
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
+        activation: u8,
+    ) -> FloatTensor<Self>;
+
+    /// act(x·w + b)·v + c per group: x [G, N, K], w [G, K, M], b [G, 1, M], v [G, M, 1],
+    /// c [G, 1, 1] → [G, N, 1].
+    fn band_dense_head(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        c: FloatTensor<Self>,
         activation: u8,
     ) -> FloatTensor<Self>;
 
@@ -85,6 +98,17 @@ impl FusedOps for Flex {
         dense::forward_flex(x, w, b, Activation::from_code(activation))
     }
 
+    fn band_dense_head(
+        x: FlexTensor,
+        w: FlexTensor,
+        b: FlexTensor,
+        v: FlexTensor,
+        c: FlexTensor,
+        activation: u8,
+    ) -> FlexTensor {
+        dense_head::forward_flex([x, w, b, v, c], Activation::from_code(activation))
+    }
+
     fn lstm_sequence(
         x: FlexTensor,
         wx: FlexTensor,
@@ -128,6 +152,17 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         activation: u8,
     ) -> FloatTensor<Self> {
         dense::forward_autodiff::<C>(x, w, b, Activation::from_code(activation))
+    }
+
+    fn band_dense_head(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+        activation: u8,
+    ) -> FloatTensor<Self> {
+        dense_head::forward_autodiff::<C>([x, w, b, v, c], Activation::from_code(activation))
     }
 
     fn lstm_sequence(
