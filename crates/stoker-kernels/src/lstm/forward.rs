@@ -4,31 +4,30 @@
 use super::*;
 
 /// One step's forward over a block of batch rows, on one thread while its [B, 4H] gates are in
-/// cache: the gate pre-activations x_t·wx + h_{t−1}·wh (two serial products), then one fused
-/// pass that activates them in place (with the bias), writes c_t and h_t, and h_t lowered into
-/// `h_low` when that is not empty.
+/// cache: the gate pre-activations [x_t | h_{t−1}]·[wx; wh] (one serial product over the
+/// concatenated input, so the gates are written once and the product's K is d_in + H), then one
+/// fused pass that activates them in place (with the bias), writes c_t and h_t, and h_t in E
+/// into the next step's concatenated input.
 struct ForwardStep<'a, E> {
     gates: &'a mut [f32],
-    /// x_t, [B, d_in].
-    x: &'a [E],
-    wx: &'a [E],
-    /// h_{t−1} (empty at t = 0).
-    h_prev: &'a [E],
-    wh: &'a [E],
+    /// [x_t | h_{t−1}], [B, d_in + H] (h_{−1} = 0).
+    xh: &'a [E],
+    /// [wx; wh], [d_in + H, 4H].
+    wxh: &'a [E],
     bias: &'a [f32],
     c_prev: &'a [f32],
     c: &'a mut [f32],
     h: &'a mut [f32],
-    h_low: &'a mut [E],
+    /// The next step's [x_{t+1} | h_t]: h_t goes into its last H columns.
+    xh_next: &'a mut [E],
     d_in: usize,
     hidden: usize,
 }
 
 versions! {
     fn forward_step_impl<E: Elem>(s: ForwardStep<'_, E>) {
-        let hd = s.hidden;
+        let (hd, ld) = (s.hidden, s.d_in + s.hidden);
         let bias = &s.bias[..4 * hd];
-        let keep_low = !s.h_low.is_empty();
         let rows = s
             .gates
             .chunks_exact_mut(4 * hd)
@@ -63,31 +62,21 @@ versions! {
                 }
                 store(c, u, w, &cell);
                 store(h, u, w, &out);
-                if keep_low {
-                    store(s.h_low, r * hd + u, w, &out);
-                }
+                store(s.xh_next, r * ld + s.d_in + u, w, &out);
             }
         }
     }
 }
 
 fn forward_step<E: Elem>(s: ForwardStep<'_, E>) {
-    let (d, hd) = (s.d_in, s.hidden);
+    let (ld, hd) = (s.d_in + s.hidden, s.hidden);
     let rows = s.gates.len() / (4 * hd);
     E::matmul_serial(
         MatMut::row_major(s.gates, rows, 4 * hd),
-        Mat::row_major(s.x, rows, d),
-        Mat::row_major(s.wx, d, 4 * hd),
+        Mat::row_major(s.xh, rows, ld),
+        Mat::row_major(s.wxh, ld, 4 * hd),
         false,
     );
-    if !s.h_prev.is_empty() {
-        E::matmul_serial(
-            MatMut::row_major(s.gates, rows, 4 * hd),
-            Mat::row_major(s.h_prev, rows, hd),
-            Mat::row_major(s.wh, hd, 4 * hd),
-            true,
-        );
-    }
     dispatch!(forward_step_impl::<E>(s))
 }
 
@@ -95,8 +84,8 @@ fn forward_step<E: Elem>(s: ForwardStep<'_, E>) {
 struct Shared<'a, E> {
     /// [T, B, d_in].
     x: &'a [E],
-    wx: &'a [E],
-    wh: &'a [E],
+    /// [wx; wh], [d_in + H, 4H].
+    wxh: &'a [E],
     bias: &'a [f32],
     batch: usize,
     d_in: usize,
@@ -134,35 +123,34 @@ fn run_block<E: Elem>(s: &Shared<E>, mut b: Block) {
     let (d, hd, rows) = (s.d_in, s.hidden, b.rows);
     let steps = b.h.len();
     let (gate_slots, cell_slots) = (b.gates.len(), b.cells.len());
-    // h_{t−1} lowered (read) and h_t lowered (written) in turn, for bf16.
-    let low_len = if E::NEEDS_COPY { rows * hd } else { 0 };
-    let mut lows = [vec![E::default(); low_len], vec![E::default(); low_len]];
+    // [x_t | h_{t−1}] read by step t and [x_{t+1} | h_t] written by it, in turn; h_{−1} = 0.
+    let ld = d + hd;
+    let mut xh = [vec![E::default(); rows * ld], vec![E::default(); rows * ld]];
     let zeros = vec![0f32; rows * hd];
     for t in 0..steps {
-        let (h_done, h_rest) = b.h.split_at_mut(t);
-        let [even, odd] = &mut lows;
-        let (low_prev, h_low) = if t % 2 == 0 { (odd, even) } else { (even, odd) };
+        let [even, odd] = &mut xh;
+        let (xh_t, xh_next) = if t % 2 == 0 { (even, odd) } else { (odd, even) };
+        let x_at = (t * s.batch + b.first_row) * d;
+        for (row, x) in xh_t
+            .chunks_exact_mut(ld)
+            .zip(s.x[x_at..x_at + rows * d].chunks_exact(d.max(1)))
+        {
+            row[..d].copy_from_slice(x);
+        }
         let (c_prev, c) = if t == 0 {
             (&zeros[..], &mut *b.cells[0])
         } else {
             previous_and_current(&mut b.cells, (t - 1) % cell_slots, t % cell_slots)
         };
-        let h_prev = match h_done.last() {
-            None => &[][..],
-            Some(h_prev) => E::pick(h_prev, low_prev),
-        };
-        let x_at = (t * s.batch + b.first_row) * d;
         forward_step(ForwardStep {
             gates: &mut *b.gates[t % gate_slots],
-            x: &s.x[x_at..x_at + rows * d],
-            wx: s.wx,
-            h_prev,
-            wh: s.wh,
+            xh: xh_t,
+            wxh: s.wxh,
             bias: s.bias,
             c_prev,
             c,
-            h: &mut *h_rest[0],
-            h_low,
+            h: &mut *b.h[t],
+            xh_next,
             d_in: d,
             hidden: hd,
         });
@@ -202,7 +190,8 @@ pub(super) fn forward<E: Elem>(
     let mut cells = Buf::<f32>::take(cell_slots * bh);
     let mut h = Buf::<f32>::take(n * hd);
     if n > 0 && hd > 0 {
-        let (xl, wxl, whl) = (E::lower(x), E::lower(w.wx), E::lower(w.wh));
+        let stacked = [w.wx, w.wh].concat();
+        let (xl, wxh) = (E::lower(x), E::lower(&stacked));
         // Each block of batch rows runs every step on one thread (see `run_blocks`).
         let bounds = row_blocks(batch, parts);
         let gate_rows = block_rows(&mut gates, batch, g4, &bounds);
@@ -210,8 +199,7 @@ pub(super) fn forward<E: Elem>(
         let h_rows = block_rows(&mut h, batch, hd, &bounds);
         let shared = Shared {
             x: &xl,
-            wx: &wxl,
-            wh: &whl,
+            wxh: &wxh,
             bias: w.bias,
             batch,
             d_in: d,

@@ -179,10 +179,6 @@ trait Elem: Scalar + Poolable {
     fn from_f32(v: f32) -> Self;
     /// `src` in this type: borrowed for f32, converted (into a pooled buffer) for bf16.
     fn lower(src: &[f32]) -> Lowered<'_, Self>;
-    /// The recurrent input h_{t−1}: the f32 output itself for f32, else its lowered copy.
-    fn pick<'a>(full: &'a [f32], low: &'a [Self]) -> &'a [Self];
-    /// Whether the forward keeps a lowered copy of h_{t−1}.
-    const NEEDS_COPY: bool;
 }
 
 enum Lowered<'a, E: Poolable> {
@@ -208,10 +204,6 @@ impl Elem for f32 {
     fn lower(src: &[f32]) -> Lowered<'_, Self> {
         Lowered::Borrowed(src)
     }
-    fn pick<'a>(full: &'a [f32], _low: &'a [Self]) -> &'a [Self] {
-        full
-    }
-    const NEEDS_COPY: bool = false;
 }
 
 impl Elem for bf16 {
@@ -224,10 +216,6 @@ impl Elem for bf16 {
         convert(src, &mut out);
         Lowered::Owned(out)
     }
-    fn pick<'a>(_full: &'a [f32], low: &'a [Self]) -> &'a [Self] {
-        low
-    }
-    const NEEDS_COPY: bool = true;
 }
 
 /// Calls `$body` compiled for AVX-512 when the CPU has every feature that build enables
