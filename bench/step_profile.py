@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Where a training step's time goes, per reference shape: products against everything else.
+"""Where a training step's (or inference batch's) time goes, per reference shape, by category.
 
 Runs `xtask bench-worker` (timed training steps of one bench reference model, one process)
 under `perf record`, then sorts the sampled symbols into categories and prints each one's
@@ -9,6 +9,7 @@ process of your own); like the PyTorch peers, optional and never part of CI.
     cargo build --release -p xtask
     python3 bench/step_profile.py                      # every model, f32 and bf16-mixed
     python3 bench/step_profile.py --model multiband_anc --bf16-only --steps 2000
+    python3 bench/step_profile.py --model lstm_attention --infer
 """
 
 import argparse
@@ -43,11 +44,11 @@ def categorise(symbol, kernel):
     return "other (inlined closures, iterators)"
 
 
-def profile(xtask, model, batch, steps, bf16, frequency):
+def profile(xtask, model, batch, steps, bf16, infer, frequency):
     with tempfile.TemporaryDirectory() as tmp:
         data = os.path.join(tmp, "perf.data")
         command = [xtask, "bench-worker", "--model", model, "--global-batch", str(batch),
-                   "--steps", str(steps)] + (["--bf16"] if bf16 else [])
+                   "--steps", str(steps)] + (["--bf16"] if bf16 else []) + (["--infer"] if infer else [])
         env = dict(os.environ, RAYON_NUM_THREADS=os.environ.get("RAYON_NUM_THREADS", "2"))
         run = subprocess.run(["perf", "record", "-q", "-F", str(frequency), "-o", data, "--"]
                              + command, env=env, capture_output=True, text=True)
@@ -73,6 +74,7 @@ def main():
     ap.add_argument("--model", action="append", help="a reference model key (repeatable)")
     ap.add_argument("--steps", type=int, default=300, help="timed steps a profile")
     ap.add_argument("--bf16-only", action="store_true")
+    ap.add_argument("--infer", action="store_true", help="batched inference, not training steps")
     ap.add_argument("--frequency", type=int, default=2000, help="perf samples/s")
     args = ap.parse_args()
     for model, batch in MODELS:
@@ -81,10 +83,12 @@ def main():
         for bf16 in ([True] if args.bf16_only else [False, True]):
             # The step is the main thread's; the threads' samples together span about
             # threads × the step, so shares are of all sampled time.
-            figures, shares = profile(args.xtask, model, batch, args.steps, bf16, args.frequency)
+            figures, shares = profile(args.xtask, model, batch, args.steps, bf16, args.infer,
+                                     args.frequency)
             step_ms = figures["step_s"] * 1e3
             precision = "bf16-mixed" if bf16 else "f32"
-            print(f"\n{model} {precision}: {step_ms:.2f} ms a step "
+            what = "an inference batch" if args.infer else "a step"
+            print(f"\n{model} {precision}: {step_ms:.2f} ms {what} "
                   f"({figures['samples_per_s']:.0f} samples/s, under perf)")
             for name, share in sorted(shares.items(), key=lambda kv: -kv[1]):
                 print(f"  {name:<34} {100 * share:5.1f} %  {share * step_ms:6.2f} ms")

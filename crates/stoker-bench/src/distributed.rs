@@ -19,7 +19,8 @@ use clap::Args;
 use serde_json::{Value, json};
 use stoker_artifact::{LossKind, Precision};
 use stoker_runtime::Autocast;
-use stoker_train::{Team, batch_gradients, mpirun, optimizer};
+use stoker_runtime::batch::{inputs_tensor, try_to_host};
+use stoker_train::{HostBatch, Team, batch_gradients, mpirun, optimizer};
 use stoker_zoo::Model;
 
 use crate::BenchArgs;
@@ -45,6 +46,10 @@ pub struct WorkerArgs {
     /// profiler such as `perf record` look at one model row's training step alone).
     #[arg(long)]
     pub bf16: bool,
+    /// Time batched inference (the forward pass without autodiff, one process) instead of
+    /// training steps: for a profiler, as `--bf16`.
+    #[arg(long)]
+    pub infer: bool,
 }
 
 /// Runs the worker: every rank steps; rank 0 prints `{"samples_per_s", "step_s", "allreduce_fraction", "parameters"}`.
@@ -66,6 +71,10 @@ pub fn run_worker(args: &WorkerArgs) -> Result<()> {
         Precision::F32
     };
     let ac = Autocast::for_device(precision, &device);
+    if args.infer {
+        anyhow::ensure!(team.is_solo(), "--infer runs in one process");
+        return time_inference(args, &r, &model, &local, &ac);
+    }
     let weight = share.len() as f32 / args.global_batch as f32;
     let mut allreduce = Duration::ZERO;
     let mut step = |allreduce: &mut Duration| {
@@ -110,6 +119,41 @@ pub fn run_worker(args: &WorkerArgs) -> Result<()> {
         });
         println!("{line}");
     }
+    Ok(())
+}
+
+/// `bench-worker --infer`: timed forward passes over the batch, read back to the host.
+fn time_inference(
+    args: &WorkerArgs,
+    r: &Reference,
+    model: &Model,
+    batch: &HostBatch,
+    ac: &Autocast,
+) -> Result<()> {
+    let valid = model.valid();
+    let device = Device::flex();
+    let dims = [batch.len, r.shape.window.input_len, r.shape.features];
+    let forward = || -> Result<()> {
+        let x = inputs_tensor(batch.inputs.clone(), dims, &device);
+        try_to_host(valid.forward_with(x, ac))?;
+        Ok(())
+    };
+    for _ in 0..3 {
+        forward()?;
+    }
+    let t = Instant::now();
+    for _ in 0..args.steps {
+        forward()?;
+    }
+    let seconds = t.elapsed().as_secs_f64();
+    let windows = (args.steps * batch.len) as f64;
+    let line = json!({
+        "samples_per_s": windows * r.samples_per_window as f64 / seconds,
+        "step_s": seconds / args.steps as f64,
+        "allreduce_fraction": 0.0,
+        "parameters": model.num_params(),
+    });
+    println!("{line}");
     Ok(())
 }
 
