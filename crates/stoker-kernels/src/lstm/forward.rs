@@ -165,7 +165,7 @@ pub(super) fn forward<E: Elem>(
     w: &LstmWeights,
     keep_tape: bool,
     parts: Option<usize>,
-) -> (Vec<f32>, Option<LstmTape>) {
+) -> (LstmOutput, Option<LstmTape>) {
     w.check();
     let (d, hd) = (w.d_in, w.hidden);
     let x_dims = [steps, batch, d];
@@ -225,5 +225,5 @@ pub(super) fn forward<E: Elem>(
         gates,
         cells,
     });
-    (h.into_vec(), tape)
+    (LstmOutput(h), tape)
 }

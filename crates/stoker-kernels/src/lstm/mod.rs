@@ -131,6 +131,24 @@ pub struct LstmGrads {
     pub dwh: Vec<f32>,
 }
 
+/// A layer's output h, [steps, batch, hidden]: a pooled buffer, returned to the pool on drop
+/// (a caller that only reads it, say to round it to bf16, spares the next call a fresh
+/// allocation and its page faults), or taken with `into_vec`.
+pub struct LstmOutput(Buf<f32>);
+
+impl LstmOutput {
+    pub fn into_vec(self) -> Vec<f32> {
+        self.0.into_vec()
+    }
+}
+
+impl std::ops::Deref for LstmOutput {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
 /// Runs the layer over `x` ([steps, batch, d_in], time-major, contiguous) from a zero state and
 /// returns every step's output h ([steps, batch, hidden], time-major), with the tape for
 /// [`lstm_backward`] when `keep_tape`.
@@ -141,7 +159,7 @@ pub fn lstm_forward(
     w: &LstmWeights,
     ty: MatmulType,
     keep_tape: bool,
-) -> (Vec<f32>, Option<LstmTape>) {
+) -> (LstmOutput, Option<LstmTape>) {
     match ty {
         MatmulType::F32 => forward::<f32>(x, steps, batch, w, keep_tape, None),
         MatmulType::Bf16 => forward::<bf16>(x, steps, batch, w, keep_tape, None),

@@ -30,14 +30,15 @@ impl Case {
     /// The kernel's forward over this case's input, in f32.
     fn forward(&self, keep_tape: bool) -> (Vec<f32>, Option<LstmTape>) {
         let w = self.weights();
-        lstm_forward(
+        let (h, tape) = lstm_forward(
             &self.x,
             self.steps,
             self.batch,
             &w,
             MatmulType::F32,
             keep_tape,
-        )
+        );
+        (h.into_vec(), tape)
     }
 
     fn weights(&self) -> LstmWeights<'_> {
@@ -234,7 +235,7 @@ fn lstm_bf16_agrees_with_f32() {
     let run = |ty| {
         let (h, tape) = lstm_forward(&case.x, 12, 8, &w, ty, true);
         let g = lstm_backward(&case.x, &dh, &tape.unwrap(), &w, ty);
-        (h, g)
+        (h.into_vec(), g)
     };
     let (h32, g32) = run(MatmulType::F32);
     let (h16, g16) = run(MatmulType::Bf16);
@@ -275,7 +276,7 @@ fn lstm_parallel_blocks_and_reused_buffers() {
             MatmulType::F32 => backward::<f32>(&case.x, &dh, &tape, &w, Some(parts)),
             MatmulType::Bf16 => backward::<bf16>(&case.x, &dh, &tape, &w, Some(parts)),
         };
-        [h, g.dx, g.dwx, g.dbias, g.dwh]
+        [h.into_vec(), g.dx, g.dwx, g.dbias, g.dwh]
     };
     let names = ["h", "dx", "dwx", "dbias", "dwh"];
     for ty in [MatmulType::F32, MatmulType::Bf16] {

@@ -111,7 +111,17 @@ impl Operands {
             ty,
             keep_tape,
         );
-        (self.tensor(h, &[self.steps, self.batch, self.hidden]), tape)
+        let shape = vec![self.steps, self.batch, self.hidden];
+        // In bf16 the f32 output is only read, then goes back to the kernels' pool.
+        let h = match self.dtype {
+            DType::BF16 => {
+                let mut low = vec![bf16::ZERO; h.len()];
+                bf16::narrow_into(&h, &mut low);
+                bf16::tensor(low, shape)
+            }
+            _ => f32::tensor(h.into_vec(), shape),
+        };
+        (h, tape)
     }
 }
 
