@@ -15,7 +15,9 @@ fi
 old=$1 new=$2 rounds=$3
 shift 3
 rate() {
-    RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-2} "$1" bench-worker "$@" |
+    local bin=$1
+    shift
+    RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-2} "$bin" bench-worker "$@" |
         python3 -c 'import json, sys; print(json.loads(sys.stdin.read().splitlines()[-1])["samples_per_s"])'
 }
 ratios=()
