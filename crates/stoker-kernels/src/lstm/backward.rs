@@ -206,8 +206,9 @@ fn run_back_block<E: Elem>(s: &BackShared<E>, mut b: BackBlock) {
     }
 }
 
+/// `x` is the forward's input, already in the matmul type.
 pub(super) fn backward<E: Elem>(
-    x: &[f32],
+    x: &[E],
     dh: &[f32],
     tape: &LstmTape,
     w: &LstmWeights,
@@ -247,7 +248,7 @@ pub(super) fn backward<E: Elem>(
     // The products with wᵀ read row-major copies of the transposes: the f32 gemm runs at about
     // half speed on a transposed (column-major) right operand.
     let (wxt, wht) = (transposed(w.wx, d, g4), transposed(w.wh, hd, g4));
-    let (xl, wxl, whl) = (E::lower(x), E::lower(&wxt), E::lower(&wht));
+    let (wxl, whl) = (E::lower(&wxt), E::lower(&wht));
     let bounds = row_blocks(batch, parts);
     let blocks_n = bounds.len() - 1;
     let mut dbias_parts = vec![0f32; blocks_n * g4];
@@ -256,7 +257,7 @@ pub(super) fn backward<E: Elem>(
     let shared = BackShared {
         tape,
         dh,
-        x: &xl,
+        x,
         wx_t: &wxl,
         wh_t: &whl,
         d_in: d,

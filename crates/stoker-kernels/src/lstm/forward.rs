@@ -6,10 +6,12 @@ use super::*;
 /// One step's forward over a block of batch rows, on one thread while its [B, 4H] gates are in
 /// cache: the gate pre-activations [x_t | h_{t−1}]·[wx; wh] (one serial product over the
 /// concatenated input, so the gates are written once and the product's K is d_in + H), then one
-/// fused pass that activates them in place (with the bias), writes c_t and h_t, and h_t in E
-/// into the next step's concatenated input.
+/// fused pass that activates them (with the bias; in place when the tape keeps them), writes
+/// c_t and h_t, and h_t into the next step's concatenated input, both in E.
 struct ForwardStep<'a, E> {
     gates: &'a mut [f32],
+    /// Whether the activated gates are stored back (the tape's); inference only reads them.
+    keep_gates: bool,
     /// [x_t | h_{t−1}], [B, d_in + H] (h_{−1} = 0).
     xh: &'a [E],
     /// [wx; wh], [d_in + H, 4H].
@@ -17,7 +19,7 @@ struct ForwardStep<'a, E> {
     bias: &'a [f32],
     c_prev: &'a [f32],
     c: &'a mut [f32],
-    h: &'a mut [f32],
+    h: &'a mut [E],
     /// The next step's [x_{t+1} | h_t]: h_t goes into its last H columns.
     xh_next: &'a mut [E],
     d_in: usize,
@@ -57,8 +59,10 @@ versions! {
                     cell[l] = f[l].mul_add(cp[l], i[l] * g[l]);
                     out[l] = o[l] * tanh(cell[l]);
                 }
-                for (k, block) in [i, f, g, o].iter().enumerate() {
-                    store(gates, k * hd + u, w, block);
+                if s.keep_gates {
+                    for (k, block) in [i, f, g, o].iter().enumerate() {
+                        store(gates, k * hd + u, w, block);
+                    }
                 }
                 store(c, u, w, &cell);
                 store(h, u, w, &out);
@@ -93,12 +97,12 @@ struct Shared<'a, E> {
 }
 
 /// One block of batch rows and its rows of every slot of the gate, cell and output buffers.
-struct Block<'a> {
+struct Block<'a, E> {
     first_row: usize,
     rows: usize,
     gates: Vec<&'a mut [f32]>,
     cells: Vec<&'a mut [f32]>,
-    h: Vec<&'a mut [f32]>,
+    h: Vec<&'a mut [E]>,
 }
 
 /// Slot `prev` (read) and slot `cur` (written) of a block's slots (`prev != cur`).
@@ -119,7 +123,7 @@ fn previous_and_current<'s>(
 
 /// Every step over one block of rows, on the calling thread: the rows' recurrence needs no
 /// other rows, so blocks never wait for each other.
-fn run_block<E: Elem>(s: &Shared<E>, mut b: Block) {
+fn run_block<E: Elem>(s: &Shared<E>, keep_gates: bool, mut b: Block<E>) {
     let (d, hd, rows) = (s.d_in, s.hidden, b.rows);
     let steps = b.h.len();
     let (gate_slots, cell_slots) = (b.gates.len(), b.cells.len());
@@ -144,6 +148,7 @@ fn run_block<E: Elem>(s: &Shared<E>, mut b: Block) {
         };
         forward_step(ForwardStep {
             gates: &mut *b.gates[t % gate_slots],
+            keep_gates,
             xh: xh_t,
             wxh: s.wxh,
             bias: s.bias,
@@ -158,14 +163,15 @@ fn run_block<E: Elem>(s: &Shared<E>, mut b: Block) {
 }
 
 /// `parts`: how many row blocks the fused passes run in (None: by the shape and thread count).
+/// `x` is already in the matmul type; so is the output h.
 pub(super) fn forward<E: Elem>(
-    x: &[f32],
+    x: &[E],
     steps: usize,
     batch: usize,
     w: &LstmWeights,
     keep_tape: bool,
     parts: Option<usize>,
-) -> (LstmOutput, Option<LstmTape>) {
+) -> (Buf<E>, Option<LstmTape>) {
     w.check();
     let (d, hd) = (w.d_in, w.hidden);
     let x_dims = [steps, batch, d];
@@ -188,24 +194,24 @@ pub(super) fn forward<E: Elem>(
     // Every element of these is written below (each step's input product overwrites its gates).
     let mut gates = Buf::<f32>::take(gate_slots * bg);
     let mut cells = Buf::<f32>::take(cell_slots * bh);
-    let mut h = Buf::<f32>::take(n * hd);
+    let mut h = Buf::<E>::take(n * hd);
     if n > 0 && hd > 0 {
         let stacked = [w.wx, w.wh].concat();
-        let (xl, wxh) = (E::lower(x), E::lower(&stacked));
+        let wxh = E::lower(&stacked);
         // Each block of batch rows runs every step on one thread (see `run_blocks`).
         let bounds = row_blocks(batch, parts);
         let gate_rows = block_rows(&mut gates, batch, g4, &bounds);
         let cell_rows = block_rows(&mut cells, batch, hd, &bounds);
         let h_rows = block_rows(&mut h, batch, hd, &bounds);
         let shared = Shared {
-            x: &xl,
+            x,
             wxh: &wxh,
             bias: w.bias,
             batch,
             d_in: d,
             hidden: hd,
         };
-        let blocks: Vec<Block> = bounds
+        let blocks: Vec<Block<E>> = bounds
             .windows(2)
             .zip(gate_rows.into_iter().zip(cell_rows).zip(h_rows))
             .map(|(r, ((gates, cells), h))| Block {
@@ -216,7 +222,7 @@ pub(super) fn forward<E: Elem>(
                 h,
             })
             .collect();
-        run_blocks(blocks, &|block| run_block(&shared, block));
+        run_blocks(blocks, &|block| run_block(&shared, keep_tape, block));
     }
     let tape = keep_tape.then_some(LstmTape {
         steps,
@@ -225,5 +231,5 @@ pub(super) fn forward<E: Elem>(
         gates,
         cells,
     });
-    (LstmOutput(h), tape)
+    (h, tape)
 }

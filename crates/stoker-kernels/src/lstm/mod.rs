@@ -151,7 +151,8 @@ impl std::ops::Deref for LstmOutput {
 
 /// Runs the layer over `x` ([steps, batch, d_in], time-major, contiguous) from a zero state and
 /// returns every step's output h ([steps, batch, hidden], time-major), with the tape for
-/// [`lstm_backward`] when `keep_tape`.
+/// [`lstm_backward`] when `keep_tape`. With [`MatmulType::Bf16`] h is rounded to bf16 (the
+/// next step's product reads it so), then widened.
 pub fn lstm_forward(
     x: &[f32],
     steps: usize,
@@ -161,9 +162,30 @@ pub fn lstm_forward(
     keep_tape: bool,
 ) -> (LstmOutput, Option<LstmTape>) {
     match ty {
-        MatmulType::F32 => forward::<f32>(x, steps, batch, w, keep_tape, None),
-        MatmulType::Bf16 => forward::<bf16>(x, steps, batch, w, keep_tape, None),
+        MatmulType::F32 => {
+            let (h, tape) = forward::<f32>(x, steps, batch, w, keep_tape, None);
+            (LstmOutput(h), tape)
+        }
+        MatmulType::Bf16 => {
+            let (h, tape) = forward::<bf16>(&bf16::lower(x), steps, batch, w, keep_tape, None);
+            let mut wide = Buf::<f32>::take(h.len());
+            bf16::widen_into(&h, &mut wide);
+            (LstmOutput(wide), tape)
+        }
     }
+}
+
+/// [`lstm_forward`] with bf16 products for a caller that holds x in bf16 and wants h in bf16:
+/// no widening of x for the kernels to round it back, no f32 copy of h.
+pub fn lstm_forward_bf16(
+    x: &[bf16],
+    steps: usize,
+    batch: usize,
+    w: &LstmWeights,
+    keep_tape: bool,
+) -> (Vec<bf16>, Option<LstmTape>) {
+    let (h, tape) = forward::<bf16>(x, steps, batch, w, keep_tape, None);
+    (h.into_vec(), tape)
 }
 
 /// The backward of [`lstm_forward`]: `dh` is the gradient of the loss with respect to every
@@ -177,8 +199,13 @@ pub fn lstm_backward(
 ) -> LstmGrads {
     match ty {
         MatmulType::F32 => backward::<f32>(x, dh, tape, w, None),
-        MatmulType::Bf16 => backward::<bf16>(x, dh, tape, w, None),
+        MatmulType::Bf16 => backward::<bf16>(&bf16::lower(x), dh, tape, w, None),
     }
+}
+
+/// The backward of [`lstm_forward_bf16`], from its bf16 input.
+pub fn lstm_backward_bf16(x: &[bf16], dh: &[f32], tape: &LstmTape, w: &LstmWeights) -> LstmGrads {
+    backward::<bf16>(x, dh, tape, w, None)
 }
 
 /// Frees the buffers the layer keeps for reuse between calls.

@@ -266,17 +266,23 @@ fn lstm_parallel_blocks_and_reused_buffers() {
     let case = Case::new(4, 67, 8, 64, 13);
     let w = case.weights();
     let dh = pseudo_random(4 * 67 * 64, 8, 1.0);
+    let x16 = bf16::narrow(case.x.clone());
     let run = |ty, parts| {
-        let (h, tape) = match ty {
-            MatmulType::F32 => forward::<f32>(&case.x, 4, 67, &w, true, Some(parts)),
-            MatmulType::Bf16 => forward::<bf16>(&case.x, 4, 67, &w, true, Some(parts)),
+        let (h, g) = match ty {
+            MatmulType::F32 => {
+                let (h, tape) = forward::<f32>(&case.x, 4, 67, &w, true, Some(parts));
+                (
+                    h.into_vec(),
+                    backward(&case.x, &dh, &tape.unwrap(), &w, Some(parts)),
+                )
+            }
+            MatmulType::Bf16 => {
+                let (h, tape) = forward::<bf16>(&x16, 4, 67, &w, true, Some(parts));
+                let g = backward(&x16, &dh, &tape.unwrap(), &w, Some(parts));
+                (bf16::widen(&h), g)
+            }
         };
-        let tape = tape.unwrap();
-        let g = match ty {
-            MatmulType::F32 => backward::<f32>(&case.x, &dh, &tape, &w, Some(parts)),
-            MatmulType::Bf16 => backward::<bf16>(&case.x, &dh, &tape, &w, Some(parts)),
-        };
-        [h.into_vec(), g.dx, g.dwx, g.dbias, g.dwh]
+        [h, g.dx, g.dwx, g.dbias, g.dwh]
     };
     let names = ["h", "dx", "dwx", "dbias", "dwh"];
     for ty in [MatmulType::F32, MatmulType::Bf16] {
@@ -322,4 +328,25 @@ fn lstm_parallel_blocks_and_reused_buffers() {
     let (h, _) = forward::<f32>(&case.x, 4, 67, &w, false, Some(3));
     let diff = max_abs_diff(&h, &case.naive_h());
     assert!(diff < 1e-5, "forward off by {diff}");
+}
+
+/// The bf16-in, bf16-out entry points compute what the f32 ones do with bf16 products, on an
+/// input that bf16 holds exactly.
+#[test]
+fn lstm_bf16_entry_points_match_the_f32_ones() {
+    let mut case = Case::new(5, 9, 6, 20, 17);
+    case.x = bf16::widen(&bf16::narrow(case.x.clone()));
+    let x16 = bf16::narrow(case.x.clone());
+    let w = case.weights();
+    let (h, tape) = lstm_forward(&case.x, 5, 9, &w, MatmulType::Bf16, true);
+    let (h16, tape16) = lstm_forward_bf16(&x16, 5, 9, &w, true);
+    assert_eq!(bf16::widen(&h16), h.to_vec());
+    assert!(h.iter().any(|&v| v != 0.0));
+    let dh = pseudo_random(5 * 9 * 20, 3, 1.0);
+    let g = lstm_backward(&case.x, &dh, &tape.unwrap(), &w, MatmulType::Bf16);
+    let g16 = lstm_backward_bf16(&x16, &dh, &tape16.unwrap(), &w);
+    assert_eq!(
+        (g.dx, g.dwx, g.dbias, g.dwh),
+        (g16.dx, g16.dwx, g16.dbias, g16.dwh)
+    );
 }

@@ -12,7 +12,10 @@ use burn::backend::{Autodiff, Dispatch, Flex, tensor::FloatTensor};
 use burn::prelude::*;
 use burn::tensor::DType;
 use stoker_kernels::bf16;
-use stoker_kernels::lstm::{LstmTape, LstmWeights, MatmulType, lstm_backward, lstm_forward};
+use stoker_kernels::lstm::{
+    LstmGrads, LstmTape, LstmWeights, MatmulType, lstm_backward, lstm_backward_bf16, lstm_forward,
+    lstm_forward_bf16,
+};
 use stoker_kernels::scalar::Scalar;
 
 use super::FusedOps;
@@ -43,10 +46,12 @@ pub fn lstm_sequence(
     ))
 }
 
-/// The operands on the host in f32 (bf16 values widen exactly), and the matmul type to use.
+/// The operands on the host: x as given (bf16 stays bf16 for the kernels' bf16 products), the
+/// weights in f32 (bf16 values widen exactly; the kernels round them back).
 #[derive(Debug)]
 struct Operands {
-    x: Vec<f32>,
+    /// [T, B, D], contiguous, f32 or bf16.
+    x: FlexTensor,
     wx: Vec<f32>,
     bias: Vec<f32>,
     wh: Vec<f32>,
@@ -65,7 +70,7 @@ impl Operands {
         assert_eq!(wh_dims[1], 4 * wh_dims[0], "lstm: wh must be [H, 4H]");
         Self {
             dtype: x.dtype(),
-            x: widen(x),
+            x: contiguous(x),
             wx: widen(wx),
             bias: widen(bias),
             wh: widen(wh),
@@ -86,13 +91,6 @@ impl Operands {
         }
     }
 
-    fn matmul_type(&self) -> MatmulType {
-        match self.dtype {
-            DType::BF16 => MatmulType::Bf16,
-            _ => MatmulType::F32,
-        }
-    }
-
     /// A result in the operands' dtype.
     fn tensor(&self, values: Vec<f32>, shape: &[usize]) -> FlexTensor {
         match self.dtype {
@@ -102,26 +100,23 @@ impl Operands {
     }
 
     fn forward(&self, keep_tape: bool) -> (FlexTensor, Option<LstmTape>) {
-        let ty = self.matmul_type();
-        let (h, tape) = lstm_forward(
-            &self.x,
-            self.steps,
-            self.batch,
-            &self.weights(),
-            ty,
-            keep_tape,
-        );
-        let shape = vec![self.steps, self.batch, self.hidden];
-        // In bf16 the f32 output is only read, then goes back to the kernels' pool.
-        let h = match self.dtype {
-            DType::BF16 => {
-                let mut low = vec![bf16::ZERO; h.len()];
-                bf16::narrow_into(&h, &mut low);
-                bf16::tensor(low, shape)
-            }
-            _ => f32::tensor(h.into_vec(), shape),
-        };
-        (h, tape)
+        let (w, shape) = (self.weights(), [self.steps, self.batch, self.hidden]);
+        if self.dtype == DType::BF16 {
+            let x = bf16::slice(&self.x);
+            let (h, tape) = lstm_forward_bf16(x, self.steps, self.batch, &w, keep_tape);
+            return (bf16::tensor(h, shape), tape);
+        }
+        let x = f32::slice(&self.x);
+        let (h, tape) = lstm_forward(x, self.steps, self.batch, &w, MatmulType::F32, keep_tape);
+        (f32::tensor(h.into_vec(), shape), tape)
+    }
+
+    fn backward(&self, dh: &[f32], tape: &LstmTape) -> LstmGrads {
+        let w = self.weights();
+        if self.dtype == DType::BF16 {
+            return lstm_backward_bf16(bf16::slice(&self.x), dh, tape, &w);
+        }
+        lstm_backward(f32::slice(&self.x), dh, tape, &w, MatmulType::F32)
     }
 }
 
@@ -163,7 +158,7 @@ impl Backward<Flex, 4> for LstmBackward {
         let inputs = ops.parents.map(|p| p.map(|node| node.id));
         let dh = widen(grads.consume::<Flex>(&ops.node));
         let (o, tape) = &*ops.state.0;
-        let g = lstm_backward(&o.x, &dh, tape, &o.weights(), o.matmul_type());
+        let g = o.backward(&dh, tape);
         let four = 4 * o.hidden;
         let values = [
             o.tensor(g.dx, &[o.steps, o.batch, o.d_in]),
