@@ -5,7 +5,8 @@
 //! - [`gemm::Mat`] / [`gemm::MatMut`]: checked matrix views (every element inside its slice),
 //!   and the products on them, [`gemm::matmul_f32`] and [`gemm::matmul_bf16`];
 //! - the fused layers with their backward: [`dense`], [`conv`], [`lstm`], [`pool`], and the
-//!   one-pass optimiser step [`adam::adam_step`];
+//!   one-pass optimiser step [`adam::adam_step`], attention pooling over a time-major
+//!   sequence [`attend`];
 //! - [`matvec`]: batch-1 products on weights packed for streaming reads (a real-time
 //!   controller's per-sample step);
 //! - [`roof`]: this core's measured f32 FMA and bf16 dot peaks, for benchmarks' share-of-peak
@@ -34,6 +35,7 @@
 
 pub mod activation;
 pub mod adam;
+pub mod attend;
 pub mod conv;
 pub mod cpu;
 pub mod dense;

@@ -165,14 +165,10 @@ impl LstmAttention {
             None => ac.full(scores),
         };
         let attention = softmax(scores, 1);
-        let h = h.swap_dims(0, 1);
-        // One batched product [B, 1, T]·[B, T, H] (f32 accumulation), not an elementwise
-        // product and a sum over [B, T, H] in bf16: burn's bf16 elementwise ops are slow here.
-        let context = ac
-            .low(attention.clone())
-            .reshape([batch, 1, steps])
-            .matmul(h)
-            .reshape([batch, hidden]);
+        // Summed in f32 from h as the recurrence laid it out (one fused op on the CPU), not an
+        // elementwise product and a sum over [B, T, H] in bf16: burn's bf16 elementwise ops
+        // are slow here.
+        let context = fused::attend(ac.low(attention.clone()), h);
         let joined = self.dropout.forward(Tensor::cat(vec![context, last], 1));
         let v = self.targets.len();
         let mut y = self

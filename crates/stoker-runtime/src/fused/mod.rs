@@ -5,6 +5,7 @@
 //! GPU paths are unchanged.
 
 mod adam;
+mod attend;
 mod conv;
 mod dense;
 mod dense_head;
@@ -22,6 +23,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 
 pub use adam::{adam_applies, adam_step};
+pub use attend::attend;
 pub use conv::conv2d;
 pub use dense::{band_dense, linear};
 pub use dense_head::band_dense_head;
@@ -60,6 +62,9 @@ pub trait FusedOps: burn::backend::Backend {
         bias: FloatTensor<Self>,
         wh: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+
+    /// Σ_t a[b, t]·h[t, b, :]: a [B, T], h [T, B, H] → [B, H].
+    fn attend(a: FloatTensor<Self>, h: FloatTensor<Self>) -> FloatTensor<Self>;
 
     /// relu?(conv2d(x, w) + b), stride 1, zero padding: x [B, C, H, W], w [Cout, C, KH, KW],
     /// b [Cout] → [B, Cout, H + 2·pad_h − KH + 1, W + 2·pad_w − KW + 1].
@@ -118,6 +123,10 @@ impl FusedOps for Flex {
         lstm::forward_flex(x, wx, bias, wh)
     }
 
+    fn attend(a: FlexTensor, h: FlexTensor) -> FlexTensor {
+        attend::forward_flex(a, h)
+    }
+
     fn conv2d(
         x: FlexTensor,
         w: FlexTensor,
@@ -172,6 +181,10 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         wh: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         lstm::forward_autodiff::<C>(x, wx, bias, wh)
+    }
+
+    fn attend(a: FloatTensor<Self>, h: FloatTensor<Self>) -> FloatTensor<Self> {
+        attend::forward_autodiff::<C>(a, h)
     }
 
     fn conv2d(
