@@ -29,8 +29,9 @@
 //!
 //! With [`MatmulType::Bf16`] the matmul inputs (x, h, weights, gate gradients) are rounded to
 //! bf16 and multiplied by [`crate::gemm::matmul_bf16`] with f32 accumulation; the gate and
-//! cell arithmetic and all stored state stay f32 (the bias gradient sums the f32 gate
-//! gradients, before their rounding).
+//! cell arithmetic and the tape stay f32 (the bias gradient sums the f32 gate gradients, before
+//! their rounding). The output h is the bf16 h_t the next step's product reads:
+//! [`lstm_forward_bf16`] takes x and returns h in bf16, [`lstm_forward`] widens h back.
 //!
 //! The large buffers (tape, gate gradients, bf16 copies) are recycled through a small
 //! process-wide pool: on the reference shape a fresh 50 MB buffer per call spent about a third
