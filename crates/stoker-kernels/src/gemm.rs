@@ -314,6 +314,45 @@ pub fn matmul_bf16_serial(c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate
     bf16_product(c, a, b, accumulate, false);
 }
 
+/// A bf16 right operand packed once for many products with it — a layer's weights, which every
+/// block of rows and every step of a recurrence multiplies: [`matmul_bf16_packed_serial`] then
+/// skips the packing `matmul_bf16` does on every call. Holds the view itself where the native
+/// kernel does not run.
+pub struct PackedBf16<'a> {
+    b: Mat<'a, bf16>,
+    #[cfg(target_arch = "x86_64")]
+    native: Option<native::Packed>,
+}
+
+impl<'a> PackedBf16<'a> {
+    pub fn new(b: Mat<'a, bf16>) -> Self {
+        Self {
+            #[cfg(target_arch = "x86_64")]
+            native: native::Packed::new(&b),
+            b,
+        }
+    }
+}
+
+/// `matmul_bf16_serial` with b packed in advance.
+pub fn matmul_bf16_packed_serial(
+    mut c: MatMut<f32>,
+    a: Mat<bf16>,
+    b: &PackedBf16,
+    accumulate: bool,
+) {
+    if nothing_to_sum(&mut c, &a, &b.b, accumulate) {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(packed) = &b.native {
+        count_product(a.rows, b.b.cols, a.cols);
+        native::matmul_packed(c, a, packed, accumulate);
+        return;
+    }
+    matmul_bf16_serial(c, a, b.b, accumulate);
+}
+
 fn bf16_product(mut c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate: bool, threaded: bool) {
     if nothing_to_sum(&mut c, &a, &b, accumulate) {
         return;
@@ -363,7 +402,7 @@ mod bf16_avx512;
 /// Threading and special cases around the AVX512_BF16 kernel.
 #[cfg(target_arch = "x86_64")]
 mod native {
-    use super::bf16_avx512::{self as k512, MR, NR, Raw};
+    use super::bf16_avx512::{self as k512, BSource, MR, NR, PackedB, Raw};
     use super::{Mat, MatMut, PARALLEL_MIN_FLOPS};
     use half::bf16;
     use std::sync::Arc;
@@ -384,6 +423,41 @@ mod native {
             rs: v.row_stride as isize,
             cs: v.col_stride as isize,
         }
+    }
+
+    /// B packed for the native kernel (None on CPUs without it, or when B is empty).
+    pub(super) struct Packed(PackedB);
+
+    impl Packed {
+        pub(super) fn new(b: &Mat<bf16>) -> Option<Self> {
+            if !super::native_bf16_available() || b.rows == 0 || b.cols == 0 {
+                return None;
+            }
+            // SAFETY: `Mat` keeps every element of the view inside its slice; the CPU
+            // supports AVX512_BF16 (checked above), which implies the other features.
+            Some(Self(unsafe { PackedB::new(raw(b), b.rows, b.cols) }))
+        }
+    }
+
+    /// c (+)= a·b on the calling thread, b packed in advance. Caller checked the shapes (a
+    /// m x k, b k x n, c m x n with m, n, k > 0).
+    pub(super) fn matmul_packed(c: MatMut<f32>, a: Mat<bf16>, b: &Packed, accumulate: bool) {
+        let (m, n, k) = (a.rows, c.cols, a.cols);
+        assert_eq!(b.0.shape(), (k, n), "matmul_bf16_packed: b's shape");
+        // SAFETY: a in bounds (its view), c is m x n row-major, b was packed as k x n on a CPU
+        // with the kernel's features.
+        unsafe {
+            k512::gemm(
+                c.data.as_mut_ptr(),
+                n,
+                m,
+                n,
+                k,
+                raw(&a),
+                BSource::Packed(&b.0),
+                accumulate,
+            )
+        };
     }
 
     /// Caller checked: CPU features and shapes; `Mat` and `MatMut` guarantee the views in
@@ -476,7 +550,7 @@ mod native {
         };
         if threads < 2 || m.saturating_mul(n).saturating_mul(k) < PARALLEL_MIN_FLOPS {
             // SAFETY: views in bounds, c is m x n row-major, features checked by the caller.
-            unsafe { k512::gemm(cp, n, m, n, k, a, b, accumulate) };
+            unsafe { k512::gemm(cp, n, m, n, k, a, BSource::Raw(b), accumulate) };
             return;
         }
         // Split c into slabs of whole tiles along M or N, whichever balances better over the
@@ -512,10 +586,28 @@ mod native {
             unsafe {
                 if split_m {
                     let a = a.0.offset(start, 0);
-                    k512::gemm(cp.0.add(start * n), n, len, n, k, a, b.0, accumulate);
+                    k512::gemm(
+                        cp.0.add(start * n),
+                        n,
+                        len,
+                        n,
+                        k,
+                        a,
+                        BSource::Raw(b.0),
+                        accumulate,
+                    );
                 } else {
                     let b = b.0.offset(0, start);
-                    k512::gemm(cp.0.add(start), n, m, len, k, a.0, b, accumulate);
+                    k512::gemm(
+                        cp.0.add(start),
+                        n,
+                        m,
+                        len,
+                        k,
+                        a.0,
+                        BSource::Raw(b),
+                        accumulate,
+                    );
                 }
             }
         });
@@ -692,7 +784,24 @@ mod tests {
             c, serial,
             "m={m} n={n} k={k}: serial and threaded products differ"
         );
+        // B packed in advance: the same kernel and blocking as the serial product's (which
+        // takes other kernels for m, n or k of 1), so the same bits.
+        let mut packed = init.clone();
+        let pb = PackedBf16::new(b);
+        matmul_bf16_packed_serial(MatMut::row_major(&mut packed, m, n), a, &pb, accumulate);
+        if m > 1 && n > 1 && k > 1 {
+            assert_eq!(packed, serial, "m={m} n={n} k={k}: b packed in advance");
+        }
         let (want, scale) = naive_bf16(&a, &b);
+        for idx in 0..m * n {
+            let err =
+                (packed[idx] as f64 - want[idx] - if accumulate { init[idx] as f64 } else { 0.0 })
+                    .abs();
+            assert!(
+                err <= 1e-6 * (scale[idx] + (init[idx] as f64).abs()) + 1e-30,
+                "packed b off by {err:e}"
+            );
+        }
         for idx in 0..m * n {
             let base = if accumulate { init[idx] as f64 } else { 0.0 };
             let w = want[idx] + base;
@@ -814,6 +923,24 @@ mod tests {
         // K = 1: an outer product.
         check_bf16(113, 384, 1, lay(false, 0), lay(false, 0), false, 11);
         check_bf16(20, 37, 1, lay(true, 3), lay(false, 2), true, 12);
+    }
+
+    /// A packed buffer reused from an earlier packing of the same shape (stale values of other
+    /// data, NaN here) gives the product of the new data.
+    #[test]
+    fn bf16_packed_reuses_buffers_of_earlier_packings() {
+        let (m, n, k) = (30, 70, 45);
+        let ad = <bf16 as crate::scalar::Scalar>::narrow(pseudo_random(m * k, 21, 1.0));
+        let a = Mat::row_major(&ad, m, k);
+        let nan = vec![bf16::NAN; k * n];
+        drop(PackedBf16::new(Mat::row_major(&nan, k, n)));
+        let bd = <bf16 as crate::scalar::Scalar>::narrow(pseudo_random(k * n, 22, 1.0));
+        let b = Mat::row_major(&bd, k, n);
+        let (mut packed, mut plain) = (vec![0.0; m * n], vec![0.0; m * n]);
+        let pb = PackedBf16::new(b);
+        matmul_bf16_packed_serial(MatMut::row_major(&mut packed, m, n), a, &pb, false);
+        matmul_bf16_serial(MatMut::row_major(&mut plain, m, n), a, b, false);
+        assert_eq!(packed, plain);
     }
 
     #[test]

@@ -3,7 +3,10 @@
 use half::bf16;
 
 use crate::activation::multiversion;
-use crate::gemm::{Mat, MatMut, matmul_bf16, matmul_bf16_serial, matmul_f32, matmul_f32_serial};
+use crate::gemm::{
+    Mat, MatMut, PackedBf16, matmul_bf16, matmul_bf16_packed_serial, matmul_bf16_serial,
+    matmul_f32, matmul_f32_serial,
+};
 
 /// `Default` is zero; comparisons order values as numbers.
 pub trait Scalar: Copy + Default + PartialOrd + Send + Sync + 'static {
@@ -11,6 +14,15 @@ pub trait Scalar: Copy + Default + PartialOrd + Send + Sync + 'static {
     fn matmul(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool);
     /// `matmul` on the calling thread only, for callers that parallelise over their own axis.
     fn matmul_serial(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool);
+    /// A right operand prepared once for many `matmul_packed_serial` calls: packed for the
+    /// native bf16 kernel ([`PackedBf16`]), the view itself for f32 (whose products pack
+    /// internally).
+    type Packed<'a>: Send + Sync
+    where
+        Self: 'a;
+    fn pack(b: Mat<'_, Self>) -> Self::Packed<'_>;
+    /// `matmul_serial` with b prepared by `pack`.
+    fn matmul_packed_serial(c: MatMut<f32>, a: Mat<Self>, b: &Self::Packed<'_>, accumulate: bool);
     /// To f32 for elementwise work.
     fn widen(values: &[Self]) -> Vec<f32>;
     /// `widen` into a buffer of the same length.
@@ -36,6 +48,13 @@ impl Scalar for f32 {
     }
     fn matmul_serial(c: MatMut<f32>, a: Mat<f32>, b: Mat<f32>, accumulate: bool) {
         matmul_f32_serial(c, a, b, accumulate)
+    }
+    type Packed<'a> = Mat<'a, f32>;
+    fn pack(b: Mat<'_, f32>) -> Mat<'_, f32> {
+        b
+    }
+    fn matmul_packed_serial(c: MatMut<f32>, a: Mat<f32>, b: &Mat<f32>, accumulate: bool) {
+        matmul_f32_serial(c, a, *b, accumulate)
     }
     fn widen(values: &[f32]) -> Vec<f32> {
         values.to_vec()
@@ -72,6 +91,13 @@ impl Scalar for bf16 {
     }
     fn matmul_serial(c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate: bool) {
         matmul_bf16_serial(c, a, b, accumulate)
+    }
+    type Packed<'a> = PackedBf16<'a>;
+    fn pack(b: Mat<'_, bf16>) -> PackedBf16<'_> {
+        PackedBf16::new(b)
+    }
+    fn matmul_packed_serial(c: MatMut<f32>, a: Mat<bf16>, b: &PackedBf16, accumulate: bool) {
+        matmul_bf16_packed_serial(c, a, b, accumulate)
     }
     fn widen(values: &[bf16]) -> Vec<f32> {
         let mut out = vec![0f32; values.len()];

@@ -19,6 +19,7 @@
 
 use core::arch::x86_64::*;
 use std::cell::RefCell;
+use std::sync::Mutex;
 
 /// Rows of the register tile: 14 x 2 accumulators + 2 B vectors + 1 broadcast = 31 zmm.
 pub(super) const MR: usize = 14;
@@ -92,6 +93,84 @@ thread_local! {
     static BUFFERS: RefCell<(Vec<u32>, Vec<u32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// Where `gemm` takes B from: packed block by block as it goes, or packed in advance.
+#[derive(Clone, Copy)]
+pub(super) enum BSource<'a> {
+    Raw(Raw),
+    Packed(&'a PackedB),
+}
+
+/// A k x n B packed once, every block as `gemm` would pack it, for many products with it (a
+/// weight that every block of rows, or every step of a recurrence, multiplies).
+pub(super) struct PackedB {
+    data: Vec<u32>,
+    k: usize,
+    n: usize,
+    /// K blocks per N block.
+    k_blocks: usize,
+    /// `u32` per block: nc * kc, whatever the block's own size.
+    block_len: usize,
+}
+
+impl PackedB {
+    /// SAFETY: `b` addresses k x n valid bf16 (k, n > 0) and the CPU supports
+    /// avx512f/bw/vl/bf16.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
+    pub(super) unsafe fn new(b: Raw, k: usize, n: usize) -> Self {
+        let (kp, kc, nc) = blocking(k, n);
+        let (k_blocks, block_len) = (kp.div_ceil(kc), nc * kc);
+        let mut data = take_packed(n.div_ceil(nc) * k_blocks * block_len);
+        for (jb, j0) in (0..n).step_by(nc).enumerate() {
+            let nb = nc.min(n - j0);
+            for (pb, p0) in (0..kp).step_by(kc).enumerate() {
+                let kk = (2 * kc.min(kp - p0)).min(k - 2 * p0);
+                let at = (jb * k_blocks + pb) * block_len;
+                // SAFETY: the block lies inside b; its slot holds nc * kc >= padded nb * kcp.
+                unsafe { pack_b(b.offset(2 * p0, j0), kk, nb, data[at..].as_mut_ptr()) };
+            }
+        }
+        Self {
+            data,
+            k,
+            n,
+            k_blocks,
+            block_len,
+        }
+    }
+
+    pub(super) fn shape(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+
+    /// The packed block of N block `jb` and K block `pb`.
+    fn block(&self, jb: usize, pb: usize) -> *const u32 {
+        self.data[(jb * self.k_blocks + pb) * self.block_len..].as_ptr()
+    }
+}
+
+/// Buffers of dropped `PackedB`s, for the next packing of the same size (a layer's weights
+/// are packed again every step: a fresh buffer would be zeroed and page-faulted each time).
+static PACKED_POOL: Mutex<Vec<Vec<u32>>> = Mutex::new(Vec::new());
+const PACKED_POOL_MAX: usize = 16;
+
+/// A buffer of `len` from the pool (stale contents: `pack_b` rewrites every block slot's panels,
+/// and the kernels read nothing past them), else a zeroed one.
+fn take_packed(len: usize) -> Vec<u32> {
+    let mut pool = PACKED_POOL.lock().unwrap_or_else(|e| e.into_inner());
+    match pool.iter().rposition(|v| v.len() == len) {
+        Some(i) => pool.swap_remove(i),
+        None => vec![0u32; len],
+    }
+}
+
+impl Drop for PackedB {
+    fn drop(&mut self) {
+        let mut pool = PACKED_POOL.lock().unwrap_or_else(|e| e.into_inner());
+        let _evicted = (pool.len() >= PACKED_POOL_MAX).then(|| pool.remove(0));
+        pool.push(std::mem::take(&mut self.data));
+    }
+}
+
 /// Pairs of K, then the K block (pairs) and N block (columns, a multiple of NR) for a k x n
 /// B: even blocks, so the last one is not a sliver.
 fn blocking(k: usize, n: usize) -> (usize, usize, usize) {
@@ -115,10 +194,13 @@ pub(super) unsafe fn gemm(
     n: usize,
     k: usize,
     a: Raw,
-    b: Raw,
+    b: BSource,
     accumulate: bool,
 ) {
     debug_assert!(m > 0 && n > 0 && k > 0);
+    if let BSource::Packed(p) = b {
+        debug_assert_eq!((p.k, p.n), (k, n));
+    }
     let (kp, kc, nc) = blocking(k, n);
     BUFFERS.with_borrow_mut(|(abuf, bbuf)| {
         if abuf.len() < MR * A_ROW {
@@ -128,15 +210,21 @@ pub(super) unsafe fn gemm(
             bbuf.resize(nc * kc, 0);
         }
         let ap = abuf.as_mut_ptr();
-        for j0 in (0..n).step_by(nc) {
+        for (jb, j0) in (0..n).step_by(nc).enumerate() {
             let nb = nc.min(n - j0);
-            for p0 in (0..kp).step_by(kc) {
+            for (pb, p0) in (0..kp).step_by(kc).enumerate() {
                 let kcp = kc.min(kp - p0);
                 // Elements of K in this block (the last pair of an odd K is half padding).
                 let kk = (2 * kcp).min(k - 2 * p0);
-                // SAFETY: the block lies inside b; bbuf holds nc * kc >= padded nb * kcp.
-                unsafe { pack_b(b.offset(2 * p0, j0), kk, nb, bbuf.as_mut_ptr()) };
-                let bp = bbuf.as_ptr();
+                let bp = match b {
+                    BSource::Raw(b) => {
+                        // SAFETY: the block lies inside b; bbuf holds nc * kc >= padded
+                        // nb * kcp.
+                        unsafe { pack_b(b.offset(2 * p0, j0), kk, nb, bbuf.as_mut_ptr()) };
+                        bbuf.as_ptr()
+                    }
+                    BSource::Packed(p) => p.block(jb, pb),
+                };
                 let load_c = accumulate || p0 > 0;
                 // One A micro-panel at a time, packed right before its products: it stays
                 // in L1 against the B block in L2. Row-major A streams from memory once: the

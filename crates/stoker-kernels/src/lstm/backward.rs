@@ -14,7 +14,7 @@ use super::*;
 /// 4. dx_t = dgates_t·wxᵀ.
 ///
 /// So the gate gradients of only two steps are ever kept.
-struct BackwardStep<'a, E> {
+struct BackwardStep<'a, 'w, E: Elem> {
     /// Activated gates of step t, [B, 4H].
     gates: &'a [f32],
     c: &'a [f32],
@@ -23,9 +23,9 @@ struct BackwardStep<'a, E> {
     dh: &'a [f32],
     /// x_t, [B, d_in].
     x: &'a [E],
-    /// wxᵀ [4H, d_in] and whᵀ [4H, H], row-major.
-    wx_t: &'a [E],
-    wh_t: &'a [E],
+    /// wxᵀ [4H, d_in] and whᵀ [4H, H], packed once for every step's products.
+    wx_t: &'a E::Packed<'w>,
+    wh_t: &'a E::Packed<'w>,
     /// Gate gradients of step t + 1 (empty at the last step).
     dgates_next: &'a [E],
     dgates: &'a mut [E],
@@ -46,7 +46,7 @@ struct BackwardStep<'a, E> {
 }
 
 versions! {
-    fn backward_step_impl<E: Elem>(s: &mut BackwardStep<'_, E>) {
+    fn backward_step_impl<E: Elem>(s: &mut BackwardStep<'_, '_, E>) {
         let hd = s.hidden;
         let keep_h = !s.h.is_empty();
         let dbias = &mut s.dbias[..4 * hd];
@@ -96,20 +96,20 @@ versions! {
     }
 }
 
-fn backward_pass<E: Elem>(s: &mut BackwardStep<'_, E>) {
+fn backward_pass<E: Elem>(s: &mut BackwardStep<'_, '_, E>) {
     dispatch!(backward_step_impl::<E>(s))
 }
 
-fn backward_step<E: Elem>(mut s: BackwardStep<'_, E>) {
+fn backward_step<E: Elem>(mut s: BackwardStep<'_, '_, E>) {
     let (d, hd) = (s.d_in, s.hidden);
     let g4 = 4 * hd;
     let rows = s.dc.len() / hd;
     let later = !s.dgates_next.is_empty();
     if later {
-        E::matmul_serial(
+        E::matmul_packed_serial(
             MatMut::row_major(s.dh_rec, rows, hd),
             Mat::row_major(s.dgates_next, rows, g4),
-            Mat::row_major(s.wh_t, g4, hd),
+            s.wh_t,
             false,
         );
     } else {
@@ -132,23 +132,18 @@ fn backward_step<E: Elem>(mut s: BackwardStep<'_, E>) {
             true,
         );
     }
-    E::matmul_serial(
-        MatMut::row_major(s.dx, rows, d),
-        dgates,
-        Mat::row_major(s.wx_t, g4, d),
-        false,
-    );
+    E::matmul_packed_serial(MatMut::row_major(s.dx, rows, d), dgates, s.wx_t, false);
 }
 
 /// What every block of rows reads.
-struct BackShared<'a, E> {
+struct BackShared<'a, 'w, E: Elem> {
     tape: &'a LstmTape,
     /// dL/dh, [T, B, H].
     dh: &'a [f32],
     /// [T, B, d_in], lowered.
     x: &'a [E],
-    wx_t: &'a [E],
-    wh_t: &'a [E],
+    wx_t: &'a E::Packed<'w>,
+    wh_t: &'a E::Packed<'w>,
     d_in: usize,
 }
 
@@ -162,7 +157,7 @@ struct BackBlock<'a> {
 }
 
 /// Every step, in reverse, over one block of rows, on the calling thread.
-fn run_back_block<E: Elem>(s: &BackShared<E>, mut b: BackBlock) {
+fn run_back_block<E: Elem>(s: &BackShared<'_, '_, E>, mut b: BackBlock) {
     let tape = s.tape;
     let (steps, batch, hd, d) = (tape.steps, tape.batch, tape.hidden, s.d_in);
     let (rows, g4) = (b.rows, 4 * tape.hidden);
@@ -249,6 +244,10 @@ pub(super) fn backward<E: Elem>(
     // half speed on a transposed (column-major) right operand.
     let (wxt, wht) = (transposed(w.wx, d, g4), transposed(w.wh, hd, g4));
     let (wxl, whl) = (E::lower(&wxt), E::lower(&wht));
+    let (wxl, whl) = (
+        E::pack(Mat::row_major(&wxl, g4, d)),
+        E::pack(Mat::row_major(&whl, g4, hd)),
+    );
     let bounds = row_blocks(batch, parts);
     let blocks_n = bounds.len() - 1;
     let mut dbias_parts = vec![0f32; blocks_n * g4];

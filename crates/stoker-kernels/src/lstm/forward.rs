@@ -8,14 +8,14 @@ use super::*;
 /// concatenated input, so the gates are written once and the product's K is d_in + H), then one
 /// fused pass that activates them (with the bias; in place when the tape keeps them), writes
 /// c_t and h_t, and h_t into the next step's concatenated input, both in E.
-struct ForwardStep<'a, E> {
+struct ForwardStep<'a, 'w, E: Elem> {
     gates: &'a mut [f32],
     /// Whether the activated gates are stored back (the tape's); inference only reads them.
     keep_gates: bool,
     /// [x_t | h_{t−1}], [B, d_in + H] (h_{−1} = 0).
     xh: &'a [E],
-    /// [wx; wh], [d_in + H, 4H].
-    wxh: &'a [E],
+    /// [wx; wh], [d_in + H, 4H], packed once for every step's product.
+    wxh: &'a E::Packed<'w>,
     bias: &'a [f32],
     c_prev: &'a [f32],
     c: &'a mut [f32],
@@ -27,7 +27,7 @@ struct ForwardStep<'a, E> {
 }
 
 versions! {
-    fn forward_step_impl<E: Elem>(s: ForwardStep<'_, E>) {
+    fn forward_step_impl<E: Elem>(s: ForwardStep<'_, '_, E>) {
         let (hd, ld) = (s.hidden, s.d_in + s.hidden);
         let bias = &s.bias[..4 * hd];
         let rows = s
@@ -72,24 +72,24 @@ versions! {
     }
 }
 
-fn forward_step<E: Elem>(s: ForwardStep<'_, E>) {
+fn forward_step<E: Elem>(s: ForwardStep<'_, '_, E>) {
     let (ld, hd) = (s.d_in + s.hidden, s.hidden);
     let rows = s.gates.len() / (4 * hd);
-    E::matmul_serial(
+    E::matmul_packed_serial(
         MatMut::row_major(s.gates, rows, 4 * hd),
         Mat::row_major(s.xh, rows, ld),
-        Mat::row_major(s.wxh, ld, 4 * hd),
+        s.wxh,
         false,
     );
     dispatch!(forward_step_impl::<E>(s))
 }
 
 /// What every block of rows reads: the lowered input and weights, and the shapes.
-struct Shared<'a, E> {
+struct Shared<'a, 'w, E: Elem> {
     /// [T, B, d_in].
     x: &'a [E],
-    /// [wx; wh], [d_in + H, 4H].
-    wxh: &'a [E],
+    /// [wx; wh], [d_in + H, 4H], packed once.
+    wxh: &'a E::Packed<'w>,
     bias: &'a [f32],
     batch: usize,
     d_in: usize,
@@ -123,7 +123,7 @@ fn previous_and_current<'s>(
 
 /// Every step over one block of rows, on the calling thread: the rows' recurrence needs no
 /// other rows, so blocks never wait for each other.
-fn run_block<E: Elem>(s: &Shared<E>, keep_gates: bool, mut b: Block<E>) {
+fn run_block<E: Elem>(s: &Shared<'_, '_, E>, keep_gates: bool, mut b: Block<E>) {
     let (d, hd, rows) = (s.d_in, s.hidden, b.rows);
     let steps = b.h.len();
     let (gate_slots, cell_slots) = (b.gates.len(), b.cells.len());
@@ -197,7 +197,8 @@ pub(super) fn forward<E: Elem>(
     let mut h = Buf::<E>::take(n * hd);
     if n > 0 && hd > 0 {
         let stacked = [w.wx, w.wh].concat();
-        let wxh = E::lower(&stacked);
+        let lowered = E::lower(&stacked);
+        let wxh = E::pack(Mat::row_major(&lowered, d + hd, g4));
         // Each block of batch rows runs every step on one thread (see `run_blocks`).
         let bounds = row_blocks(batch, parts);
         let gate_rows = block_rows(&mut gates, batch, g4, &bounds);
