@@ -24,8 +24,9 @@
 //! gradient product, one fused pass writing the gate pre-activation gradients, the block's
 //! share of dwx and dwh (accumulated per block, summed at the end) and its dx rows: the gate
 //! gradients of only two steps are kept, and every product reads them while they are in cache.
-//! Products with a transposed weight read a row-major copy of the transpose. No allocation
-//! inside the step loops.
+//! Products with a transposed weight read a row-major copy of the transpose. In bf16 every
+//! weight operand is packed for the kernel once a call ([`crate::gemm::PackedBf16`]), not once
+//! a step and block. No allocation inside the step loops.
 //!
 //! With [`MatmulType::Bf16`] the matmul inputs (x, h, weights, gate gradients) are rounded to
 //! bf16 and multiplied by [`crate::gemm::matmul_bf16`] with f32 accumulation; the gate and
