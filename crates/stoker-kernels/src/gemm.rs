@@ -433,8 +433,8 @@ mod native {
             if !super::native_bf16_available() || b.rows == 0 || b.cols == 0 {
                 return None;
             }
-            // SAFETY: `Mat` keeps every element of the view inside its slice; the CPU
-            // supports AVX512_BF16 (checked above), which implies the other features.
+            // SAFETY: `Mat` keeps every element of the view inside its slice;
+            // `native_bf16_available` detected avx512f/bw/vl/bf16, the features `new` needs.
             Some(Self(unsafe { PackedB::new(raw(b), b.rows, b.cols) }))
         }
     }

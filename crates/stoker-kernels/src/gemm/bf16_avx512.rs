@@ -182,9 +182,10 @@ fn blocking(k: usize, n: usize) -> (usize, usize, usize) {
 
 /// c (m x n, row stride ldc) = a·b, or += when `accumulate`, single-threaded.
 ///
-/// SAFETY: `a` (m x k) and `b` (k x n) address valid bf16 elements over their whole extent,
-/// `c` addresses m rows of n valid f32 at stride `ldc`, no other thread writes those rows and
-/// columns, and the CPU supports avx512f/bw/vl/bf16.
+/// SAFETY: `a` (m x k) and a raw `b` (k x n) address valid bf16 elements over their whole
+/// extent (a packed `b` was packed as k x n), `c` addresses m rows of n valid f32 at stride
+/// `ldc`, no other thread writes those rows and columns, and the CPU supports
+/// avx512f/bw/vl/bf16.
 #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn gemm(
