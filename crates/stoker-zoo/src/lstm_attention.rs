@@ -150,16 +150,15 @@ impl LstmAttention {
             .clone()
             .slice([steps - 1..steps, 0..batch, 0..hidden])
             .reshape([batch, hidden]);
-        let projected = fused::linear(
+        // v·tanh(W·h + b) as one op: the [T·B, attention] projection never leaves the kernel.
+        let scores = fused::linear_head(
             &self.score_w,
+            &self.score_v,
             h.clone().reshape([steps * batch, hidden]),
             Activation::Tanh,
-        );
-        let scores = self
-            .score_v
-            .forward(projected)
-            .reshape([steps, batch])
-            .swap_dims(0, 1);
+        )
+        .reshape([steps, batch])
+        .swap_dims(0, 1);
         let scores = match &self.position {
             Some(bias) => ac.full(scores) + bias.val(),
             None => ac.full(scores),

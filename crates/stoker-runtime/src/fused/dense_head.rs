@@ -8,6 +8,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Dispatch, Flex, tensor::FloatTensor};
+use burn::nn::Linear;
 use burn::prelude::*;
 use stoker_kernels::dense::{DenseShape, dense_head_backward, dense_head_forward};
 
@@ -34,6 +35,43 @@ pub fn band_dense_head(
         ));
     }
     band_dense(band_dense(x, w, b, act), v, c, Activation::Identity)
+}
+
+/// `head`(act(`layer`(x))) for x [N, in] → [N, 1]: burn's `Linear` with its activation and a
+/// one-output `Linear` after it (with or without bias; attention scores have none) as one
+/// fused op on the CPU. A hidden layer without bias composes burn ops.
+pub fn linear_head(layer: &Linear, head: &Linear, x: Tensor<2>, act: Activation) -> Tensor<2> {
+    let Some(bias) = &layer.bias else {
+        return head.forward(super::linear(layer, x, act));
+    };
+    let [rows, inputs] = x.dims();
+    let outputs = bias.dims()[0];
+    let v = head.weight.val();
+    assert_eq!(
+        v.dims(),
+        [outputs, 1],
+        "linear_head: the head must map {outputs} → 1"
+    );
+    // No head bias: a constant zero, outside autodiff (nothing to learn there).
+    let c = match &head.bias {
+        Some(c) => c.val().reshape([1, 1, 1]),
+        None => v
+            .clone()
+            .detach()
+            .slice([0..1, 0..1])
+            .zeros_like()
+            .reshape([1, 1, 1]),
+    };
+    band_dense_head(
+        x.reshape([1, rows, inputs]),
+        [
+            layer.weight.val().reshape([1, inputs, outputs]),
+            bias.val().reshape([1, 1, outputs]),
+        ],
+        [v.reshape([1, outputs, 1]), c],
+        act,
+    )
+    .reshape([rows, 1])
 }
 
 /// The operands made contiguous, and the layer's sizes read off x and w.
@@ -175,6 +213,44 @@ mod tests {
                 .to_data()
                 .assert_approx_eq::<f32>(
                     &t.grad(&gp).expect("two-layer gradient").to_data(),
+                    Tolerance::absolute(1e-4),
+                );
+        }
+    }
+
+    /// `linear_head` and burn's two `Linear`s (the head without bias, as attention scores
+    /// are) agree in value and in the gradients of the input and every parameter.
+    #[test]
+    fn linear_head_matches_two_linears_with_gradients() {
+        use burn::nn::LinearConfig;
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let layer = LinearConfig::new(6, 5).init(&device);
+        let head = LinearConfig::new(5, 1).with_bias(false).init(&device);
+        let x = Tensor::<2>::random([11, 6], Distribution::Default, &device).require_grad();
+        let r = Tensor::<2>::random([11, 1], Distribution::Default, &device);
+        let fused = linear_head(&layer, &head, x.clone(), Activation::Tanh);
+        let plain = head.forward(layer.forward(x.clone()).tanh());
+        fused
+            .to_data()
+            .assert_approx_eq::<f32>(&plain.to_data(), Tolerance::absolute(1e-5));
+        let gf = (fused * r.clone()).sum().backward();
+        let gp = (plain * r).sum().backward();
+        let bias = layer.bias.as_ref().expect("a bias");
+        let pairs = [
+            (x.grad(&gf), x.grad(&gp)),
+            (layer.weight.grad(&gf), layer.weight.grad(&gp)),
+            (
+                bias.grad(&gf).map(|g| g.reshape([1, 5])),
+                bias.grad(&gp).map(|g| g.reshape([1, 5])),
+            ),
+            (head.weight.grad(&gf), head.weight.grad(&gp)),
+        ];
+        for (k, (f, p)) in pairs.into_iter().enumerate() {
+            f.unwrap_or_else(|| panic!("fused gradient {k}"))
+                .to_data()
+                .assert_approx_eq::<f32>(
+                    &p.expect("composed gradient").to_data(),
                     Tolerance::absolute(1e-4),
                 );
         }

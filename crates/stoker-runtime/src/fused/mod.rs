@@ -26,7 +26,7 @@ pub use adam::{adam_applies, adam_step};
 pub use attend::attend;
 pub use conv::conv2d;
 pub use dense::{band_dense, linear};
-pub use dense_head::band_dense_head;
+pub use dense_head::{band_dense_head, linear_head};
 pub use lstm::lstm_sequence;
 pub use pool::max_pool2x2;
 pub use stoker_kernels::adam::AdamStep;
