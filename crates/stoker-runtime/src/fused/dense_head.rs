@@ -55,12 +55,7 @@ pub fn linear_head(layer: &Linear, head: &Linear, x: Tensor<2>, act: Activation)
     // No head bias: a constant zero, outside autodiff (nothing to learn there).
     let c = match &head.bias {
         Some(c) => c.val().reshape([1, 1, 1]),
-        None => v
-            .clone()
-            .detach()
-            .slice([0..1, 0..1])
-            .zeros_like()
-            .reshape([1, 1, 1]),
+        None => Tensor::zeros([1, 1, 1], (&v.device(), v.dtype())),
     };
     band_dense_head(
         x.reshape([1, rows, inputs]),
