@@ -316,20 +316,37 @@ pub fn matmul_bf16_serial(c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate
 
 /// A bf16 right operand packed once for many products with it — a layer's weights, which every
 /// block of rows and every step of a recurrence multiplies: [`matmul_bf16_packed_serial`] then
-/// skips the packing `matmul_bf16` does on every call. Holds the view itself where the native
-/// kernel does not run.
+/// skips the packing `matmul_bf16` does on every call. Where the native kernel does not run it
+/// holds b widened to f32 once, so those products widen only a.
 pub struct PackedBf16<'a> {
     b: Mat<'a, bf16>,
     #[cfg(target_arch = "x86_64")]
     native: Option<native::Packed>,
+    /// b widened (empty when the native kernel runs), and that view's row and column strides.
+    wide: Vec<f32>,
+    wide_strides: (usize, usize),
 }
 
 impl<'a> PackedBf16<'a> {
     pub fn new(b: Mat<'a, bf16>) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        let native = native::Packed::new(&b);
+        #[cfg(target_arch = "x86_64")]
+        let portable = native.is_none();
+        #[cfg(not(target_arch = "x86_64"))]
+        let portable = true;
+        let mut wide = Vec::new();
+        let wide_strides = if portable {
+            widen_view(&b, &mut wide)
+        } else {
+            (b.cols, 1)
+        };
         Self {
             #[cfg(target_arch = "x86_64")]
-            native: native::Packed::new(&b),
+            native,
             b,
+            wide,
+            wide_strides,
         }
     }
 }
@@ -350,7 +367,11 @@ pub fn matmul_bf16_packed_serial(
         native::matmul_packed(c, a, packed, accumulate);
         return;
     }
-    matmul_bf16_serial(c, a, b.b, accumulate);
+    let (row_stride, col_stride) = b.wide_strides;
+    let wide_b = Mat::strided(&b.wide, b.b.rows, b.b.cols, row_stride, col_stride);
+    with_widened(&a, |wide_a| {
+        matmul_f32_serial(c, wide_a, wide_b, accumulate)
+    });
 }
 
 fn bf16_product(mut c: MatMut<f32>, a: Mat<bf16>, b: Mat<bf16>, accumulate: bool, threaded: bool) {
@@ -375,26 +396,90 @@ fn matmul_bf16_portable(
     accumulate: bool,
     threaded: bool,
 ) {
-    let widen = |v: &Mat<bf16>| -> Vec<f32> {
-        let mut out = Vec::with_capacity(v.rows * v.cols);
-        for i in 0..v.rows {
-            for j in 0..v.cols {
-                out.push(v.at(i, j).to_f32());
+    with_widened(&a, |wide_a| {
+        with_widened(&b, |wide_b| {
+            if threaded {
+                matmul_f32(c, wide_a, wide_b, accumulate);
+            } else {
+                matmul_f32_serial(c, wide_a, wide_b, accumulate);
+            }
+        })
+    });
+}
+
+/// `v` as a row-major f32 matrix in `out` (resized), each row widened by the vectorised
+/// converter when its elements are contiguous.
+fn widen_row_major(v: &Mat<bf16>, out: &mut Vec<f32>) {
+    // Every element is overwritten below: no fill pass when the length is already right.
+    if out.len() != v.rows * v.cols {
+        out.clear();
+        out.resize(v.rows * v.cols, 0.0);
+    }
+    if v.cols == 0 {
+        return;
+    }
+    for (i, row) in out.chunks_exact_mut(v.cols).enumerate() {
+        if v.col_stride == 1 {
+            let start = i * v.row_stride;
+            <bf16 as crate::scalar::Scalar>::widen_into(&v.data[start..start + v.cols], row);
+        } else {
+            for (j, o) in row.iter_mut().enumerate() {
+                *o = v.at(i, j).to_f32();
             }
         }
-        out
-    };
-    let (aw, bw) = (widen(&a), widen(&b));
-    let (aw, bw) = (
-        Mat::row_major(&aw, a.rows, a.cols),
-        Mat::row_major(&bw, b.rows, b.cols),
-    );
-    if threaded {
-        matmul_f32(c, aw, bw, accumulate);
-    } else {
-        matmul_f32_serial(c, aw, bw, accumulate);
     }
 }
+
+/// `v` widened to f32 into `out`; returns the strides of the f32 view of it. A view that spans
+/// little more than its elements (a row-major block, or a transposed one) is widened whole by
+/// the vectorised converter and keeps its strides, so the f32 product sees the same layout
+/// (and gives the same bits) however the bf16 operand reached it; any other view is gathered
+/// row by row.
+fn widen_view(v: &Mat<bf16>, out: &mut Vec<f32>) -> (usize, usize) {
+    let span = extent(v.rows, v.cols, v.row_stride, v.col_stride).unwrap_or(usize::MAX);
+    if span <= 2 * v.rows * v.cols {
+        if out.len() != span {
+            out.clear();
+            out.resize(span, 0.0);
+        }
+        <bf16 as crate::scalar::Scalar>::widen_into(&v.data[..span], out);
+        return (v.row_stride, v.col_stride);
+    }
+    widen_row_major(v, out);
+    (v.cols, 1)
+}
+
+thread_local! {
+    /// Widening buffers reused between products on this thread (taken out while in use, so a
+    /// product that runs another one on this thread, as rayon may, finds the slot empty).
+    static WIDE: std::cell::Cell<Vec<Vec<f32>>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` on `v` widened to f32, in a buffer reused between calls: the portable bf16
+/// products widen an operand on every call.
+fn with_widened<R>(v: &Mat<bf16>, f: impl FnOnce(Mat<f32>) -> R) -> R {
+    let mut buf = WIDE.with(|slot| {
+        let mut free = slot.take();
+        let buf = free.pop().unwrap_or_default();
+        slot.set(free);
+        buf
+    });
+    let (row_stride, col_stride) = widen_view(v, &mut buf);
+    let result = f(Mat::strided(&buf, v.rows, v.cols, row_stride, col_stride));
+    // Operands of a few MB (a block of rows, a layer's weights) are kept for the next call;
+    // a larger one is freed, not held by the thread for the rest of the process.
+    if buf.capacity() <= KEPT_WIDE_MAX {
+        WIDE.with(|slot| {
+            let mut free = slot.take();
+            free.push(buf);
+            slot.set(free);
+        });
+    }
+    result
+}
+
+/// The largest widening buffer (in f32 values, 8 MB) a thread keeps between products.
+const KEPT_WIDE_MAX: usize = 1 << 21;
 
 #[cfg(target_arch = "x86_64")]
 mod bf16_avx512;

@@ -266,8 +266,10 @@ impl Elem for bf16 {
 }
 
 /// Calls `$body` compiled for AVX-512 when the CPU has every feature that build enables
-/// (`cpu::avx512_wide`), else the baseline build of it (the pattern of
-/// `activation::multiversion!`, for generic functions).
+/// (`cpu::avx512_wide`), else for AVX2 and FMA (`cpu::avx2_fma`), else the baseline build of it
+/// (the pattern of `activation::multiversion!`, for generic functions). Without the FMA build
+/// an AVX2 CPU would run the baseline, where every `mul_add` is a call to the C library's
+/// software `fmaf`.
 macro_rules! dispatch {
     ($body:ident::<$e:ty>($($arg:expr),*)) => {{
         #[cfg(target_arch = "x86_64")]
@@ -276,12 +278,17 @@ macro_rules! dispatch {
                 // SAFETY: `avx512_wide` detected every feature `wide` is compiled for.
                 return unsafe { $body::wide::<$e>($($arg),*) };
             }
+            if $crate::cpu::avx2_fma() {
+                // SAFETY: `avx2_fma` detected every feature `avx2` is compiled for.
+                return unsafe { $body::avx2::<$e>($($arg),*) };
+            }
         }
         $body::base::<$e>($($arg),*)
     }};
 }
 
-/// Defines `$name::base` (inlined body) and `$name::wide` (the same, for AVX-512).
+/// Defines `$name::base` (inlined body), `$name::wide` (the same, for AVX-512) and
+/// `$name::avx2` (for AVX2 and FMA).
 macro_rules! versions {
     (fn $name:ident<$e:ident: Elem>($($arg:ident: $ty:ty),*) $body:block) => {
         mod $name {
@@ -293,6 +300,12 @@ macro_rules! versions {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
             pub(super) unsafe fn wide<$e: Elem>($($arg: $ty),*) {
+                base::<$e>($($arg),*)
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) unsafe fn avx2<$e: Elem>($($arg: $ty),*) {
                 base::<$e>($($arg),*)
             }
         }
