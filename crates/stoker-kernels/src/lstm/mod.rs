@@ -268,8 +268,8 @@ impl Elem for bf16 {
 /// Calls `$body` compiled for AVX-512 when the CPU has every feature that build enables
 /// (`cpu::avx512_wide`), else for AVX2 and FMA (`cpu::avx2_fma`), else the baseline build of it
 /// (the pattern of `activation::multiversion!`, for generic functions). Without the FMA build
-/// an AVX2 CPU would run the baseline, where every `mul_add` is a call to the C library's
-/// software `fmaf`.
+/// an AVX2 CPU would run the baseline, where every `mul_add` is a call to `fmaf` (through a
+/// function pointer chosen at run time), so the loops stay scalar.
 macro_rules! dispatch {
     ($body:ident::<$e:ty>($($arg:expr),*)) => {{
         #[cfg(target_arch = "x86_64")]
