@@ -135,8 +135,9 @@ def main():
             except RuntimeError as e:
                 # A precision this build cannot run here (oneDNN has no bf16 LSTM without
                 # AVX-512, say): that row has no figures, the others still run.
-                report[key][name] = {"error": str(e).splitlines()[0]}
-                print(f"{key:<16} {name:<11} not supported here: {str(e).splitlines()[0][:90]}", file=out, flush=True)
+                reason = str(e).splitlines()[0]
+                report[key][name] = {"error": reason}
+                print(f"{key:<16} {name:<11} not supported here: {reason[:90]}", file=out, flush=True)
                 continue
             report[key][name] = {"train_samples_per_s": train, "infer_samples_per_s": infer}
             count = f"{params} ({expected})" + ("" if params == expected else " MISMATCH")
