@@ -313,6 +313,46 @@ mod tests {
         skip.assert_approx_eq::<f32>(&last, burn::tensor::Tolerance::default());
     }
 
+    /// `loss = "huber"` (the PM2.5 config's) is quadratic below one normalised unit of error
+    /// and linear above it; `mse` is the mean square: both checked against the forecast itself.
+    #[test]
+    fn huber_and_mse_losses_follow_their_definitions_on_the_forecast() {
+        let device = Device::flex();
+        let model = Model::new(&ModelSpec::Cnn2d(Cnn2dSpec::default()), &shape(), &device).unwrap();
+        let x = Tensor::<3>::random([4, 24, 11], burn::tensor::Distribution::Default, &device);
+        let forecast: Vec<f32> = model.forward(x.clone()).into_data().try_to_vec().unwrap();
+        // Errors of 0.3 and 2.5 units: one on each side of delta = 1.
+        let offsets = [0.3f32, -2.5, 2.5, -0.3];
+        let targets: Vec<f32> = forecast.iter().zip(offsets).map(|(f, o)| f + o).collect();
+        let y = Tensor::<2>::from_data(burn::tensor::TensorData::new(targets, [4, 1]), &device);
+        let loss = |kind| -> f32 {
+            model
+                .loss(x.clone(), y.clone(), kind, &Autocast::F32)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()[0]
+        };
+        let huber = |e: f32| {
+            if e.abs() <= 1.0 {
+                0.5 * e * e
+            } else {
+                e.abs() - 0.5
+            }
+        };
+        let want_huber = offsets.iter().map(|&e| huber(e)).sum::<f32>() / 4.0;
+        let want_mse = offsets.iter().map(|e| e * e).sum::<f32>() / 4.0;
+        assert!(
+            (loss(LossKind::Huber) - want_huber).abs() < 1e-4,
+            "{} vs {want_huber}",
+            loss(LossKind::Huber)
+        );
+        assert!(
+            (loss(LossKind::Mse) - want_mse).abs() < 1e-4,
+            "{} vs {want_mse}",
+            loss(LossKind::Mse)
+        );
+    }
+
     fn lstm(instance_norm: bool) -> (Model, InputShape) {
         let shape = InputShape {
             window: WindowSpec {
