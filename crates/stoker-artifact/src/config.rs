@@ -150,6 +150,11 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
+    /// Learning rate of the model's linear part (the LSTM-attention's skip, the ANC's linear
+    /// FIR) as a multiple of
+    /// `lr`: a network that starts from a fitted linear forecast learns its residual faster
+    /// than that fit should drift (0 freezes it).
+    pub linear_lr_scale: f64,
     pub weight_decay: f64,
     /// Multiply the learning rate by `lr_decay` every epoch.
     pub lr_decay: f64,
@@ -282,6 +287,7 @@ impl Default for TrainConfig {
             epochs: 10,
             batch_size: 128,
             lr: 1e-3,
+            linear_lr_scale: 1.0,
             weight_decay: 0.0,
             lr_decay: 1.0,
             grad_clip: 0.0,
@@ -413,8 +419,14 @@ impl TaskConfig {
     /// Real-valued knobs: NaN or infinity would train on without a word and write `null`s.
     fn validate_numbers(&self, path: &Path) -> Result<()> {
         let t = &self.train;
-        let rules: [NumberRule; 5] = [
+        let rules: [NumberRule; 6] = [
             ("`train.lr` (`--lr`)", t.lr, |x| x > 0.0, "> 0"),
+            (
+                "`train.linear_lr_scale`",
+                t.linear_lr_scale,
+                |x| x >= 0.0,
+                "≥ 0 (0 = frozen)",
+            ),
             ("`train.lr_decay`", t.lr_decay, |x| x > 0.0, "> 0"),
             ("`train.weight_decay`", t.weight_decay, |x| x >= 0.0, "≥ 0"),
             (
@@ -542,6 +554,8 @@ mod tests {
             ("lr = nan", "train.lr"),
             ("lr = -1.0", "train.lr"),
             ("lr_decay = nan", "train.lr_decay"),
+            ("linear_lr_scale = -1.0", "train.linear_lr_scale"),
+            ("linear_lr_scale = nan", "train.linear_lr_scale"),
             ("grad_clip = -0.5", "train.grad_clip"),
             ("weight_decay = nan", "train.weight_decay"),
         ] {

@@ -30,6 +30,7 @@ pub(crate) struct Learner {
     features: usize,
     accumulate: usize,
     loss: LossKind,
+    linear_lr_scale: f64,
 }
 
 impl Learner {
@@ -56,6 +57,7 @@ impl Learner {
             features: shape.features,
             accumulate: t.accumulate,
             loss: t.loss,
+            linear_lr_scale: t.linear_lr_scale,
         }
     }
 
@@ -104,7 +106,13 @@ impl Learner {
             .as_mut()
             .is_none_or(|s| s.unscale(&self.model, &mut grads));
         if finite {
-            self.model = self.optim.step(lr, self.model.clone(), grads);
+            self.model = apply_gradients(
+                &mut self.optim,
+                self.model.clone(),
+                grads,
+                lr,
+                self.linear_lr_scale,
+            );
         }
         lap.finish()?;
         Ok(loss)
@@ -149,6 +157,24 @@ impl EpochLoss {
     pub fn total(&self, flushed: f64) -> f64 {
         flushed + f64::from(self.pending.clone().into_scalar::<f32>())
     }
+}
+
+/// One optimizer step on `grads` at `lr`, the model's linear part at `lr × linear_lr_scale`
+/// (left as it is at 0).
+pub(crate) fn apply_gradients(
+    optim: &mut ModuleOptimizer,
+    mut model: Model,
+    mut grads: GradientsParams,
+    lr: f64,
+    linear_lr_scale: f64,
+) -> Model {
+    if linear_lr_scale != 1.0 {
+        let linear = model.take_linear_grads(&mut grads);
+        if linear_lr_scale > 0.0 && !linear.is_empty() {
+            model = optim.step(lr * linear_lr_scale, model, linear);
+        }
+    }
+    optim.step(lr, model, grads)
 }
 
 /// Gradients and the (detached) mean loss of `batch`, computed as `accumulate` micro-batches
@@ -267,10 +293,25 @@ pub(crate) fn flat_gradients(model: &Model, grads: &GradientsParams) -> Vec<Vec<
     c.1
 }
 
+/// Every parameter's values, flattened, in visiting order.
+#[cfg(test)]
+fn flat_params(model: &Model) -> Vec<Vec<f32>> {
+    struct Collect(Vec<Vec<f32>>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let values = param.val().into_data().try_into_vec_as::<f32>();
+            self.0.push(values.expect("f32 parameter"));
+        }
+    }
+    let mut c = Collect(Vec::new());
+    model.visit(&mut c);
+    c.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stoker_artifact::{Cnn2dSpec, ModelSpec};
+    use stoker_artifact::{Cnn2dSpec, LstmAttentionSpec, ModelSpec, TrainConfig};
     use stoker_zoo::InputShape;
 
     use crate::testing::one_target_of_two;
@@ -429,5 +470,74 @@ mod tests {
             assert!(growing.unscale(&model, &mut g));
         }
         assert_eq!(growing.state.scale, 131_072.0);
+    }
+
+    #[test]
+    fn linear_part_steps_at_its_own_scale_and_stays_put_at_zero() {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let mut shape = one_target_of_two(8);
+        shape.window.output_len = 2;
+        let spec = ModelSpec::LstmAttention(LstmAttentionSpec {
+            hidden: 4,
+            layers: 1,
+            attention: 4,
+            linear_skip: true,
+            ..Default::default()
+        });
+        let model = Model::new(&spec, &shape, &device).unwrap();
+        let batch = HostBatch {
+            inputs: (0..3 * 8 * 2)
+                .map(|i| ((i * 29 % 31) as f32 / 15.0) - 1.0)
+                .collect(),
+            targets: vec![0.5, -0.25, 1.0, 0.0, -1.0, 0.75],
+            len: 3,
+        };
+        let stepped = |scale| {
+            let (grads, _) = batch_gradients(
+                &model,
+                &batch,
+                shape.window,
+                2,
+                1,
+                LossKind::Mse,
+                &Autocast::F32,
+                1.0,
+                &device,
+            );
+            let mut optim = crate::adam::optimizer(&TrainConfig::default());
+            flat_params(&apply_gradients(
+                &mut optim,
+                model.clone(),
+                grads,
+                1e-2,
+                scale,
+            ))
+        };
+        let start = flat_params(&model);
+        let (full, half, frozen) = (stepped(1.0), stepped(0.5), stepped(0.0));
+        let moved = |after: &[f32], before: &[f32]| {
+            after
+                .iter()
+                .zip(before)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()))
+        };
+        let mut linear = 0;
+        for i in 0..start.len() {
+            let step = moved(&full[i], &start[i]);
+            assert!(step > 0.0, "parameter {i} did not move");
+            if moved(&frozen[i], &start[i]) == 0.0 {
+                // The skip: Adam's first step is lr × sign(gradient), so half the rate is half
+                // the move.
+                linear += 1;
+                let ratio = moved(&half[i], &start[i]) / step;
+                assert!((ratio - 0.5).abs() < 1e-3, "parameter {i}: ratio {ratio}");
+            } else {
+                assert_eq!(half[i], full[i], "parameter {i} is not linear");
+                assert_eq!(frozen[i], full[i], "parameter {i} is not linear");
+            }
+        }
+        // The skip's weight and bias.
+        assert_eq!(linear, 2);
     }
 }

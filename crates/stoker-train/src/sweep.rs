@@ -36,8 +36,8 @@ pub struct SweepArgs {
     /// Raw data file; overrides `data.input`.
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// `key=v1,v2,…`; repeat for more keys. Keys: hidden, layers, seq_len, lr, batch_size,
-    /// epochs, dropout, or any dotted config path (`model.attention`).
+    /// `key=v1,v2,…`; repeat for more keys. Keys: hidden, layers, seq_len, lr, linear_lr_scale,
+    /// batch_size, epochs, dropout, or any dotted config path (`model.attention`).
     #[arg(long = "grid", required = true)]
     pub grid: Vec<String>,
     #[command(flatten)]
@@ -49,7 +49,9 @@ fn config_path(key: &str) -> String {
     match key {
         "hidden" | "layers" | "dropout" | "channels" | "attention" => format!("model.{key}"),
         "seq_len" | "input_len" => "data.input_len".into(),
-        "lr" | "batch_size" | "epochs" | "weight_decay" | "lr_decay" => format!("train.{key}"),
+        "lr" | "linear_lr_scale" | "batch_size" | "epochs" | "weight_decay" | "lr_decay" => {
+            format!("train.{key}")
+        }
         other => other.into(),
     }
 }

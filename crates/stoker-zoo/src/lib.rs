@@ -36,6 +36,7 @@ pub mod recurrent;
 pub mod ridge;
 
 use burn::nn::loss::{HuberLossConfig, MseLoss, Reduction};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use stoker_artifact::{AncSignals, LossKind, ModelSpec, WindowSpec};
 use stoker_runtime::Autocast;
@@ -227,6 +228,18 @@ impl Model {
             Some(last) => y + last,
             None => y,
         })
+    }
+
+    /// Moves the gradients of the network's linear part (the LSTM-attention's skip, the ANC's
+    /// linear FIR) out of
+    /// `grads` into their own set, empty for networks without one (see
+    /// `TrainConfig::linear_lr_scale`).
+    pub fn take_linear_grads(&self, grads: &mut GradientsParams) -> GradientsParams {
+        match &self.net {
+            Network::LstmAttention(m) => m.take_skip_grads(grads),
+            Network::MultibandAnc(m) => m.take_linear_grads(grads),
+            Network::Cnn2d(_) => GradientsParams::new(),
+        }
     }
 
     /// The last input value of each target, repeated over the output steps.

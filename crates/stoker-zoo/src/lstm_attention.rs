@@ -5,6 +5,7 @@
 
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use stoker_artifact::LstmAttentionSpec;
@@ -191,6 +192,24 @@ impl LstmAttention {
         let (x, scale) = self.normalise(x);
         let y = self.skip_forward(x, &targets)?;
         Some(self.denormalise(y, scale, targets))
+    }
+
+    /// Moves the linear skip's gradients out of `grads` into their own set (empty without a
+    /// skip), for the optimizer to step them at their own learning rate.
+    pub fn take_skip_grads(&self, grads: &mut GradientsParams) -> GradientsParams {
+        let mut taken = GradientsParams::new();
+        let Some(skip) = &self.skip else {
+            return taken;
+        };
+        if let Some(g) = grads.remove::<2>(skip.weight.id) {
+            taken.register(skip.weight.id, g);
+        }
+        if let Some(bias) = &skip.bias
+            && let Some(g) = grads.remove::<1>(bias.id)
+        {
+            taken.register(bias.id, g);
+        }
+        taken
     }
 
     fn target_index(&self, device: &Device) -> Tensor<1, Int> {

@@ -7,6 +7,7 @@
 //! a causal convolution over each chunk of y and g the optional loudspeaker saturation.
 
 use burn::module::Param;
+use burn::optim::GradientsParams;
 use burn::prelude::*;
 use burn::tensor::module::conv1d;
 use burn::tensor::ops::ConvOptions;
@@ -221,6 +222,18 @@ impl MultibandAnc {
             self.head.bias = Param::from_tensor(self.head.bias.val().zeros_like());
         }
         self
+    }
+
+    /// Moves the linear FIR's gradient out of `grads` into its own set (empty without one), for
+    /// the optimizer to step it at its own learning rate.
+    pub fn take_linear_grads(&self, grads: &mut GradientsParams) -> GradientsParams {
+        let mut taken = GradientsParams::new();
+        if let Some(linear) = &self.linear
+            && let Some(g) = grads.remove::<2>(linear.id)
+        {
+            taken.register(linear.id, g);
+        }
+        taken
     }
 
     /// The secondary path S the loss simulates (forward order).
