@@ -117,12 +117,10 @@ pub(crate) fn weights_checksum(model: &Model) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use stoker_artifact::{Cnn2dSpec, LossKind, ModelSpec};
-    use stoker_runtime::Autocast;
+    use stoker_artifact::{Cnn2dSpec, ModelSpec};
 
     use crate::loader::HostBatch;
-    use crate::step::batch_gradients;
-    use crate::testing::one_target_of_two;
+    use crate::testing::{one_target_of_two, plain_gradients};
 
     /// A solo team's average is its own gradient and loss; the checksum sees one changed bit.
     #[test]
@@ -140,19 +138,7 @@ mod tests {
             targets: vec![1.0, -1.0],
             len: 2,
         };
-        let grads = || {
-            batch_gradients(
-                &model,
-                &batch,
-                shape.window,
-                2,
-                1,
-                LossKind::Mse,
-                &Autocast::F32,
-                1.0,
-                &device,
-            )
-        };
+        let grads = || plain_gradients(&model, &batch, &shape, &device);
         let (mut averaged, loss) = grads();
         let loss = loss.into_scalar::<f32>();
         let (plain, _) = grads();

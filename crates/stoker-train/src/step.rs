@@ -314,7 +314,7 @@ mod tests {
     use stoker_artifact::{Cnn2dSpec, LstmAttentionSpec, ModelSpec, TrainConfig};
     use stoker_zoo::InputShape;
 
-    use crate::testing::one_target_of_two;
+    use crate::testing::{one_target_of_two, plain_gradients};
 
     #[test]
     fn accumulated_micro_batches_give_the_full_batch_gradients() {
@@ -494,17 +494,7 @@ mod tests {
             len: 3,
         };
         let stepped = |scale| {
-            let (grads, _) = batch_gradients(
-                &model,
-                &batch,
-                shape.window,
-                2,
-                1,
-                LossKind::Mse,
-                &Autocast::F32,
-                1.0,
-                &device,
-            );
+            let (grads, _) = plain_gradients(&model, &batch, &shape, &device);
             let mut optim = crate::adam::optimizer(&TrainConfig::default());
             flat_params(&apply_gradients(
                 &mut optim,

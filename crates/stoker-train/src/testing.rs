@@ -1,7 +1,13 @@
 //! Fixtures shared by the crate's unit tests.
 
-use stoker_artifact::WindowSpec;
-use stoker_zoo::InputShape;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use stoker_artifact::{LossKind, WindowSpec};
+use stoker_runtime::Autocast;
+use stoker_zoo::{InputShape, Model};
+
+use crate::loader::HostBatch;
+use crate::step::batch_gradients;
 
 /// Two features, the first the target, predicted one step ahead from `input_len` steps: the
 /// smallest input a model of the zoo builds on.
@@ -17,4 +23,25 @@ pub fn one_target_of_two(input_len: usize) -> InputShape {
         targets: vec![0],
         anc: None,
     }
+}
+
+/// The gradients and mean loss of `batch` as most tests want them: MSE in f32, one
+/// micro-batch, no loss scale.
+pub fn plain_gradients(
+    model: &Model,
+    batch: &HostBatch,
+    shape: &InputShape,
+    device: &Device,
+) -> (GradientsParams, Tensor<1>) {
+    batch_gradients(
+        model,
+        batch,
+        shape.window,
+        shape.features,
+        1,
+        LossKind::Mse,
+        &Autocast::F32,
+        1.0,
+        device,
+    )
 }
