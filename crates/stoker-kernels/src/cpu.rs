@@ -44,7 +44,7 @@ feature_set! {
 
 feature_set! {
     /// `avx2,fma`: the loops `multiversion!` compiles a second time for CPUs without AVX-512,
-    /// and the batch-1 products of `matvec`.
+    /// the batch-1 products of `matvec` and the pooling kernel.
     avx2_fma: "avx2", "fma"
 }
 

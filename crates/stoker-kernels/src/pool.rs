@@ -51,8 +51,8 @@ pub fn max_pool2x2_forward<T: Scalar>(
     (y, arg)
 }
 
-/// `pool_row` compiled for the element type: AVX-512 for rows of up to 16 values, else the
-/// loops below for f32 and bf16.
+/// `pool_row` compiled for the element type: AVX-512, else AVX2, for rows of up to 16 values,
+/// else the loops below for f32 and bf16.
 fn pool_row_any<T: Scalar>(rows: [&[T]; 2], y: &mut [T], arg: &mut [u8]) {
     #[cfg(target_arch = "x86_64")]
     if avx512::handles(rows[0].len()) {
@@ -69,6 +69,23 @@ fn pool_row_any<T: Scalar>(rows: [&[T]; 2], y: &mut [T], arg: &mut [u8]) {
         {
             // SAFETY: as above.
             return unsafe { avx512::pool_row_bf16([top, bottom], y, arg) };
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2::handles(rows[0].len()) {
+        if let (Some(top), Some(bottom), Some(y)) =
+            (T::as_f32(rows[0]), T::as_f32(rows[1]), T::as_f32_mut(y))
+        {
+            // SAFETY: `handles` detected AVX2 (`cpu::avx2_fma`) and checked that the row fits
+            // two vectors; both rows, y and arg are the `[..width]` and `[..ow]` slices
+            // `max_pool2x2_forward` cuts.
+            return unsafe { avx2::pool_row_f32([top, bottom], y, arg) };
+        }
+        if let (Some(top), Some(bottom), Some(y)) =
+            (T::as_bf16(rows[0]), T::as_bf16(rows[1]), T::as_bf16_mut(y))
+        {
+            // SAFETY: as above.
+            return unsafe { avx2::pool_row_bf16([top, bottom], y, arg) };
         }
     }
     if let (Some(top), Some(bottom), Some(y)) =
@@ -278,6 +295,168 @@ mod avx512 {
             _mm512_mask_cvtepi32_storeu_epi16(y.as_mut_ptr().cast(), outputs as u16, v);
             _mm512_mask_cvtepi32_storeu_epi8(arg.as_mut_ptr().cast(), outputs as u16, at);
         }
+    }
+}
+
+/// The row-pair loop in AVX2 for rows of up to 16 values, as `avx512` does it in one vector: each
+/// row in two 8-lane halves, keys as signed integers (AVX2 has no unsigned compare), even and odd
+/// columns gathered by permutes and a blend.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use core::arch::x86_64::*;
+    use half::bf16;
+
+    /// Whether rows of `width` values take this path on this CPU.
+    pub(super) fn handles(width: usize) -> bool {
+        (2..=16).contains(&width) && crate::cpu::avx2_fma()
+    }
+
+    /// `super::key` on 8 lanes, shifted to signed order: the same order under signed compares.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn keys(bits: __m256i) -> __m256i {
+        let negative_zero = _mm256_cmpeq_epi32(bits, _mm256_set1_epi32(i32::MIN));
+        let bits = _mm256_andnot_si256(negative_zero, bits);
+        let magnitude = _mm256_and_si256(bits, _mm256_set1_epi32(0x7fff_ffff));
+        let nan = _mm256_cmpgt_epi32(magnitude, _mm256_set1_epi32(0x7f80_0000));
+        // Negative values flip their magnitude bits, so a larger float is a larger integer.
+        let flip = _mm256_and_si256(
+            _mm256_srai_epi32::<31>(bits),
+            _mm256_set1_epi32(0x7fff_ffff),
+        );
+        _mm256_blendv_epi8(
+            _mm256_xor_si256(bits, flip),
+            _mm256_set1_epi32(i32::MAX),
+            nan,
+        )
+    }
+
+    /// The even (or odd, `ODD` = 1) lanes of the 16 in [lo, hi], in order.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn columns<const ODD: i32>(lo: __m256i, hi: __m256i) -> __m256i {
+        let pick = _mm256_setr_epi32(
+            ODD,
+            ODD + 2,
+            ODD + 4,
+            ODD + 6,
+            ODD,
+            ODD + 2,
+            ODD + 4,
+            ODD + 6,
+        );
+        _mm256_blend_epi32::<0b1111_0000>(
+            _mm256_permutevar8x32_epi32(lo, pick),
+            _mm256_permutevar8x32_epi32(hi, pick),
+        )
+    }
+
+    /// (max key, original bits, index 0 / 1) of each column pair (2j, 2j + 1) of one row.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn pairs([lo, hi]: [__m256i; 2]) -> (__m256i, __m256i, __m256i) {
+        let (kl, kh) = (keys(lo), keys(hi));
+        let (ke, ko) = (columns::<0>(kl, kh), columns::<1>(kl, kh));
+        let (be, bo) = (columns::<0>(lo, hi), columns::<1>(lo, hi));
+        let right = _mm256_cmpgt_epi32(ko, ke);
+        (
+            _mm256_max_epi32(ke, ko),
+            _mm256_blendv_epi8(be, bo, right),
+            _mm256_and_si256(right, _mm256_set1_epi32(1)),
+        )
+    }
+
+    /// The pooled f32 bits and argmax of a row pair given as f32 bits.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn pool(top: [__m256i; 2], bottom: [__m256i; 2]) -> (__m256i, __m256i) {
+        let (tk, tv, ti) = pairs(top);
+        let (bk, bv, bi) = pairs(bottom);
+        let lower = _mm256_cmpgt_epi32(bk, tk);
+        let at = _mm256_blendv_epi8(ti, _mm256_add_epi32(bi, _mm256_set1_epi32(2)), lower);
+        (_mm256_blendv_epi8(tv, bv, lower), at)
+    }
+
+    /// A lane mask of the first `n` of 8 lanes (n may exceed 8).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn first(n: usize) -> __m256i {
+        let n = n.min(8) as i32;
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+        )
+    }
+
+    /// The argmax bytes of the first `arg.len()` lanes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn store_arg(arg: &mut [u8], at: __m256i) {
+        let mut lanes = [0i32; 8];
+        // SAFETY: `lanes` holds 8 i32; an unaligned store.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), at) };
+        for (a, &l) in arg.iter_mut().zip(&lanes) {
+            *a = l as u8;
+        }
+    }
+
+    /// SAFETY: `cpu::avx2_fma()` is true; rows of the same width ≤ 16, y and arg of width / 2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn pool_row_f32([top, bottom]: [&[f32]; 2], y: &mut [f32], arg: &mut [u8]) {
+        let width = top.len();
+        let load = |row: &[f32]| {
+            let p: *const i32 = row.as_ptr().cast();
+            // SAFETY: each load is masked to the lanes below `width`, the row's length; masked
+            // lanes are not read. `p.wrapping_add(8)` is only dereferenced where width > 8.
+            unsafe {
+                [
+                    _mm256_maskload_epi32(p, first(width)),
+                    _mm256_maskload_epi32(p.wrapping_add(8), first(width.saturating_sub(8))),
+                ]
+            }
+        };
+        let (v, at) = pool(load(top), load(bottom));
+        // Through a stack copy: masked stores are microcoded on AMD cores.
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 f32; an unaligned store.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), v) };
+        y.copy_from_slice(&lanes[..y.len()]);
+        store_arg(arg, at);
+    }
+
+    /// SAFETY: as for `pool_row_f32`.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn pool_row_bf16(
+        [top, bottom]: [&[bf16]; 2],
+        y: &mut [bf16],
+        arg: &mut [u8],
+    ) {
+        // bf16 → f32 bits is a 16-bit shift. AVX2 masks 32-bit lanes: the row's pairs of values
+        // are loaded as such, an odd last value inserted by a blend.
+        let widen = |row: &[bf16]| {
+            let width = row.len();
+            let p: *const i32 = row.as_ptr().cast();
+            // SAFETY: masked to the width / 2 whole pairs, all inside the row.
+            let pairs = unsafe { _mm256_maskload_epi32(p, first(width / 2)) };
+            let last = row[width - 1].to_bits() as i16;
+            let at_last = _mm256_cmpeq_epi16(
+                _mm256_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                _mm256_set1_epi16(if width % 2 == 1 { width as i16 - 1 } else { -1 }),
+            );
+            let h = _mm256_blendv_epi8(pairs, _mm256_set1_epi16(last), at_last);
+            [
+                _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(h))),
+                _mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm256_extracti128_si256::<1>(h))),
+            ]
+        };
+        let (v, at) = pool(widen(top), widen(bottom));
+        let mut lanes = [0u32; 8];
+        // SAFETY: `lanes` holds 8 u32; an unaligned store.
+        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), v) };
+        for (y, &l) in y.iter_mut().zip(&lanes) {
+            *y = bf16::from_bits((l >> 16) as u16);
+        }
+        store_arg(arg, at);
     }
 }
 
