@@ -151,9 +151,8 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub lr: f64,
     /// Learning rate of the model's linear part (the LSTM-attention's skip, the ANC's linear
-    /// FIR) as a multiple of
-    /// `lr`: a network that starts from a fitted linear forecast learns its residual faster
-    /// than that fit should drift (0 freezes it).
+    /// FIR) as a multiple of `lr`: a network that starts from a fitted linear forecast learns
+    /// its residual faster than that fit should drift (0 freezes it).
     pub linear_lr_scale: f64,
     pub weight_decay: f64,
     /// Multiply the learning rate by `lr_decay` every epoch.

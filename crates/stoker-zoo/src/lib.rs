@@ -231,8 +231,7 @@ impl Model {
     }
 
     /// Moves the gradients of the network's linear part (the LSTM-attention's skip, the ANC's
-    /// linear FIR) out of
-    /// `grads` into their own set, empty for networks without one (see
+    /// linear FIR) out of `grads` into their own set, empty for networks without one (see
     /// `TrainConfig::linear_lr_scale`).
     pub fn take_linear_grads(&self, grads: &mut GradientsParams) -> GradientsParams {
         match &self.net {
@@ -273,7 +272,17 @@ fn anc_least_squares(
     stoker_dsp::least_squares_fir(&x, &d, &model.secondary_path(), taps, first..end)
 }
 
-#[cfg(test)]
+/// Moves `param`'s gradient, when `from` has one, to `to`.
+fn move_grad<const D: usize>(
+    param: &burn::module::Param<Tensor<D>>,
+    from: &mut GradientsParams,
+    to: &mut GradientsParams,
+) {
+    if let Some(g) = from.remove::<D>(param.id) {
+        to.register(param.id, g);
+    }
+}
+
 /// A tensor's values on the host, for tests (a failed read-back fails the test).
 #[cfg(test)]
 pub(crate) fn test_host<const D: usize>(t: Tensor<D>) -> Vec<f32> {

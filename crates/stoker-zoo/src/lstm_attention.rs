@@ -198,16 +198,11 @@ impl LstmAttention {
     /// skip), for the optimizer to step them at their own learning rate.
     pub fn take_skip_grads(&self, grads: &mut GradientsParams) -> GradientsParams {
         let mut taken = GradientsParams::new();
-        let Some(skip) = &self.skip else {
-            return taken;
-        };
-        if let Some(g) = grads.remove::<2>(skip.weight.id) {
-            taken.register(skip.weight.id, g);
-        }
-        if let Some(bias) = &skip.bias
-            && let Some(g) = grads.remove::<1>(bias.id)
-        {
-            taken.register(bias.id, g);
+        if let Some(skip) = &self.skip {
+            crate::move_grad(&skip.weight, grads, &mut taken);
+            if let Some(bias) = &skip.bias {
+                crate::move_grad(bias, grads, &mut taken);
+            }
         }
         taken
     }

@@ -228,10 +228,8 @@ impl MultibandAnc {
     /// the optimizer to step it at its own learning rate.
     pub fn take_linear_grads(&self, grads: &mut GradientsParams) -> GradientsParams {
         let mut taken = GradientsParams::new();
-        if let Some(linear) = &self.linear
-            && let Some(g) = grads.remove::<2>(linear.id)
-        {
-            taken.register(linear.id, g);
+        if let Some(linear) = &self.linear {
+            crate::move_grad(linear, grads, &mut taken);
         }
         taken
     }
