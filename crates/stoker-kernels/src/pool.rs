@@ -54,49 +54,35 @@ pub fn max_pool2x2_forward<T: Scalar>(
 /// `pool_row` compiled for the element type: AVX-512, else AVX2, for rows of up to 16 values,
 /// else the loops below for f32 and bf16.
 fn pool_row_any<T: Scalar>(rows: [&[T]; 2], y: &mut [T], arg: &mut [u8]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx512::handles(rows[0].len()) {
-        if let (Some(top), Some(bottom), Some(y)) =
-            (T::as_f32(rows[0]), T::as_f32(rows[1]), T::as_f32_mut(y))
-        {
-            // SAFETY: `handles` detected the features (`cpu::avx512_bw_vl`) and checked that
-            // the row fits one vector; both rows, y and arg are the `[..width]` and `[..ow]`
-            // slices `max_pool2x2_forward` cuts.
-            return unsafe { avx512::pool_row_f32([top, bottom], y, arg) };
-        }
-        if let (Some(top), Some(bottom), Some(y)) =
-            (T::as_bf16(rows[0]), T::as_bf16(rows[1]), T::as_bf16_mut(y))
-        {
-            // SAFETY: as above.
-            return unsafe { avx512::pool_row_bf16([top, bottom], y, arg) };
-        }
-    }
-    #[cfg(target_arch = "x86_64")]
-    if avx2::handles(rows[0].len()) {
-        if let (Some(top), Some(bottom), Some(y)) =
-            (T::as_f32(rows[0]), T::as_f32(rows[1]), T::as_f32_mut(y))
-        {
-            // SAFETY: `handles` detected AVX2 (`cpu::avx2_fma`) and checked that the row fits
-            // two vectors; both rows, y and arg are the `[..width]` and `[..ow]` slices
-            // `max_pool2x2_forward` cuts.
-            return unsafe { avx2::pool_row_f32([top, bottom], y, arg) };
-        }
-        if let (Some(top), Some(bottom), Some(y)) =
-            (T::as_bf16(rows[0]), T::as_bf16(rows[1]), T::as_bf16_mut(y))
-        {
-            // SAFETY: as above.
-            return unsafe { avx2::pool_row_bf16([top, bottom], y, arg) };
-        }
+    // The widest tier that handles the row, for one element type's `pool_row_*`.
+    macro_rules! widest_tier {
+        ($pool:ident, $top:expr, $bottom:expr, $y:expr) => {{
+            let (top, bottom, y) = ($top, $bottom, $y);
+            #[cfg(target_arch = "x86_64")]
+            if avx512::handles(top.len()) {
+                // SAFETY: `handles` detected the features (`cpu::avx512_bw_vl`) and checked
+                // that the row fits one vector; both rows, y and arg are the `[..width]` and
+                // `[..ow]` slices `max_pool2x2_forward` cuts.
+                return unsafe { avx512::$pool([top, bottom], y, arg) };
+            }
+            #[cfg(target_arch = "x86_64")]
+            if avx2::handles(top.len()) {
+                // SAFETY: `handles` detected AVX2 (`cpu::avx2_fma`) and checked that the row
+                // fits two vectors; the slices are as above.
+                return unsafe { avx2::$pool([top, bottom], y, arg) };
+            }
+            return simd::$pool([top, bottom], y, arg);
+        }};
     }
     if let (Some(top), Some(bottom), Some(y)) =
         (T::as_f32(rows[0]), T::as_f32(rows[1]), T::as_f32_mut(y))
     {
-        return simd::pool_row_f32([top, bottom], y, arg);
+        widest_tier!(pool_row_f32, top, bottom, y);
     }
     if let (Some(top), Some(bottom), Some(y)) =
         (T::as_bf16(rows[0]), T::as_bf16(rows[1]), T::as_bf16_mut(y))
     {
-        return simd::pool_row_bf16([top, bottom], y, arg);
+        widest_tier!(pool_row_bf16, top, bottom, y);
     }
     pool_row(rows, y, arg, |v| T::widen(&[v])[0].to_bits());
 }
