@@ -78,7 +78,8 @@ def peer(meta):
                                     instance_norm=spec["instance_norm"],
                                     linear_skip=spec["linear_skip"],
                                     recurrent_len=spec["recurrent_len"],
-                                    position_bias=spec.get("position_bias", False))
+                                    position_bias=spec.get("position_bias", False),
+                                    segment=spec.get("segment", 0))
     if kind == "multiband-anc":
         anc = meta["anc"]
         return models.MultibandAnc(torch.tensor(anc["secondary_path"]), tuple(spec["band_edges"]),

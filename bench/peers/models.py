@@ -74,29 +74,39 @@ class LstmAttention(nn.Module):
     channel-independent Linear(input_len → output_len) from each target's series, added to
     the head: parameter `skip`), `recurrent_len` (the LSTMs read only the window's last steps;
     0 = all), `position_bias` (a learned score bias per attended step: parameter
-    `position_bias` [1, T]). `targets` are the predicted features' indices (default: all),
-    outputs step-major."""
+    `position_bias` [1, T]), `segment` (channel-independent: each target's last steps cut into
+    segments of this length, each embedded by Linear(segment → hidden) + ReLU (parameter
+    `embed`); the LSTMs and attention run over one target's segments, and the head forecasts
+    that target's output_len steps). `targets` are the predicted features' indices (default:
+    all), outputs step-major."""
 
     EXPECTED_PARAMS = 69_632 + 131_584 + 8_256 + 64 + 172_704
 
     def __init__(self, features=7, hidden=128, layers=2, attention=64, outputs=96 * 7,
                  *, input_len=96, targets=None, instance_norm=False, linear_skip=False,
-                 recurrent_len=0, position_bias=False):
+                 recurrent_len=0, position_bias=False, segment=0):
         super().__init__()
         self.targets = list(range(features)) if targets is None else list(targets)
         self.output_len = outputs // len(self.targets)
         self.instance_norm = instance_norm
         self.recurrent_len = min(recurrent_len, input_len) if recurrent_len else input_len
-        self.lstm = nn.LSTM(features, hidden, num_layers=layers, batch_first=True)
+        # Whole segments only, as stoker reads them: the last len // segment · segment steps.
+        self.segment = min(segment, self.recurrent_len)
+        steps = self.recurrent_len
+        if self.segment:
+            steps = self.recurrent_len // self.segment
+            self.recurrent_len = steps * self.segment
+        self.embed = nn.Linear(self.segment, hidden) if self.segment else None
+        lstm_in = hidden if self.segment else features
+        self.lstm = nn.LSTM(lstm_in, hidden, num_layers=layers, batch_first=True)
         for name, p in self.lstm.named_parameters():
             if name.startswith("bias_hh"):
                 nn.init.zeros_(p)
                 p.requires_grad_(False)
         self.score_w = nn.Linear(hidden, attention)
         self.score_v = nn.Linear(attention, 1, bias=False)
-        self.position_bias = (nn.Parameter(torch.zeros(1, self.recurrent_len))
-                              if position_bias else None)
-        self.head = nn.Linear(2 * hidden, outputs)
+        self.position_bias = nn.Parameter(torch.zeros(1, steps)) if position_bias else None
+        self.head = nn.Linear(2 * hidden, self.output_len if self.segment else outputs)
         self.skip = nn.Linear(input_len, self.output_len) if linear_skip else None
 
     def forward(self, x):  # [B, T, F] → [B, output_len · targets]
@@ -104,16 +114,23 @@ class LstmAttention(nn.Module):
             mean = x.mean(1, keepdim=True)
             std = (x.var(1, keepdim=True) + 1e-5).sqrt()
             x = (x - mean) / std
-        h, _ = self.lstm(x[:, x.shape[1] - self.recurrent_len:])  # [B, T, H]
+        batch, v = x.shape[0], len(self.targets)
+        recurrent = x[:, x.shape[1] - self.recurrent_len:]
+        if self.embed is not None:  # [B, T, F] → [B·V, segments, segment] → embedded
+            recurrent = recurrent[:, :, self.targets].transpose(1, 2)
+            recurrent = torch.relu(self.embed(recurrent.reshape(batch * v, -1, self.segment)))
+        h, _ = self.lstm(recurrent)  # [B, T, H]
         scores = self.score_v(torch.tanh(self.score_w(h))).squeeze(-1).float()  # [B, T]
         if self.position_bias is not None:
             scores = scores + self.position_bias
         weights = torch.softmax(scores, dim=1).to(h.dtype)
         context = torch.bmm(weights.unsqueeze(1), h).squeeze(1)  # Σ_t w_t·h_t, [B, H]
         y = self.head(torch.cat([context, h[:, -1]], dim=1)).float()
+        if self.embed is not None:
+            y = y.view(batch, v, self.output_len).transpose(1, 2)
         if self.skip is None and not self.instance_norm:
-            return y
-        y = y.view(x.shape[0], self.output_len, len(self.targets))
+            return y.reshape(batch, -1)
+        y = y.reshape(batch, self.output_len, v)
         if self.skip is not None:  # the same map for every target's series
             y = y + self.skip(x[:, :, self.targets].transpose(1, 2)).transpose(1, 2).float()
         if self.instance_norm:

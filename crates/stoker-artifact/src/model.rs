@@ -96,6 +96,12 @@ pub struct LstmAttentionSpec {
     /// then pick a lag whatever the content there, and its profile says which lags the
     /// forecast reads (without it the scores see content only, and learn position poorly).
     pub position_bias: bool,
+    /// Channel-independent segments (0 = off): each target variable's last `recurrent_len`
+    /// steps are cut into segments of this many steps, each segment embedded as one input
+    /// (linear map and ReLU), and the LSTM and attention run over segments per variable, its
+    /// head forecasting that variable alone. The recurrence then takes `segment` times fewer
+    /// steps and cannot overfit to cross-variable coincidences.
+    pub segment: usize,
 }
 
 impl Default for LstmAttentionSpec {
@@ -110,6 +116,7 @@ impl Default for LstmAttentionSpec {
             dropout: 0.0,
             ridge_init: false,
             position_bias: false,
+            segment: 0,
         }
     }
 }
@@ -180,6 +187,7 @@ impl ModelSpec {
                     ("layers", m.layers, 1),
                     ("attention", m.attention, 1),
                     ("recurrent_len", m.recurrent_len, 0),
+                    ("segment", m.segment, 0),
                 ],
                 m.dropout,
             ),

@@ -376,6 +376,11 @@ mod tests {
     }
 
     fn lstm(instance_norm: bool) -> (Model, InputShape) {
+        lstm_over(instance_norm, 0)
+    }
+
+    /// `segment` > 0: the recurrence over channel-independent segments of that length.
+    fn lstm_over(instance_norm: bool, segment: usize) -> (Model, InputShape) {
         let shape = InputShape {
             window: WindowSpec {
                 input_len: 16,
@@ -393,6 +398,7 @@ mod tests {
             attention: 4,
             instance_norm,
             linear_skip: true,
+            segment,
             ..Default::default()
         });
         (Model::new(&spec, &shape, &Device::flex()).unwrap(), shape)
@@ -400,30 +406,52 @@ mod tests {
 
     #[test]
     fn attention_weights_of_every_window_sum_to_one() {
-        let (model, shape) = lstm(false);
-        let x = Tensor::<3>::random(
-            [5, 16, 3],
-            burn::tensor::Distribution::Default,
-            &Device::flex(),
-        );
-        assert_eq!(model.forward(x.clone()).dims(), [5, shape.outputs()]);
-        let (output, weights) = model.forward_explained(x.clone());
-        let weights = weights.expect("the LSTM has attention");
-        output.into_data().assert_approx_eq::<f32>(
-            &model.forward(x).into_data(),
-            burn::tensor::Tolerance::default(),
-        );
-        assert_eq!(weights.dims(), [5, 16]);
-        let sums: Vec<f32> = test_host(weights.clone().sum_dim(1));
-        assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
-        assert!(test_host(weights).iter().all(|&w| w > 0.0));
+        // Segments of 5 over 16 steps: the recurrence reads the last 15, three segments.
+        for (segment, attended) in [(0, 16), (5, 15)] {
+            let (model, shape) = lstm_over(false, segment);
+            let x = Tensor::<3>::random(
+                [5, 16, 3],
+                burn::tensor::Distribution::Default,
+                &Device::flex(),
+            );
+            assert_eq!(model.forward(x.clone()).dims(), [5, shape.outputs()]);
+            let (output, weights) = model.forward_explained(x.clone());
+            let weights = weights.expect("the LSTM has attention");
+            output.into_data().assert_approx_eq::<f32>(
+                &model.forward(x).into_data(),
+                burn::tensor::Tolerance::default(),
+            );
+            assert_eq!(weights.dims(), [5, attended]);
+            let sums: Vec<f32> = test_host(weights.clone().sum_dim(1));
+            assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
+            assert!(test_host(weights).iter().all(|&w| w > 0.0));
+        }
+    }
+
+    #[test]
+    fn over_segments_each_variable_is_forecast_from_its_own_series() {
+        let device = Device::flex();
+        let (model, shape) = lstm_over(true, 4);
+        let x = Tensor::<3>::random([2, 16, 3], burn::tensor::Distribution::Default, &device);
+        // Variable 1's series replaced: only its forecasts (every third output) may move.
+        let other = Tensor::<3>::random([2, 16, 1], burn::tensor::Distribution::Default, &device);
+        let moved = x.clone().slice_assign([0..2, 0..16, 1..2], other);
+        let (y, y_moved) = (test_host(model.forward(x)), test_host(model.forward(moved)));
+        let v = shape.targets.len();
+        for (i, (a, b)) in y.iter().zip(&y_moved).enumerate() {
+            if i % v == 1 {
+                assert!((a - b).abs() > 0.0, "output {i} ignores its own series");
+            } else {
+                assert!((a - b).abs() < 1e-6, "output {i} reads another variable");
+            }
+        }
     }
 
     #[test]
     fn the_linear_part_alone_is_the_whole_forecast_at_the_ridge_start() {
         let device = Device::flex();
-        for instance_norm in [false, true] {
-            let (model, shape) = lstm(instance_norm);
+        for (instance_norm, segment) in [(false, 0), (true, 0), (true, 4)] {
+            let (model, shape) = lstm_over(instance_norm, segment);
             let x = Tensor::<3>::random([3, 16, 3], burn::tensor::Distribution::Default, &device);
             let linear = model
                 .linear_only(x.clone())

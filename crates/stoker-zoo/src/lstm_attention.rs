@@ -1,7 +1,8 @@
 //! LSTM with additive temporal attention: a stack of LSTMs reads the window, attention weights
 //! each step's hidden state (score_t = vᵀ·tanh(W·h_t), softmax over time), and the context
 //! joined with the last hidden state feeds a linear head. Optional instance normalisation, a
-//! linear skip path and a learned bias per lag on the scores (see `LstmAttentionSpec`).
+//! linear skip path, a learned bias per lag on the scores, and a recurrence over each
+//! variable's segments instead of the steps of all variables (see `LstmAttentionSpec`).
 
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
@@ -27,8 +28,14 @@ pub struct LstmAttention {
     dropout: Dropout,
     head: Linear,
     skip: Option<Linear>,
+    /// Segment embedding [segment → hidden] when the recurrence runs over channel-independent
+    /// segments (`segment`).
+    embed: Option<Linear>,
     instance_norm: bool,
+    /// Steps the recurrence reads: whole segments when segmented.
     recurrent_len: usize,
+    /// Steps per segment; 1 without segments (the recurrence reads steps of all features).
+    segment: usize,
     output_len: usize,
     targets: Vec<usize>,
 }
@@ -46,12 +53,26 @@ impl LstmAttention {
             0 => input_len,
             r => r.min(input_len),
         };
+        // A segment longer than the window is the window; the recurrence reads whole segments.
+        let segment = spec.segment.clamp(1, recurrent_len);
+        let recurrent_len = recurrent_len / segment * segment;
+        let segmented = spec.segment > 0;
+        let first_input = if segmented {
+            spec.hidden
+        } else {
+            shape.features
+        };
         let layers = (0..spec.layers)
             .map(|i| {
-                let d_in = if i == 0 { shape.features } else { spec.hidden };
+                let d_in = if i == 0 { first_input } else { spec.hidden };
                 StepLstm::new(d_in, spec.hidden, device)
             })
             .collect();
+        let head_outputs = if segmented {
+            shape.window.output_len
+        } else {
+            shape.outputs()
+        };
         Self {
             layers,
             score_w: LinearConfig::new(spec.hidden, spec.attention).init(device),
@@ -60,14 +81,16 @@ impl LstmAttention {
                 .init(device),
             position: spec
                 .position_bias
-                .then(|| Param::from_tensor(Tensor::zeros([1, recurrent_len], device))),
+                .then(|| Param::from_tensor(Tensor::zeros([1, recurrent_len / segment], device))),
             dropout: DropoutConfig::new(spec.dropout).init(),
-            head: LinearConfig::new(2 * spec.hidden, shape.outputs()).init(device),
+            head: LinearConfig::new(2 * spec.hidden, head_outputs).init(device),
             skip: spec
                 .linear_skip
                 .then(|| LinearConfig::new(input_len, shape.window.output_len).init(device)),
+            embed: segmented.then(|| LinearConfig::new(segment, spec.hidden).init(device)),
             instance_norm: spec.instance_norm,
             recurrent_len,
+            segment,
             output_len: shape.window.output_len,
             targets: shape.targets.clone(),
         }
@@ -134,11 +157,48 @@ impl LstmAttention {
         let [batch, len, features] = x.dims();
         let targets = self.target_index(&x.device());
         let (x, scale) = self.normalise(x);
-
         let x = ac.low(x);
-        let recurrent = x
-            .clone()
-            .slice([0..batch, len - self.recurrent_len..len, 0..features]);
+        let window = len - self.recurrent_len..len;
+        let v = self.targets.len();
+        let (mut y, attention) = match &self.embed {
+            None => {
+                let recurrent = x.clone().slice([0..batch, window, 0..features]);
+                let (y, attention) = self.attend(recurrent, ac);
+                (y.reshape([batch, self.output_len, v]), attention)
+            }
+            Some(embed) => {
+                // Each target variable on its own: [B, T, V] → [B·V, segments, segment].
+                let segments = self.recurrent_len / self.segment;
+                let series = x
+                    .clone()
+                    .select(2, targets.clone())
+                    .slice([0..batch, window, 0..v])
+                    .swap_dims(1, 2)
+                    .reshape([batch * v * segments, self.segment]);
+                let hidden = embed.weight.dims()[1];
+                let embedded = fused::linear(embed, series, Activation::Relu).reshape([
+                    batch * v,
+                    segments,
+                    hidden,
+                ]);
+                let (y, attention) = self.attend(embedded, ac);
+                let y = y.reshape([batch, v, self.output_len]).swap_dims(1, 2);
+                (y, self.per_step(attention, batch, v))
+            }
+        };
+        if let Some(skip) = self.skip_forward(x, &targets) {
+            y = y + skip;
+        }
+        Explained {
+            output: self.denormalise(ac.full(y), scale, targets),
+            attention,
+        }
+    }
+
+    /// The recurrence and attention over [N, T, D] → the head's [N, outputs] and the attention
+    /// weights [N, T].
+    fn attend(&self, recurrent: Tensor<3>, ac: &Autocast) -> (Tensor<2>, Tensor<2>) {
+        let batch = recurrent.dims()[0];
         // Time-major, as the recurrence produces it: the scores read its rows in place, with
         // no copy of [B, T, H] out of a transposed view.
         let h = match self.recurrent_fused(recurrent.clone(), ac) {
@@ -170,18 +230,20 @@ impl LstmAttention {
         // are slow here.
         let context = fused::attend(ac.low(attention.clone()), h);
         let joined = self.dropout.forward(Tensor::cat(vec![context, last], 1));
-        let v = self.targets.len();
-        let mut y = self
-            .head
-            .forward(joined)
-            .reshape([batch, self.output_len, v]);
-        if let Some(skip) = self.skip_forward(x, &targets) {
-            y = y + skip;
-        }
-        Explained {
-            output: self.denormalise(ac.full(y), scale, targets),
-            attention,
-        }
+        (self.head.forward(joined), attention)
+    }
+
+    /// Segment weights [B·V, segments] → weights per input step [B, recurrent_len]: the
+    /// variables' mean, each segment's weight shared evenly by its steps (rows still sum to 1).
+    fn per_step(&self, attention: Tensor<2>, batch: usize, v: usize) -> Tensor<2> {
+        let segments = self.recurrent_len / self.segment;
+        attention
+            .reshape([batch, v, segments])
+            .mean_dim(1)
+            .reshape([batch, segments, 1])
+            .repeat_dim(2, self.segment)
+            .reshape([batch, self.recurrent_len])
+            / self.segment as f32
     }
 
     /// The linear skip alone, the recurrent and attention parts off ([B, L, F] → [B,

@@ -81,6 +81,7 @@ fn models() -> Vec<(ModelSpec, InputShape)> {
                 dropout: 0.1,
                 ridge_init: false,
                 position_bias: true,
+                segment: 0,
             }),
             forecast(6, 2),
         ),

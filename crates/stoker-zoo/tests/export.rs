@@ -41,18 +41,16 @@ fn cases() -> Vec<(&'static str, ModelSpec, InputShape)> {
         targets,
         anc: None,
     };
-    let lstm = |instance_norm, linear_skip, recurrent_len| {
-        ModelSpec::LstmAttention(LstmAttentionSpec {
-            hidden: 8,
-            layers: 2,
-            attention: 4,
-            instance_norm,
-            linear_skip,
-            recurrent_len,
-            // The per-lag score bias comes with the other options.
-            position_bias: instance_norm,
-            ..Default::default()
-        })
+    let lstm = |instance_norm, linear_skip, recurrent_len| LstmAttentionSpec {
+        hidden: 8,
+        layers: 2,
+        attention: 4,
+        instance_norm,
+        linear_skip,
+        recurrent_len,
+        // The per-lag score bias comes with the other options.
+        position_bias: instance_norm,
+        ..Default::default()
     };
     let anc_shape = InputShape {
         window: window(64, 1),
@@ -92,12 +90,20 @@ fn cases() -> Vec<(&'static str, ModelSpec, InputShape)> {
         ),
         (
             "lstm-attention",
-            lstm(false, false, 0),
+            ModelSpec::LstmAttention(lstm(false, false, 0)),
             forecast(window(16, 4), 3, vec![0, 1, 2]),
         ),
         (
             "lstm-attention, instance norm, skip, recurrent 10, position bias",
-            lstm(true, true, 10),
+            ModelSpec::LstmAttention(lstm(true, true, 10)),
+            forecast(window(16, 4), 3, vec![0, 2]),
+        ),
+        (
+            "lstm-attention over segments of 4, skip, position bias",
+            ModelSpec::LstmAttention(LstmAttentionSpec {
+                segment: 4,
+                ..lstm(true, true, 14)
+            }),
             forecast(window(16, 4), 3, vec![0, 2]),
         ),
         ("multiband-anc", anc(1, 0), anc_shape.clone()),
@@ -237,8 +243,26 @@ fn tensor_names_and_layouts_are_the_pytorch_peers() {
             ("skip.weight", &[4, 16]),
         ])
     );
+    // Segments of 4 over the last 12 of 14 steps, against the per-step case: a segment
+    // embedding, the LSTM reading 8-wide embeddings, the head forecasting one variable's 4
+    // steps, the score bias per segment.
+    let changed = owned(&[
+        ("embed.bias", &[8]),
+        ("embed.weight", &[8, 4]),
+        ("head.bias", &[4]),
+        ("head.weight", &[4, 16]),
+        ("lstm.weight_ih_l0", &[32, 8]),
+        ("position_bias", &[1, 3]),
+    ]);
+    let mut segmented: Vec<_> = shapes(3)
+        .into_iter()
+        .filter(|(name, _)| changed.iter().all(|(c, _)| c != name))
+        .chain(changed.clone())
+        .collect();
+    segmented.sort();
+    assert_eq!(shapes(4), segmented);
     assert_eq!(
-        shapes(5),
+        shapes(6),
         owned(&[
             ("b1", &[3, 1, 8]),
             ("b2", &[3, 1, 8]),

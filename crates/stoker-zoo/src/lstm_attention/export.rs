@@ -1,7 +1,8 @@
 //! LSTM-attention under the peer's names: the stack as `lstm` (an `nn.LSTM`, see
 //! `recurrent::export`), `score_w`, `score_v` (no bias) and `head` as `nn.Linear`s, and the
 //! optional linear skip as `skip` (the peer builds it when `linear_skip` is set) and the
-//! optional per-lag score bias as `position_bias` [1, T] (`position_bias`). Instance
+//! optional per-lag score bias as `position_bias` [1, T] (`position_bias`), and the segment
+//! embedding as `embed` (`segment`). Instance
 //! normalisation and the recurrent length have no parameters: the peer takes them as flags.
 
 use super::LstmAttention;
@@ -9,6 +10,9 @@ use crate::export::{Result, Tensors};
 
 impl LstmAttention {
     pub(crate) fn pytorch_tensors(&self, out: &mut Tensors) -> Result<()> {
+        if let Some(embed) = &self.embed {
+            out.put_linear("embed", embed)?;
+        }
         for (k, layer) in self.layers.iter().enumerate() {
             layer.pytorch_tensors("lstm", k, out)?;
         }
@@ -25,6 +29,9 @@ impl LstmAttention {
     }
 
     pub(crate) fn load_pytorch(mut self, src: &mut Tensors) -> Result<Self> {
+        if let Some(embed) = self.embed.take() {
+            self.embed = Some(src.take_linear("embed", embed)?);
+        }
         self.layers = std::mem::take(&mut self.layers)
             .into_iter()
             .enumerate()
