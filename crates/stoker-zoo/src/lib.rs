@@ -379,7 +379,8 @@ mod tests {
         lstm_over(instance_norm, 0)
     }
 
-    /// `segment` > 0: the recurrence over channel-independent segments of that length.
+    /// `segment` > 0: the recurrence over channel-independent segments of that length, with a
+    /// score bias per segment (as the ETTh1 config).
     fn lstm_over(instance_norm: bool, segment: usize) -> (Model, InputShape) {
         let shape = InputShape {
             window: WindowSpec {
@@ -399,6 +400,7 @@ mod tests {
             instance_norm,
             linear_skip: true,
             segment,
+            position_bias: segment > 0,
             ..Default::default()
         });
         (Model::new(&spec, &shape, &Device::flex()).unwrap(), shape)
@@ -505,7 +507,12 @@ mod tests {
         let ac = Autocast::new(stoker_artifact::Precision::Bf16Mixed);
         let cnn = Model::new(&ModelSpec::Cnn2d(Cnn2dSpec::default()), &shape(), &device).unwrap();
         let (lstm, lstm_shape) = lstm(true);
-        for (model, shape) in [(cnn, shape()), (lstm.train(), lstm_shape)] {
+        let (segmented, segmented_shape) = lstm_over(true, 4);
+        for (model, shape) in [
+            (cnn, shape()),
+            (lstm.train(), lstm_shape),
+            (segmented.train(), segmented_shape),
+        ] {
             let x = Tensor::<3>::random(
                 [4, shape.window.input_len, shape.features],
                 burn::tensor::Distribution::Default,

@@ -220,8 +220,9 @@ impl LstmAttention {
         )
         .reshape([steps, batch])
         .swap_dims(0, 1);
+        // In f32, the bias too: under bf16-mixed the parameters arrive cast to bf16.
         let scores = match &self.position {
-            Some(bias) => ac.full(scores) + bias.val(),
+            Some(bias) => ac.full(scores) + ac.full(bias.val()),
             None => ac.full(scores),
         };
         let attention = softmax(scores, 1);
