@@ -97,7 +97,7 @@ impl LstmAttention {
     }
 
     pub fn forward(&self, x: Tensor<3>, ac: &Autocast) -> Tensor<2> {
-        self.explain(x, ac).output
+        self.run(x, ac).0
     }
 
     /// Sets the linear skip to `fit` and the recurrent head to zero (see `ridge_init`).
@@ -151,9 +151,22 @@ impl LstmAttention {
         Tensor::stack(seq, 0)
     }
 
-    /// [B, L, F] → prediction and attention weights. Normalisation and the softmax run in f32;
-    /// the LSTMs, the attention projections and the linear maps in the autocast type.
+    /// [B, L, F] → prediction and attention weights per input step [B, recurrent_len].
     pub fn explain(&self, x: Tensor<3>, ac: &Autocast) -> Explained {
+        let batch = x.dims()[0];
+        let (output, attention) = self.run(x, ac);
+        let attention = match self.embed {
+            Some(_) => self.per_step(attention, batch, self.targets.len()),
+            None => attention,
+        };
+        Explained { output, attention }
+    }
+
+    /// [B, L, F] → prediction and the attention weights over what the recurrence read: steps
+    /// [B, recurrent_len], or segments per variable [B·V, segments]. Normalisation and the
+    /// softmax run in f32; the LSTMs, the attention projections and the linear maps in the
+    /// autocast type.
+    fn run(&self, x: Tensor<3>, ac: &Autocast) -> (Tensor<2>, Tensor<2>) {
         let [batch, len, features] = x.dims();
         let targets = self.target_index(&x.device());
         let (x, scale) = self.normalise(x);
@@ -183,16 +196,13 @@ impl LstmAttention {
                 ]);
                 let (y, attention) = self.attend(embedded, ac);
                 let y = y.reshape([batch, v, self.output_len]).swap_dims(1, 2);
-                (y, self.per_step(attention, batch, v))
+                (y, attention)
             }
         };
         if let Some(skip) = self.skip_forward(x, &targets) {
             y = y + skip;
         }
-        Explained {
-            output: self.denormalise(ac.full(y), scale, targets),
-            attention,
-        }
+        (self.denormalise(ac.full(y), scale, targets), attention)
     }
 
     /// The recurrence and attention over [N, T, D] → the head's [N, outputs] and the attention
