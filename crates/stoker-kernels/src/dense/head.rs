@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use super::{
-    Activation, BlockScratch, DenseShape, activation_grad, add_column_sums, block_dx,
+    Activation, BlockScratch, DenseShape, GroupWeights, activation_grad, add_column_sums, block_dx,
     block_forward, blocks, optional_blocks, row_blocks, sum_by_group, transposed_groups,
     weight_gradients,
 };
@@ -74,12 +74,13 @@ pub fn dense_head_forward<T: Scalar>(
     let mut h = T::zeros(s.groups * s.rows * m);
     let mut out = vec![0f32; s.groups * s.rows];
     let (bias, v, c) = (T::widen(b), T::widen(v), T::widen(c));
+    let w = GroupWeights::new(w, s, false);
     let out_blocks = row_blocks(&mut out, 1, s);
     row_blocks(&mut h, m, s)
         .into_par_iter()
         .zip(out_blocks)
         .for_each_init(Vec::<f32>::new, |z, ((g, r0, hb), (_, _, ob))| {
-            block_forward(z, x, w, &bias, s, act, (g, r0), hb);
+            block_forward(z, x, &w, &bias, s, act, (g, r0), hb);
             // The head reads the unrounded f32 activations.
             let h32 = T::as_f32(hb).unwrap_or(z);
             row_dots(ob, h32, &v[g * m..(g + 1) * m], c[g]);
@@ -137,10 +138,11 @@ pub fn dense_head_backward<T: Scalar>(
     let blocks = blocks(s);
     let dz_blocks = row_blocks(&mut dz, m, s);
     let dx_blocks = optional_blocks(&mut dx, k, s, blocks.len());
+    let transposed = transposed_groups(w, s, need_dx);
     let w_t = if need_dx {
-        transposed_groups(w, s)
+        GroupWeights::new(&transposed, s, true)
     } else {
-        Vec::new()
+        GroupWeights::none()
     };
     let v = T::widen(v);
     let partials: Vec<HeadPartials> = blocks
@@ -173,7 +175,7 @@ pub fn dense_head_backward<T: Scalar>(
                 add_column_sums(&mut p.db, &sc.dz);
                 T::narrow_into(&sc.dz, dzb);
                 if let Some(dxb) = dxb {
-                    block_dx(&mut sc.dx, dzb, &w_t[s.w(g)], s, dxb);
+                    block_dx(&mut sc.dx, dzb, (&w_t, g), s, dxb);
                 }
                 p
             },
