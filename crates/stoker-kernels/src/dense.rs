@@ -3,6 +3,7 @@
 //! element type; bias, activation and its derivative run in f32 in one vectorised pass, on
 //! blocks of rows in parallel while each block's product is still in cache.
 
+use half::bf16;
 use rayon::prelude::*;
 
 mod head;
@@ -10,7 +11,8 @@ pub use head::{DenseHeadGrads, dense_head_backward, dense_head_forward};
 
 use crate::activation::{multiversion, tanh};
 use crate::gemm::{Mat, MatMut, transposed};
-use crate::scalar::Scalar;
+use crate::recycled::Buf;
+use crate::scalar::{Scalar, round_bf16};
 use crate::size::expect_len;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +147,31 @@ fn add_bias_then(z: &mut [f32], bias: &[f32], act: impl Fn(f32) -> f32) {
     }
 }
 
+/// `add_bias_then`, the results also rounded into `out` in the same pass (the bf16 forward
+/// keeps both: the head reads the f32 values, the tape the bf16 ones).
+#[inline(always)]
+fn add_bias_then_narrow(z: &mut [f32], bias: &[f32], out: &mut [bf16], act: impl Fn(f32) -> f32) {
+    for (row, out_row) in z
+        .chunks_exact_mut(bias.len())
+        .zip(out.chunks_exact_mut(bias.len()))
+    {
+        for ((v, o), &b) in row.iter_mut().zip(out_row).zip(bias) {
+            *v = act(*v + b);
+            *o = round_bf16(*v);
+        }
+    }
+}
+
+multiversion! {
+    fn add_bias_act_narrow(act: Activation, z: &mut [f32], bias: &[f32], out: &mut [bf16]) {
+        match act {
+            Activation::Tanh => add_bias_then_narrow(z, bias, out, tanh),
+            Activation::Relu => add_bias_then_narrow(z, bias, out, |v| v.max(0.0)),
+            Activation::Identity => add_bias_then_narrow(z, bias, out, |v| v),
+        }
+    }
+}
+
 multiversion! {
     fn add_bias_tanh(z: &mut [f32], bias: &[f32]) {
         add_bias_then(z, bias, tanh)
@@ -245,8 +272,8 @@ fn block_forward<T: Scalar>(
         None => {
             z.resize(yb.len(), 0.0);
             w.product(g, MatMut::row_major(z, rows, m), xb);
-            epilogue(z);
-            T::narrow_into(z, yb);
+            let y16 = T::as_bf16_mut(yb).expect("the kernels' element types are f32 and bf16");
+            add_bias_act_narrow(act, z, bias, y16);
         }
     }
 }
@@ -392,7 +419,8 @@ fn weight_gradients_by_rows<T: Scalar>(
 ) -> Vec<f32> {
     let (k, m) = (s.inputs, s.outputs);
     let piece_rows = s.rows.div_ceil(pieces);
-    let mut partials = vec![0f32; s.groups * pieces * k * m];
+    // Each piece's product overwrites its partial (an empty piece zeroes it).
+    let mut partials = Buf::<f32>::take(s.groups * pieces * k * m);
     partials
         .par_chunks_mut((k * m).max(1))
         .enumerate()
@@ -400,7 +428,8 @@ fn weight_gradients_by_rows<T: Scalar>(
             let (g, r0) = (task / pieces, (task % pieces) * piece_rows);
             let rows = piece_rows.min(s.rows.saturating_sub(r0));
             if rows == 0 {
-                return; // stays zero
+                part.fill(0.0);
+                return;
             }
             let xb = Mat::row_major(&x[s.x(g)][r0 * k..(r0 + rows) * k], rows, k);
             let dzb = Mat::row_major(&dz[s.y(g)][r0 * m..(r0 + rows) * m], rows, m);
@@ -534,7 +563,8 @@ pub fn dense_backward<T: Scalar>(
     );
     let (k, m) = (s.inputs, s.outputs);
     // With no activation dz is dy itself.
-    let mut dz_owned = T::zeros(if act == Activation::Identity {
+    // Every block writes its rows of dz; dw reads it, and then it goes back to the pool.
+    let mut dz_owned = Buf::<T>::take(if act == Activation::Identity {
         0
     } else {
         dy.len()

@@ -43,6 +43,7 @@ pub mod gemm;
 pub mod lstm;
 pub mod matvec;
 pub mod pool;
+mod recycled;
 pub mod roof;
 pub mod scalar;
 mod size;

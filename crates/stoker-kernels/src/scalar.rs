@@ -7,9 +7,10 @@ use crate::gemm::{
     Mat, MatMut, PackedBf16, matmul_bf16, matmul_bf16_packed_serial, matmul_bf16_serial,
     matmul_f32, matmul_f32_serial,
 };
+use crate::recycled::Poolable;
 
 /// `Default` is zero; comparisons order values as numbers.
-pub trait Scalar: Copy + Default + PartialOrd + Send + Sync + 'static {
+pub trait Scalar: Poolable + Copy + Default + PartialOrd + Send + Sync + 'static {
     /// c = a·b (+ c when `accumulate`), accumulated in f32.
     fn matmul(c: MatMut<f32>, a: Mat<Self>, b: Mat<Self>, accumulate: bool);
     /// `matmul` on the calling thread only, for callers that parallelise over their own axis.

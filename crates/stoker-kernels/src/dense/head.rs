@@ -8,12 +8,14 @@
 use rayon::prelude::*;
 
 use super::{
-    Activation, BlockScratch, DenseShape, GroupWeights, activation_grad, add_column_sums, block_dx,
-    block_forward, blocks, optional_blocks, row_blocks, sum_by_group, transposed_groups,
-    weight_gradients,
+    Activation, BlockScratch, DenseShape, GroupWeights, block_dx, block_forward, blocks,
+    optional_blocks, row_blocks, sum_by_group, transposed_groups, weight_gradients,
 };
+use half::bf16;
+
 use crate::activation::multiversion;
-use crate::scalar::Scalar;
+use crate::recycled::Buf;
+use crate::scalar::{Scalar, round_bf16};
 use crate::size::expect_len;
 
 multiversion! {
@@ -35,25 +37,81 @@ multiversion! {
     }
 }
 
-multiversion! {
-    /// dh[i, j] = dout[i]·v[j], the head's input gradient, over rows of `v.len()`.
-    fn outer(dh: &mut [f32], dout: &[f32], v: &[f32]) {
-        for (row, &d) in dh.chunks_exact_mut(v.len()).zip(dout) {
-            for (r, &vj) in row.iter_mut().zip(v) {
-                *r = d * vj;
-            }
+/// One block's backward through the head and the activation, in one pass over its rows: per
+/// element dz = dout[i]·v[j] ⊙ act′(h), stored through `narrow` into `dz`, with db += dz and
+/// dv += h·dout[i] summed per column in row order. `h` is read once, widened on the fly (as
+/// separate passes — widen h, dv, dh = dout·vᵀ, act′, db, round dz — it was read or written
+/// six times). Always inlined, so each multiversioned caller compiles it for its features.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn head_grad_rows<T: Copy>(
+    h: &[T],
+    dout: &[f32],
+    v: &[f32],
+    dz: &mut [T],
+    db: &mut [f32],
+    dv: &mut [f32],
+    widen: impl Fn(T) -> f32,
+    narrow: impl Fn(f32) -> T,
+    grad: impl Fn(f32, f32) -> f32,
+) {
+    let m = v.len();
+    for ((hrow, zrow), &d) in h.chunks_exact(m).zip(dz.chunks_exact_mut(m)).zip(dout) {
+        let columns = zrow
+            .iter_mut()
+            .zip(hrow)
+            .zip(v)
+            .zip(db.iter_mut())
+            .zip(dv.iter_mut());
+        for ((((z, &hj), &vj), b), a) in columns {
+            let y = widen(hj);
+            let g = grad(d * vj, y);
+            *b += g;
+            *a = y.mul_add(d, *a);
+            *z = narrow(g);
         }
     }
 }
 
-multiversion! {
-    /// dv[j] += Σ_i h[i, j]·dout[i], the head's weight gradient, over rows of `dv.len()`.
-    fn add_column_dots(dv: &mut [f32], h: &[f32], dout: &[f32]) {
-        for (row, &d) in h.chunks_exact(dv.len()).zip(dout) {
-            for (acc, &hj) in dv.iter_mut().zip(row) {
-                *acc = hj.mul_add(d, *acc);
-            }
+/// `head_grad_rows` with the activation's derivative (through its output y) chosen once.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn head_grad_rows_by_act<T: Copy>(
+    act: Activation,
+    h: &[T],
+    dout: &[f32],
+    v: &[f32],
+    dz: &mut [T],
+    db: &mut [f32],
+    dv: &mut [f32],
+    widen: impl Fn(T) -> f32,
+    narrow: impl Fn(f32) -> T,
+) {
+    match act {
+        Activation::Tanh => {
+            let grad = |d: f32, y: f32| d * y.mul_add(-y, 1.0);
+            head_grad_rows(h, dout, v, dz, db, dv, widen, narrow, grad)
         }
+        Activation::Relu => {
+            let grad = |d: f32, y: f32| if y > 0.0 { d } else { 0.0 };
+            head_grad_rows(h, dout, v, dz, db, dv, widen, narrow, grad)
+        }
+        Activation::Identity => head_grad_rows(h, dout, v, dz, db, dv, widen, narrow, |d, _| d),
+    }
+}
+
+multiversion! {
+    #[allow(clippy::too_many_arguments)]
+    fn head_grads_f32(act: Activation, h: &[f32], dout: &[f32], v: &[f32], dz: &mut [f32], db: &mut [f32], dv: &mut [f32]) {
+        head_grad_rows_by_act(act, h, dout, v, dz, db, dv, |y| y, |g| g)
+    }
+}
+
+multiversion! {
+    #[allow(clippy::too_many_arguments)]
+    fn head_grads_bf16(act: Activation, h: &[bf16], dout: &[f32], v: &[f32], dz: &mut [bf16], db: &mut [f32], dv: &mut [f32]) {
+        let widen = |y: bf16| f32::from_bits((y.to_bits() as u32) << 16);
+        head_grad_rows_by_act(act, h, dout, v, dz, db, dv, widen, round_bf16)
     }
 }
 
@@ -133,7 +191,8 @@ pub fn dense_head_backward<T: Scalar>(
         dout.len(),
         &[g, n],
     );
-    let mut dz = T::zeros(g * n * m);
+    // Every block writes its rows of dz; dw reads it, and then it goes back to the pool.
+    let mut dz = Buf::<T>::take(g * n * m);
     let mut dx = T::zeros(if need_dx { g * n * k } else { 0 });
     let blocks = blocks(s);
     let dz_blocks = row_blocks(&mut dz, m, s);
@@ -155,25 +214,19 @@ pub fn dense_head_backward<T: Scalar>(
                 let d = T::widen(&dout[g * n + r0..g * n + r0 + rows]);
                 let vg = &v[g * m..(g + 1) * m];
                 let hb = &h[(g * n + r0) * m..(g * n + r0 + rows) * m];
-                let h32: &[f32] = match T::as_f32(hb) {
-                    Some(h32) => h32,
-                    None => {
-                        sc.y.resize(rows * m, 0.0);
-                        T::widen_into(hb, &mut sc.y);
-                        &sc.y
-                    }
-                };
                 let mut p = HeadPartials {
                     db: vec![0.0; m],
                     dv: vec![0.0; m],
                     dc: d.iter().sum(),
                 };
-                add_column_dots(&mut p.dv, h32, &d);
-                sc.dz.resize(rows * m, 0.0);
-                outer(&mut sc.dz, &d, vg);
-                activation_grad(act, &mut sc.dz, h32);
-                add_column_sums(&mut p.db, &sc.dz);
-                T::narrow_into(&sc.dz, dzb);
+                let (db, dv) = (&mut p.db, &mut p.dv);
+                if let (Some(h32), Some(dz32)) = (T::as_f32(hb), T::as_f32_mut(dzb)) {
+                    head_grads_f32(act, h32, &d, vg, dz32, db, dv);
+                } else if let (Some(h16), Some(dz16)) = (T::as_bf16(hb), T::as_bf16_mut(dzb)) {
+                    head_grads_bf16(act, h16, &d, vg, dz16, db, dv);
+                } else {
+                    unreachable!("the kernels' element types are f32 and bf16");
+                }
                 if let Some(dxb) = dxb {
                     block_dx(&mut sc.dx, dzb, (&w_t, g), s, dxb);
                 }

@@ -222,7 +222,7 @@ pub fn lstm_release_buffers() {
         .clear();
 }
 /// A matmul input type (f32 as is, or bf16), with what the layer needs beyond [`Scalar`].
-trait Elem: Scalar + Poolable {
+trait Elem: Scalar {
     fn from_f32(v: f32) -> Self;
     /// `src` in this type: borrowed for f32, converted (into a pooled buffer) for bf16.
     fn lower(src: &[f32]) -> Lowered<'_, Self>;
@@ -406,10 +406,9 @@ fn default_parts(batch: usize, hidden: usize) -> usize {
 
 mod backward;
 mod forward;
-mod pool;
 #[cfg(test)]
 mod tests;
 
+use crate::recycled::{Buf, Poolable};
 use backward::backward;
 use forward::forward;
-use pool::{Buf, Poolable};

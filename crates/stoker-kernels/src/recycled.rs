@@ -1,11 +1,14 @@
-//! The process-wide pool that recycles the layer's large buffers between calls.
+//! The process-wide pools that recycle the kernels' large scratch buffers between calls (the
+//! LSTM's tape and gate gradients, the dense layers' dz and weight-gradient partials): a fresh
+//! buffer of megabytes per call costs its zeroing, or its page faults, every training step.
 
 use std::sync::Mutex;
 
 use half::bf16;
 
-/// An element type of pooled buffers.
-pub(super) trait Poolable: Copy + Default + Send + 'static {
+/// An element type of pooled buffers (f32 and bf16; a supertrait of [`crate::scalar::Scalar`],
+/// public only so that it can be one).
+pub trait Poolable: Copy + Default + Send + 'static {
     fn pool() -> &'static Mutex<Vec<Vec<Self>>>;
 }
 
@@ -31,10 +34,10 @@ const POOL_MAX_BUFFERS: usize = 16;
 
 /// A large buffer from the pool, returned to it on drop. Its contents on `take` are
 /// unspecified (stale values of an earlier use): every user overwrites all of it.
-pub(super) struct Buf<T: Poolable>(Vec<T>);
+pub(crate) struct Buf<T: Poolable>(Vec<T>);
 
 impl<T: Poolable> Buf<T> {
-    pub(super) fn take(len: usize) -> Self {
+    pub(crate) fn take(len: usize) -> Self {
         if len >= POOL_MIN_LEN {
             let mut pool = T::pool().lock().unwrap_or_else(|e| e.into_inner());
             // The same length (the usual case: the same layer again), else the tightest
@@ -55,7 +58,7 @@ impl<T: Poolable> Buf<T> {
     }
 
     /// The buffer, leaving the pool for good.
-    pub(super) fn into_vec(mut self) -> Vec<T> {
+    pub(crate) fn into_vec(mut self) -> Vec<T> {
         std::mem::take(&mut self.0)
     }
 }
