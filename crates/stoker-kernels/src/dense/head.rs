@@ -37,37 +37,44 @@ multiversion! {
     }
 }
 
+/// One block of rows' operands of the head's backward: its activations h and output gradient
+/// dout, the head weight v; it writes dz and adds into the block's db and dv partials. (`pub`
+/// only because the multiversioned functions that take it are; the module does not export it.)
+pub struct HeadBlock<'a, T> {
+    h: &'a [T],
+    dout: &'a [f32],
+    v: &'a [f32],
+    dz: &'a mut [T],
+    db: &'a mut [f32],
+    dv: &'a mut [f32],
+}
+
 /// One block's backward through the head and the activation, in one pass over its rows: per
-/// element dz = dout[i]·v[j] ⊙ act′(h), stored through `narrow` into `dz`, with db += dz and
-/// dv += h·dout[i] summed per column in row order. `h` is read once, widened on the fly (as
-/// separate passes — widen h, dv, dh = dout·vᵀ, act′, db, round dz — it was read or written
-/// six times). Always inlined, so each multiversioned caller compiles it for its features.
+/// element dz = dout[i]·v[j] ⊙ act′(h), stored through `narrow`, with db += dz and dv +=
+/// h·dout[i] summed per column in row order. `h` is read once, widened on the fly (as separate
+/// passes — widen h, dv, dh = dout·vᵀ, act′, db, round dz — it was read or written six times).
+/// Always inlined, so each multiversioned caller compiles it for its features.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn head_grad_rows<T: Copy>(
-    h: &[T],
-    dout: &[f32],
-    v: &[f32],
-    dz: &mut [T],
-    db: &mut [f32],
-    dv: &mut [f32],
+    b: HeadBlock<T>,
     widen: impl Fn(T) -> f32,
     narrow: impl Fn(f32) -> T,
     grad: impl Fn(f32, f32) -> f32,
 ) {
-    let m = v.len();
-    for ((hrow, zrow), &d) in h.chunks_exact(m).zip(dz.chunks_exact_mut(m)).zip(dout) {
+    let m = b.v.len();
+    let rows = b.h.chunks_exact(m).zip(b.dz.chunks_exact_mut(m));
+    for ((hrow, zrow), &d) in rows.zip(b.dout) {
         let columns = zrow
             .iter_mut()
             .zip(hrow)
-            .zip(v)
-            .zip(db.iter_mut())
-            .zip(dv.iter_mut());
-        for ((((z, &hj), &vj), b), a) in columns {
+            .zip(b.v)
+            .zip(b.db.iter_mut())
+            .zip(b.dv.iter_mut());
+        for ((((z, &hj), &vj), db), dv) in columns {
             let y = widen(hj);
             let g = grad(d * vj, y);
-            *b += g;
-            *a = y.mul_add(d, *a);
+            *db += g;
+            *dv = y.mul_add(d, *dv);
             *z = narrow(g);
         }
     }
@@ -75,43 +82,29 @@ fn head_grad_rows<T: Copy>(
 
 /// `head_grad_rows` with the activation's derivative (through its output y) chosen once.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn head_grad_rows_by_act<T: Copy>(
     act: Activation,
-    h: &[T],
-    dout: &[f32],
-    v: &[f32],
-    dz: &mut [T],
-    db: &mut [f32],
-    dv: &mut [f32],
+    b: HeadBlock<T>,
     widen: impl Fn(T) -> f32,
     narrow: impl Fn(f32) -> T,
 ) {
     match act {
-        Activation::Tanh => {
-            let grad = |d: f32, y: f32| d * y.mul_add(-y, 1.0);
-            head_grad_rows(h, dout, v, dz, db, dv, widen, narrow, grad)
-        }
-        Activation::Relu => {
-            let grad = |d: f32, y: f32| if y > 0.0 { d } else { 0.0 };
-            head_grad_rows(h, dout, v, dz, db, dv, widen, narrow, grad)
-        }
-        Activation::Identity => head_grad_rows(h, dout, v, dz, db, dv, widen, narrow, |d, _| d),
+        Activation::Tanh => head_grad_rows(b, widen, narrow, |d, y| d * y.mul_add(-y, 1.0)),
+        Activation::Relu => head_grad_rows(b, widen, narrow, |d, y| if y > 0.0 { d } else { 0.0 }),
+        Activation::Identity => head_grad_rows(b, widen, narrow, |d, _| d),
     }
 }
 
 multiversion! {
-    #[allow(clippy::too_many_arguments)]
-    fn head_grads_f32(act: Activation, h: &[f32], dout: &[f32], v: &[f32], dz: &mut [f32], db: &mut [f32], dv: &mut [f32]) {
-        head_grad_rows_by_act(act, h, dout, v, dz, db, dv, |y| y, |g| g)
+    fn head_grads_f32(act: Activation, b: HeadBlock<'_, f32>) {
+        head_grad_rows_by_act(act, b, |y| y, |g| g)
     }
 }
 
 multiversion! {
-    #[allow(clippy::too_many_arguments)]
-    fn head_grads_bf16(act: Activation, h: &[bf16], dout: &[f32], v: &[f32], dz: &mut [bf16], db: &mut [f32], dv: &mut [f32]) {
+    fn head_grads_bf16(act: Activation, b: HeadBlock<'_, bf16>) {
         let widen = |y: bf16| f32::from_bits((y.to_bits() as u32) << 16);
-        head_grad_rows_by_act(act, h, dout, v, dz, db, dv, widen, round_bf16)
+        head_grad_rows_by_act(act, b, widen, round_bf16)
     }
 }
 
@@ -219,11 +212,31 @@ pub fn dense_head_backward<T: Scalar>(
                     dv: vec![0.0; m],
                     dc: d.iter().sum(),
                 };
-                let (db, dv) = (&mut p.db, &mut p.dv);
-                if let (Some(h32), Some(dz32)) = (T::as_f32(hb), T::as_f32_mut(dzb)) {
-                    head_grads_f32(act, h32, &d, vg, dz32, db, dv);
-                } else if let (Some(h16), Some(dz16)) = (T::as_bf16(hb), T::as_bf16_mut(dzb)) {
-                    head_grads_bf16(act, h16, &d, vg, dz16, db, dv);
+                let (dout, v, db, dv) = (&d[..], vg, &mut p.db[..], &mut p.dv[..]);
+                if let (Some(h), Some(dz)) = (T::as_f32(hb), T::as_f32_mut(dzb)) {
+                    head_grads_f32(
+                        act,
+                        HeadBlock {
+                            h,
+                            dout,
+                            v,
+                            dz,
+                            db,
+                            dv,
+                        },
+                    );
+                } else if let (Some(h), Some(dz)) = (T::as_bf16(hb), T::as_bf16_mut(dzb)) {
+                    head_grads_bf16(
+                        act,
+                        HeadBlock {
+                            h,
+                            dout,
+                            v,
+                            dz,
+                            db,
+                            dv,
+                        },
+                    );
                 } else {
                     unreachable!("the kernels' element types are f32 and bf16");
                 }
