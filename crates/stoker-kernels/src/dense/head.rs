@@ -80,6 +80,26 @@ fn head_grad_rows<T: Copy>(
     }
 }
 
+impl<'a, T> HeadBlock<'a, T> {
+    fn new(
+        h: &'a [T],
+        dout: &'a [f32],
+        v: &'a [f32],
+        dz: &'a mut [T],
+        db: &'a mut [f32],
+        dv: &'a mut [f32],
+    ) -> Self {
+        Self {
+            h,
+            dout,
+            v,
+            dz,
+            db,
+            dv,
+        }
+    }
+}
+
 /// `head_grad_rows` with the activation's derivative (through its output y) chosen once.
 #[inline(always)]
 fn head_grad_rows_by_act<T: Copy>(
@@ -212,31 +232,10 @@ pub fn dense_head_backward<T: Scalar>(
                     dv: vec![0.0; m],
                     dc: d.iter().sum(),
                 };
-                let (dout, v, db, dv) = (&d[..], vg, &mut p.db[..], &mut p.dv[..]);
                 if let (Some(h), Some(dz)) = (T::as_f32(hb), T::as_f32_mut(dzb)) {
-                    head_grads_f32(
-                        act,
-                        HeadBlock {
-                            h,
-                            dout,
-                            v,
-                            dz,
-                            db,
-                            dv,
-                        },
-                    );
+                    head_grads_f32(act, HeadBlock::new(h, &d, vg, dz, &mut p.db, &mut p.dv));
                 } else if let (Some(h), Some(dz)) = (T::as_bf16(hb), T::as_bf16_mut(dzb)) {
-                    head_grads_bf16(
-                        act,
-                        HeadBlock {
-                            h,
-                            dout,
-                            v,
-                            dz,
-                            db,
-                            dv,
-                        },
-                    );
+                    head_grads_bf16(act, HeadBlock::new(h, &d, vg, dz, &mut p.db, &mut p.dv));
                 } else {
                     unreachable!("the kernels' element types are f32 and bf16");
                 }
