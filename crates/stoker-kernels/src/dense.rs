@@ -122,9 +122,14 @@ impl<'a, T: Scalar> GroupWeights<'a, T> {
         }
     }
 
-    /// No groups: for a backward that computes no dx.
-    fn none() -> Self {
-        Self::Views(Vec::new())
+    /// For dx = dz·wᵀ: every group's wᵀ from `transposed_groups` when dx is asked for; else no
+    /// groups.
+    fn transposed(w_t: &'a [T], s: DenseShape, need_dx: bool) -> Self {
+        if need_dx {
+            Self::new(w_t, s, true)
+        } else {
+            Self::Views(Vec::new())
+        }
     }
 
     /// c = a·w_g, on the calling thread.
@@ -504,8 +509,8 @@ fn optional_blocks<U>(
     blocks
 }
 
-/// wᵀ of every group, row-major ([groups, outputs, inputs]), packed for dx = dz·wᵀ when dx is
-/// asked for; else empty. The caller keeps the transposed copy alive.
+/// wᵀ of every group, row-major ([groups, outputs, inputs]), when dx is asked for; else empty.
+/// `GroupWeights::transposed` packs it, and the caller keeps it alive meanwhile.
 fn transposed_groups<T: Scalar>(w: &[T], s: DenseShape, need_dx: bool) -> Vec<T> {
     let (k, m) = (s.inputs, s.outputs);
     if !need_dx {
@@ -574,11 +579,7 @@ pub fn dense_backward<T: Scalar>(
     let dz_blocks = optional_blocks(&mut dz_owned, m, s, blocks.len());
     let dx_blocks = optional_blocks(&mut dx, k, s, blocks.len());
     let transposed = transposed_groups(w, s, need_dx);
-    let w_t = if need_dx {
-        GroupWeights::new(&transposed, s, true)
-    } else {
-        GroupWeights::none()
-    };
+    let w_t = GroupWeights::transposed(&transposed, s, need_dx);
     let inputs = BackwardInputs {
         y,
         dy,

@@ -211,11 +211,7 @@ pub fn dense_head_backward<T: Scalar>(
     let dz_blocks = row_blocks(&mut dz, m, s);
     let dx_blocks = optional_blocks(&mut dx, k, s, blocks.len());
     let transposed = transposed_groups(w, s, need_dx);
-    let w_t = if need_dx {
-        GroupWeights::new(&transposed, s, true)
-    } else {
-        GroupWeights::none()
-    };
+    let w_t = GroupWeights::transposed(&transposed, s, need_dx);
     let v = T::widen(v);
     let partials: Vec<HeadPartials> = blocks
         .into_par_iter()
