@@ -6,7 +6,7 @@
 //!   and the products on them, [`gemm::matmul_f32`] and [`gemm::matmul_bf16`];
 //! - the fused layers with their backward: [`dense`], [`conv`], [`lstm`], [`pool`], and the
 //!   one-pass optimiser step [`adam::adam_step`], attention pooling over a time-major
-//!   sequence [`attend`];
+//!   sequence [`attend`], a bank of FIR filters over rows of samples [`fir`];
 //! - [`matvec`]: batch-1 products on weights packed for streaming reads (a real-time
 //!   controller's per-sample step);
 //! - [`roof`]: this core's measured f32 FMA and bf16 dot peaks, for benchmarks' share-of-peak
@@ -39,6 +39,7 @@ pub mod attend;
 pub mod conv;
 pub mod cpu;
 pub mod dense;
+pub mod fir;
 pub mod gemm;
 pub mod lstm;
 pub mod matvec;

@@ -49,7 +49,7 @@ impl Autocast {
     /// An activation entering a matmul / conv / recurrent op.
     pub fn low<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
         match self.low {
-            Some(dtype) => t.cast(dtype),
+            Some(dtype) => crate::fused::cast(t, dtype),
             None => t,
         }
     }
@@ -57,7 +57,7 @@ impl Autocast {
     /// An activation leaving for a precision-sensitive op (softmax, normalisation, loss).
     pub fn full<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
         match self.low {
-            Some(_) => t.cast(FloatDType::F32),
+            Some(_) => crate::fused::cast(t, FloatDType::F32),
             None => t,
         }
     }
@@ -68,7 +68,7 @@ impl Autocast {
         impl ModuleMapper for Cast {
             fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
                 let dtype = self.0;
-                param.map(|t| t.cast(dtype))
+                param.map(|t| crate::fused::cast(t, dtype))
             }
         }
         match self.low {

@@ -9,15 +9,13 @@
 use burn::module::Param;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use burn::tensor::module::conv1d;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Distribution, TensorData};
 use stoker_artifact::{AncSignals, MultibandAncSpec};
 
 use stoker_dsp::{DesignError, design_filterbank};
 use stoker_runtime::Autocast;
 use stoker_runtime::batch::try_to_host;
-use stoker_runtime::fused::{Activation, band_dense, band_dense_head};
+use stoker_runtime::fused::{Activation, band_dense, band_dense_head, fir};
 
 mod export;
 
@@ -156,12 +154,7 @@ impl MultibandAnc {
         // The filterbank is fixed: no gradient flows into or through it. The bands are cast
         // before the windows are copied out: one copy, of the low type, instead of an f32 copy
         // and a cast pass over taps × more values.
-        let bands = ac.low(conv1d(
-            reference,
-            filters,
-            None,
-            ConvOptions::new([1], [0], [1], 1),
-        ));
+        let bands = ac.low(fir(reference, filters));
         let mut h = bands
             .unfold::<4, _>(2, self.taps, 1)
             .swap_dims(0, 1)
@@ -198,12 +191,7 @@ impl MultibandAnc {
             TensorData::new(self.secondary.clone(), [1, 1, taps]),
             &heard.device(),
         );
-        let anti = conv1d(
-            heard.reshape([batch, 1, len]),
-            path,
-            None,
-            ConvOptions::new([1], [0], [1], 1),
-        );
+        let anti = fir(heard.reshape([batch, 1, len]), path);
         d - anti.reshape([batch, len + 1 - taps])
     }
 

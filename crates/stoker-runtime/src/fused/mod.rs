@@ -6,9 +6,11 @@
 
 mod adam;
 mod attend;
+mod cast;
 mod conv;
 mod dense;
 mod dense_head;
+mod fir;
 mod flex;
 mod layer;
 mod lstm;
@@ -24,9 +26,11 @@ use burn::tensor::DType;
 
 pub use adam::{adam_applies, adam_step};
 pub use attend::attend;
+pub use cast::cast;
 pub use conv::conv2d;
 pub use dense::{band_dense, linear};
 pub use dense_head::{band_dense_head, linear_head};
+pub use fir::fir;
 pub use lstm::lstm_sequence;
 pub use pool::max_pool2x2;
 pub use stoker_kernels::adam::AdamStep;
@@ -88,6 +92,12 @@ pub trait FusedOps: burn::backend::Backend {
         moment_2: FloatTensor<Self>,
         step: AdamStep,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+
+    /// x (f32 or bf16) as bf16 when `to_bf16`, else as f32.
+    fn cast_float(x: FloatTensor<Self>, to_bf16: bool) -> FloatTensor<Self>;
+
+    /// x [B, 1, L] through every filter of w [C, 1, T] → [B, C, L − T + 1], f32.
+    fn fir(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// Whether the fused ops serve tensors of `dtype` on `device`.
@@ -150,6 +160,14 @@ impl FusedOps for Flex {
         step: AdamStep,
     ) -> (FlexTensor, FlexTensor, FlexTensor) {
         adam::step_flex(param, grad, moment_1, moment_2, step)
+    }
+
+    fn cast_float(x: FlexTensor, to_bf16: bool) -> FlexTensor {
+        cast::forward_flex(x, to_bf16)
+    }
+
+    fn fir(x: FlexTensor, w: FlexTensor) -> FlexTensor {
+        fir::forward_flex(x, w)
     }
 }
 
@@ -223,5 +241,13 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
             Self::from_inner(m),
             Self::from_inner(v),
         )
+    }
+
+    fn cast_float(x: FloatTensor<Self>, to_bf16: bool) -> FloatTensor<Self> {
+        cast::forward_autodiff::<C>(x, to_bf16)
+    }
+
+    fn fir(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self> {
+        fir::forward_autodiff::<C>(x, w)
     }
 }
