@@ -99,15 +99,15 @@ pub fn fir_forward(x: &[f32], w: &[f32], s: FirShape) -> Vec<f32> {
     out
 }
 
-/// Gradients of `fir_forward` from dout [rows, channels, outputs]: dx [rows, len] and, when
-/// `need_dw`, dw [channels, taps] (summed over rows).
+/// Gradients of `fir_forward` from dout [rows, channels, outputs], each when asked for: dx
+/// [rows, len] and dw [channels, taps] (summed over rows).
 pub fn fir_backward(
     x: &[f32],
     w: &[f32],
     dout: &[f32],
     s: FirShape,
-    need_dw: bool,
-) -> (Vec<f32>, Option<Vec<f32>>) {
+    [need_dx, need_dw]: [bool; 2],
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     s.check(x.len(), w.len());
     let n = s.outputs();
     expect_len(
@@ -115,14 +115,17 @@ pub fn fir_backward(
         dout.len(),
         &[s.rows, s.channels, n],
     );
-    let mut dx = vec![0f32; s.rows * s.len];
-    dx.par_chunks_mut(s.len)
-        .zip(dout.par_chunks(s.channels * n))
-        .for_each(|(d, g)| {
-            for (gc, wc) in g.chunks(n).zip(w.chunks(s.taps)) {
-                spread_row(d, gc, wc);
-            }
-        });
+    let dx = need_dx.then(|| {
+        let mut dx = vec![0f32; s.rows * s.len];
+        dx.par_chunks_mut(s.len)
+            .zip(dout.par_chunks(s.channels * n))
+            .for_each(|(d, g)| {
+                for (gc, wc) in g.chunks(n).zip(w.chunks(s.taps)) {
+                    spread_row(d, gc, wc);
+                }
+            });
+        dx
+    });
     let dw = need_dw.then(|| {
         let mut dw = vec![0f32; s.channels * s.taps];
         for (xr, g) in x.chunks(s.len).zip(dout.chunks(s.channels * n)) {
@@ -161,8 +164,8 @@ mod tests {
             random(s.rows * s.channels * n, 3),
         );
         let out = fir_forward(&x, &w, s);
-        let (dx, dw) = fir_backward(&x, &w, &g, s, true);
-        let dw = dw.expect("asked for");
+        let (dx, dw) = fir_backward(&x, &w, &g, s, [true, true]);
+        let (dx, dw) = (dx.expect("asked for"), dw.expect("asked for"));
         let close = |got: f32, want: f64, what: &str| {
             assert!((got as f64 - want).abs() < 1e-5, "{what}: {got} vs {want}");
         };
@@ -189,7 +192,9 @@ mod tests {
         for (got, want) in dw.iter().zip(&want_dw) {
             close(*got, *want, "dw");
         }
-        assert!(fir_backward(&x, &w, &g, s, false).1.is_none());
+        let (only_dx, no_dw) = fir_backward(&x, &w, &g, s, [true, false]);
+        assert!(no_dw.is_none() && only_dx == Some(dx));
+        assert!(fir_backward(&x, &w, &g, s, [false, true]).0.is_none());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use stoker_kernels::attend::{AttendShape, attend_backward, attend_forward};
 use stoker_kernels::scalar::Scalar;
 
 use super::FusedOps;
-use super::flex::{Host, by_dtype, contiguous, register};
+use super::flex::{Host, by_dtype, contiguous, register, unpack};
 
 /// Σ_t a[b, t]·h[t, b, :]: weights a [B, T], h [T, B, H] (time-major) → [B, H]. One fused op
 /// on the CPU; a batched product over h made batch-major elsewhere.
@@ -69,9 +69,7 @@ impl Backward<Flex, 2> for AttendBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let inputs = ops.parents.map(|p| p.map(|node| node.id));
-        let dout = contiguous(grads.consume::<Flex>(&ops.node));
-        let (a, h) = ops.state;
+        let (inputs, dout, (a, h)) = unpack(ops, grads);
         let s = shape_of(&a, &h);
         let values = by_dtype!(h.dtype(), "attend", |T| {
             let g = attend_backward(T::slice(&a), T::slice(&h), T::slice(&dout), s);

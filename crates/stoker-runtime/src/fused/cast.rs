@@ -14,7 +14,7 @@ use stoker_kernels::bf16;
 use stoker_kernels::scalar::Scalar;
 
 use super::FusedOps;
-use super::flex::{Host, contiguous, register};
+use super::flex::{Host, contiguous, register, unpack};
 
 /// `t` cast to `dtype`, by the fused op where it applies (f32 ↔ bf16 on the CPU), else by
 /// burn.
@@ -63,9 +63,8 @@ impl Backward<Flex, 1> for CastBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let inputs = ops.parents.map(|p| p.map(|node| node.id));
-        let dy = grads.consume::<Flex>(&ops.node);
-        register(grads, inputs, [Some(convert(dy, !ops.state))]);
+        let (inputs, dy, to_bf16) = unpack(ops, grads);
+        register(grads, inputs, [Some(convert(dy, !to_bf16))]);
     }
 }
 

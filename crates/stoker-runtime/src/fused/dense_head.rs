@@ -12,7 +12,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use stoker_kernels::dense::{DenseShape, dense_head_backward, dense_head_forward};
 
-use super::flex::{Host, by_dtype, contiguous, register};
+use super::flex::{Host, by_dtype, contiguous, register, unpack};
 use super::{Activation, FusedOps, band_dense};
 
 /// act(x·w + b)·v + c per group: x [G, N, K], w [G, K, M], b [G, 1, M], v [G, M, 1],
@@ -139,9 +139,7 @@ impl Backward<Flex, 5> for HeadBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let inputs = ops.parents.map(|p| p.map(|node| node.id));
-        let dout = contiguous(grads.consume::<Flex>(&ops.node));
-        let (x, w, v, h, s, act) = ops.state;
+        let (inputs, dout, (x, w, v, h, s, act)) = unpack(ops, grads);
         let need_dx = inputs[0].is_some();
         let values = by_dtype!(x.dtype(), "band_dense_head", |T| {
             let [x, w, v, h, dout] = [&x, &w, &v, &h, &dout].map(T::slice);

@@ -14,7 +14,7 @@ use burn::tensor::ops::ConvOptions;
 use stoker_kernels::fir::{FirShape, fir_backward, fir_forward};
 
 use super::FusedOps;
-use super::flex::{Host, contiguous, register};
+use super::flex::{Host, contiguous, register, unpack};
 
 /// x [B, 1, L] through every filter of w [C, 1, T] → [B, C, L − T + 1] (a cross-correlation,
 /// as `conv1d`). One fused op on the CPU in f32; `conv1d` elsewhere.
@@ -67,24 +67,18 @@ impl Backward<Flex, 2> for FirBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let inputs = ops.parents.map(|p| p.map(|node| node.id));
-        let dout = contiguous(grads.consume::<Flex>(&ops.node));
-        let (x, w) = ops.state;
+        let (inputs, dout, (x, w)) = unpack(ops, grads);
         let s = shape_of(&x, &w);
-        let need_dw = inputs[1].is_some();
         let (dx, dw) = fir_backward(
             f32::slice(&x),
             f32::slice(&w),
             f32::slice(&dout),
             s,
-            need_dw,
+            inputs.map(|node| node.is_some()),
         );
+        let dx = dx.map(|dx| f32::tensor(dx, [s.rows, 1, s.len]));
         let dw = dw.map(|dw| f32::tensor(dw, [s.channels, 1, s.taps]));
-        register(
-            grads,
-            inputs,
-            [Some(f32::tensor(dx, [s.rows, 1, s.len])), dw],
-        );
+        register(grads, inputs, [dx, dw]);
     }
 }
 

@@ -4,6 +4,7 @@
 use burn::backend::Flex;
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::Ops;
 use burn::backend::flex::{FlexTensor, Layout};
 use burn::tensor::{DType, Shape};
 use burn_std::Bytes;
@@ -66,6 +67,16 @@ macro_rules! by_dtype {
     };
 }
 pub(crate) use by_dtype;
+
+/// What every fused op's backward starts from: its inputs' nodes (None where not tracked), the
+/// gradient of its output (contiguous) and the state its forward saved.
+pub fn unpack<S, const N: usize>(
+    ops: Ops<S, N>,
+    grads: &mut Gradients,
+) -> ([Option<NodeId>; N], FlexTensor, S) {
+    let dout = contiguous(grads.consume::<Flex>(&ops.node));
+    (ops.parents.map(|p| p.map(|node| node.id)), dout, ops.state)
+}
 
 /// Hands each computed gradient to the input it belongs to (inputs without a node are not
 /// tracked and get none).

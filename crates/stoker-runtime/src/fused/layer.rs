@@ -11,7 +11,7 @@ use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex, tensor::FloatTensor};
 use burn::tensor::Shape;
 
-use super::flex::{Host, by_dtype, contiguous, register};
+use super::flex::{Host, by_dtype, contiguous, register, unpack};
 
 /// (dx when the backward was asked for it, dw, db).
 pub(super) type LayerGradients<T> = (Option<Vec<T>>, Vec<T>, Vec<T>);
@@ -63,9 +63,7 @@ impl<L: Layer> Backward<Flex, 3> for LayerBackward<L> {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let inputs = ops.parents.map(|p| p.map(|node| node.id));
-        let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let (x, w, y, layer) = ops.state;
+        let (inputs, dy, (x, w, y, layer)) = unpack(ops, grads);
         let need_dx = inputs[0].is_some();
         let [x_dims, w_dims, b_dims] = layer.operand_dims();
         let values = by_dtype!(x.dtype(), L::OP, |T| {

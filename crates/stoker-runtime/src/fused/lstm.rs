@@ -19,7 +19,7 @@ use stoker_kernels::lstm::{
 use stoker_kernels::scalar::Scalar;
 
 use super::FusedOps;
-use super::flex::{Host, contiguous, register};
+use super::flex::{Host, contiguous, register, unpack};
 
 /// x [T, B, D] (time-major) through an LSTM from a zero state → h [T, B, H]; `wx` [D, 4H],
 /// `bias` [4H], `wh` [H, 4H], gates i, f, g, o. None when the fused op does not apply here.
@@ -155,9 +155,9 @@ impl Backward<Flex, 4> for LstmBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let inputs = ops.parents.map(|p| p.map(|node| node.id));
-        let dh = widen(grads.consume::<Flex>(&ops.node));
-        let (o, tape) = &*ops.state.0;
+        let (inputs, dh, saved) = unpack(ops, grads);
+        let dh = widen(dh);
+        let (o, tape) = &*saved.0;
         let g = o.backward(&dh, tape);
         let four = 4 * o.hidden;
         let values = [

@@ -11,7 +11,7 @@ use burn::prelude::*;
 use stoker_kernels::pool::{max_pool2x2_backward, max_pool2x2_forward};
 
 use super::FusedOps;
-use super::flex::{Host, by_dtype, contiguous, register};
+use super::flex::{Host, by_dtype, contiguous, register, unpack};
 
 /// [B, C, H, W] → [B, C, H/2, W/2]; None when the fused op does not apply here.
 pub fn max_pool2x2(x: &Tensor<4>) -> Option<Tensor<4>> {
@@ -49,9 +49,7 @@ impl Backward<Flex, 1> for PoolBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let inputs = ops.parents.map(|p| p.map(|node| node.id));
-        let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let (dims, arg) = ops.state;
+        let (inputs, dy, (dims, arg)) = unpack(ops, grads);
         let (planes, h, w) = (dims[0] * dims[1], dims[2], dims[3]);
         let dx = by_dtype!(dy.dtype(), "max_pool2x2", |T| T::tensor(
             max_pool2x2_backward(T::slice(&dy), &arg, planes, h, w),
